@@ -1,0 +1,79 @@
+"""The ``aapt-world`` command: one entry point for every user-facing job.
+
+    aapt-world demo                      the main job (see README)
+    aapt-world collect key=value ...     record real-world data (hydra overrides)
+    aapt-world rollout --steps 360       a scripted real-world rollout to mp4
+    aapt-world bench collect             collection throughput benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo(argv: list[str]) -> None:
+    """Main job until a trained world ships: record a small dataset and a real rollout video."""
+    parser = argparse.ArgumentParser(prog="aapt-world demo")
+    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--steps", type=int, default=360, help="steps of 4 frames (360 = 1440)")
+    parser.add_argument("--episodes", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    from agents.rollout import write_real_rollout
+    from training.collect import CollectConfig, collect
+
+    summary = collect(CollectConfig(root=f"{args.out}/dataset", num_episodes=args.episodes,
+                                    steps_per_episode=250))
+    print(f"dataset: {summary['total_episodes']} episodes, {summary['total_frames']} frames in "
+          f"{summary['root']} ({summary['frames_per_second']:.0f} frames/s this run)")
+    video = f"{args.out}/real_rollout.mp4"
+    result = write_real_rollout(video, args.steps)
+    fps = (len(result.frames) - 1) / result.seconds
+    print(f"real rollout: {len(result.frames)} frames at {fps:.0f} fps -> {video}")
+
+
+def _rollout(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="aapt-world rollout")
+    parser.add_argument("--steps", type=int, default=360)
+    parser.add_argument("--policy", default="explorer")
+    parser.add_argument("--map", default="MAP01")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="outputs/real_rollout.mp4")
+    args = parser.parse_args(argv)
+    from agents.rollout import write_real_rollout
+
+    write_real_rollout(args.out, args.steps, policy=args.policy, doom_map=args.map,
+                       seed=args.seed)
+    print(f"wrote {args.out}")
+
+
+def _collect(argv: list[str]) -> None:
+    from training.collect import main
+
+    sys.argv = ["aapt-world collect", *argv]
+    main()
+
+
+def _bench(argv: list[str]) -> None:
+    benches = {"collect": "training.bench_collect"}
+    if not argv or argv[0] not in benches:
+        raise SystemExit(f"usage: aapt-world bench {{{','.join(benches)}}} [options]")
+    import importlib
+
+    importlib.import_module(benches[argv[0]]).main(argv[1:])
+
+
+COMMANDS = {"demo": _demo, "collect": _collect, "rollout": _rollout, "bench": _bench}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main()

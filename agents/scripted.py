@@ -1,0 +1,141 @@
+"""Scripted Doom policies that move like a player, for data collection and long rollouts.
+
+A human exploring a level walks with momentum, sweeps the view, turns away from walls, spins,
+stops to look around and strafes; uniform random button mashing does none of that and gives a
+world model a poor picture of how the camera moves. ``ExplorerPolicy`` switches between such
+behaviours with a small state machine. All policies emit continuous commands
+``[forward, strafe, turn, look]`` in [-1, 1] (see ``envs.actions``) and read the camera poses the
+real env reports in ``info["poses"]`` (only to notice being stuck against a wall).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Policy(Protocol):
+    def reset(self, rng: np.random.Generator) -> None: ...
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray: ...
+
+
+@dataclass
+class ExplorerConfig:
+    walk_steps: tuple[int, int] = (8, 40)  # how long each behaviour lasts, in steps
+    spin_steps: tuple[int, int] = (6, 24)
+    pause_steps: tuple[int, int] = (2, 8)
+    strafe_steps: tuple[int, int] = (4, 16)
+    look_steps: tuple[int, int] = (4, 12)
+    # probabilities of the next behaviour after one ends (walk, spin, pause, strafe, look)
+    behaviour_probs: tuple[float, float, float, float, float] = (0.5, 0.12, 0.1, 0.18, 0.1)
+    turn_smoothness: float = 0.8  # AR(1) coefficient of the turn rate: momentum in the sweep
+    turn_noise: float = 0.35
+    stuck_speed: float = 1.5  # map units per tic below which a forward walk counts as blocked
+    escape_steps: tuple[int, int] = (4, 10)  # a hard turn of ~90-200 degrees away from a wall
+
+
+_BEHAVIOURS = ("walk", "spin", "pause", "strafe", "look")
+
+
+class ExplorerPolicy:
+    """Momentum random walk with spins, pauses, strafing, look-around and wall escapes."""
+
+    def __init__(self, config: ExplorerConfig | None = None) -> None:
+        self.config = config or ExplorerConfig()
+        self._rng = np.random.default_rng(0)
+        self._mode = "walk"
+        self._steps_left = 0
+        self._turn = 0.0
+        self._direction = 1.0
+        self._stuck = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._turn = 0.0
+        self._stuck = 0
+        self._start("walk")
+
+    def _start(self, mode: str) -> None:
+        c, r = self.config, self._rng
+        lengths = {
+            "walk": c.walk_steps, "spin": c.spin_steps, "pause": c.pause_steps,
+            "strafe": c.strafe_steps, "look": c.look_steps, "escape": c.escape_steps,
+        }[mode]
+        self._mode = mode
+        self._steps_left = int(r.integers(lengths[0], lengths[1] + 1))
+        self._direction = float(r.choice([-1.0, 1.0]))
+        self._speed = float(r.uniform(0.5, 1.0))
+
+    def _is_stuck(self, info: dict[str, Any]) -> bool:
+        poses = info.get("poses")
+        if poses is None or len(poses) < 2:
+            return False
+        per_tic = np.linalg.norm(np.diff(poses[:, :2], axis=0), axis=1).mean()
+        return bool(per_tic < self.config.stuck_speed)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        c, r = self.config, self._rng
+        if self._mode == "walk" and self._is_stuck(info):
+            self._stuck += 1
+            if self._stuck >= 2:  # two blocked steps in a row: turn away from the wall
+                self._stuck = 0
+                self._start("escape")
+        else:
+            self._stuck = 0
+        if self._steps_left <= 0:
+            self._start(_BEHAVIOURS[r.choice(len(_BEHAVIOURS), p=np.array(c.behaviour_probs))])
+        self._steps_left -= 1
+
+        self._turn = c.turn_smoothness * self._turn + c.turn_noise * float(r.normal())
+        self._turn = float(np.clip(self._turn, -1.0, 1.0))
+        # Pitch drifts back to level on its own unless the policy is looking around.
+        pitch = float(info["poses"][-1, 4]) if "poses" in info else 0.0
+        level = float(np.clip(pitch / 8.0, -1.0, 1.0))
+        command = np.zeros(4, dtype=np.float32)
+        if self._mode == "walk":
+            command[:] = (self._speed, 0.0, 0.6 * self._turn, -0.3 * level)
+        elif self._mode == "spin":
+            command[:] = (0.0, 0.0, self._direction * self._speed, -0.3 * level)
+        elif self._mode == "pause":
+            command[:] = (0.0, 0.0, 0.0, 0.0)
+        elif self._mode == "strafe":
+            command[:] = (0.3 * self._turn, self._direction * self._speed, 0.2 * self._turn, 0.0)
+        elif self._mode == "look":
+            command[:] = (0.0, 0.0, 0.3 * self._turn, self._direction * 0.6)
+        elif self._mode == "escape":
+            command[:] = (0.0, 0.0, self._direction, -0.3 * level)
+        return np.clip(command, -1.0, 1.0)
+
+
+class RandomCommandPolicy:
+    """Uniform random commands, held for a random number of steps (a "random player")."""
+
+    def __init__(self, hold_steps: tuple[int, int] = (1, 6)) -> None:
+        self.hold_steps = hold_steps
+        self._rng = np.random.default_rng(0)
+        self._command = np.zeros(4, dtype=np.float32)
+        self._left = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._left = 0
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if self._left <= 0:
+            self._command = self._rng.uniform(-1, 1, size=4).astype(np.float32)
+            self._command[3] *= 0.3  # large pitch swings are rare in play
+            self._left = int(self._rng.integers(self.hold_steps[0], self.hold_steps[1] + 1))
+        self._left -= 1
+        return self._command.copy()
+
+
+POLICIES = {"explorer": ExplorerPolicy, "random": RandomCommandPolicy}
+
+
+def make_policy(name: str) -> Policy:
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}: expected one of {sorted(POLICIES)}")
+    return POLICIES[name]()

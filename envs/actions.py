@@ -1,0 +1,117 @@
+"""Doom actions and their encoding into per-frame conditions.
+
+Every Doom action (discrete index or continuous vector) is first mapped to one canonical
+*camera command* ``[forward, strafe, turn, look]`` in [-1, 1]: forward/backward speed,
+right/left strafe speed, turn right/left rate, look up/down rate. The real ViZDoom env turns the
+command into delta buttons; the dataset stores commands; the neural world conditions on
+commands. One mapping, shared by all three, so an action means the same thing everywhere.
+
+A latent frame spans ``FRAMES_PER_STEP`` video frames (ViZDoom tics). The command is held for
+the whole step, so its per-frame condition is the command repeated per frame; recorded
+datasets from other games may give per-frame commands that vary within a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+FRAMES_PER_STEP = 4  # one action = one latent frame = 4 video frames (the VAE's 4x in time)
+COMMAND_DIM = 4
+COMMAND_NAMES = ("forward", "strafe", "turn", "look")
+
+
+@dataclass(frozen=True)
+class CommandScale:
+    """Full-scale (|command| = 1) values of each command axis, in ViZDoom delta-button units.
+
+    forward/strafe: MOVE_*_DELTA speed (50 is Doom's running speed; 25 a brisk walk).
+    turn: degrees of yaw per tic (positive turns right, i.e. clockwise seen from above).
+    look: degrees of pitch per tic (positive looks down; Doom clamps pitch to about +-32 deg).
+    """
+
+    forward: float = 25.0
+    strafe: float = 25.0
+    turn: float = 6.0
+    look: float = 2.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.forward, self.strafe, self.turn, self.look], dtype=np.float32)
+
+
+# Discrete action set: the moves a keyboard player makes, each a fixed command.
+DISCRETE_ACTIONS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
+    ("noop", (0.0, 0.0, 0.0, 0.0)),
+    ("forward", (1.0, 0.0, 0.0, 0.0)),
+    ("backward", (-1.0, 0.0, 0.0, 0.0)),
+    ("strafe_left", (0.0, -1.0, 0.0, 0.0)),
+    ("strafe_right", (0.0, 1.0, 0.0, 0.0)),
+    ("turn_left", (0.0, 0.0, -1.0, 0.0)),
+    ("turn_right", (0.0, 0.0, 1.0, 0.0)),
+    ("forward_turn_left", (1.0, 0.0, -1.0, 0.0)),
+    ("forward_turn_right", (1.0, 0.0, 1.0, 0.0)),
+    ("look_up", (0.0, 0.0, 0.0, -1.0)),
+    ("look_down", (0.0, 0.0, 0.0, 1.0)),
+)
+DISCRETE_ACTION_NAMES = tuple(name for name, _ in DISCRETE_ACTIONS)
+_DISCRETE_COMMANDS = np.array([cmd for _, cmd in DISCRETE_ACTIONS], dtype=np.float32)
+
+ACTION_TYPES = ("discrete", "continuous")
+
+
+def make_action_space(action_type: str) -> spaces.Space:
+    """The Gymnasium action space of a Doom world (real or neural)."""
+    if action_type == "discrete":
+        return spaces.Discrete(len(DISCRETE_ACTIONS))
+    if action_type == "continuous":
+        return spaces.Box(-1.0, 1.0, shape=(COMMAND_DIM,), dtype=np.float32)
+    raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
+
+
+def action_to_command(action: object, action_type: str) -> np.ndarray:
+    """Validate an action of the given type and return its command, float32 of shape (4,).
+
+    Raises ValueError naming the expected space when the action is malformed, so that a bad
+    action never reaches the game engine or the model.
+    """
+    if action_type == "discrete":
+        arr = np.asarray(action)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"expected a discrete action: an integer in [0, {len(DISCRETE_ACTIONS) - 1}] "
+                f"(Discrete({len(DISCRETE_ACTIONS)})), got {action!r}"
+            )
+        index = int(arr)
+        if not 0 <= index < len(DISCRETE_ACTIONS):
+            raise ValueError(
+                f"discrete action {index} out of range: expected Discrete({len(DISCRETE_ACTIONS)})"
+            )
+        return _DISCRETE_COMMANDS[index].copy()
+    if action_type == "continuous":
+        arr = np.asarray(action)
+        if arr.shape != (COMMAND_DIM,) or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(
+                f"expected a continuous action of shape ({COMMAND_DIM},) "
+                f"{COMMAND_NAMES} in [-1, 1] (Box(-1, 1, (4,), float32)), got {action!r}"
+            )
+        arr = arr.astype(np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"continuous action contains NaN or inf: {arr}")
+        if np.any(np.abs(arr) > 1.0 + 1e-6):
+            raise ValueError(f"continuous action out of range [-1, 1]: {arr}")
+        return np.clip(arr, -1.0, 1.0)
+    raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
+
+
+def command_to_buttons(command: np.ndarray, scale: CommandScale = CommandScale()) -> list[float]:
+    """Command -> values of ViZDoom's [MOVE_FORWARD_BACKWARD_DELTA, MOVE_LEFT_RIGHT_DELTA,
+    TURN_LEFT_RIGHT_DELTA, LOOK_UP_DOWN_DELTA] buttons."""
+    return [float(v) for v in np.asarray(command, dtype=np.float32) * scale.as_array()]
+
+
+def command_to_frame_conditions(command: np.ndarray) -> np.ndarray:
+    """The per-video-frame condition of one step: (FRAMES_PER_STEP, COMMAND_DIM) float32."""
+    command = np.asarray(command, dtype=np.float32).reshape(COMMAND_DIM)
+    return np.tile(command, (FRAMES_PER_STEP, 1))

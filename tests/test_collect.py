@@ -1,0 +1,109 @@
+"""Data collection from the real Doom world: planning, resume, and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.scripted import ExplorerPolicy, RandomCommandPolicy
+from training.collect import CollectConfig, collect, plan_episodes
+from training.dataset import ClipDataset, read_manifest
+
+
+def small(root: Path, **kw) -> CollectConfig:
+    base = dict(root=str(root), num_episodes=3, steps_per_episode=12, width=64, height=48,
+                workers=1, val_every=3)
+    return CollectConfig(**{**base, **kw})
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "episodes").rglob("*")) if p.is_file()}
+
+
+def test_collect_then_resume_adds_only_missing(tmp_path: Path) -> None:
+    summary = collect(small(tmp_path, num_episodes=2), progress=False)
+    assert summary["recorded_episodes"] == 2 and summary["recorded_frames"] == 2 * 49
+    before = digest(tmp_path)
+    summary = collect(small(tmp_path, num_episodes=3), progress=False)
+    assert summary["recorded_episodes"] == 1 and summary["total_episodes"] == 3
+    after = digest(tmp_path)
+    assert {k: after[k] for k in before} == before  # existing episodes untouched
+    manifest = read_manifest(tmp_path)
+    assert [e["split"] for e in manifest["episodes"]] == ["train", "train", "val"]
+    assert collect(small(tmp_path), progress=False)["recorded_episodes"] == 0
+    clip = ClipDataset(tmp_path, num_steps=4, split="val").sample(np.random.default_rng(0))
+    assert clip.frames.shape == (17, 48, 64, 3)
+
+
+def test_parallel_workers_match_serial(tmp_path: Path) -> None:
+    collect(small(tmp_path / "serial"), progress=False)
+    collect(small(tmp_path / "parallel", workers=2), progress=False)
+    assert digest(tmp_path / "serial") == digest(tmp_path / "parallel")  # deterministic
+
+
+def test_resume_with_other_settings_refused(tmp_path: Path) -> None:
+    collect(small(tmp_path, num_episodes=1), progress=False)
+    with pytest.raises(ValueError, match="different settings"):
+        collect(small(tmp_path, width=128, height=96), progress=False)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown policies"):
+        small(Path("x"), policies=["dance"]).validate()
+    with pytest.raises(ValueError, match="multiples of 8"):
+        small(Path("x"), width=50).validate()
+
+
+def test_plan_is_deterministic() -> None:
+    plans = plan_episodes(CollectConfig(num_episodes=9, val_every=4))
+    assert [p.split for p in plans].count("val") == 2
+    assert [p.doom_map for p in plans][:5] == ["MAP01", "MAP02", "MAP03", "MAP04", "MAP01"]
+
+
+def test_explorer_moves_like_a_player() -> None:
+    """Smooth turning and a mix of behaviours, not independent random commands per step."""
+    policy = ExplorerPolicy()
+    policy.reset(np.random.default_rng(0))
+    poses = np.zeros((4, 5), dtype=np.float32)
+    poses[:, 0] = np.arange(4) * 10.0  # moving: never stuck
+    commands = np.stack([policy.act(None, {"poses": poses}) for _ in range(400)])
+    assert np.all(np.abs(commands) <= 1)
+    walking = commands[:, 0] > 0.4
+    assert 0.2 < walking.mean() < 0.9
+    turn = commands[:, 2]
+    assert np.corrcoef(turn[:-1], turn[1:])[0, 1] > 0.5  # momentum in turning
+    random = RandomCommandPolicy()
+    random.reset(np.random.default_rng(0))
+    assert np.std([random.act(None, {})[0] for _ in range(100)]) > 0.3
+
+
+def test_explorer_escapes_walls() -> None:
+    policy = ExplorerPolicy()
+    policy.reset(np.random.default_rng(1))
+    stuck = {"poses": np.zeros((4, 5), dtype=np.float32)}
+    commands = [policy.act(None, stuck) for _ in range(3)]
+    assert abs(commands[-1][2]) == 1.0 and commands[-1][0] == 0.0  # full-rate turn, no push
+
+
+def test_cli_collect_and_rollout(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    cmd = [sys.executable, "-m", "aapt_world.cli", "collect", f"root={root}", "num_episodes=1",
+           "steps_per_episode=5", "workers=1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "recorded_episodes=1" in out.stdout
+    bad = subprocess.run(cmd[:-1] + ["workers=zero"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "workers" in bad.stderr
+    video = tmp_path / "real.mp4"
+    out = subprocess.run([sys.executable, "-m", "aapt_world.cli", "rollout", "--steps", "6",
+                          "--out", str(video)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    from aapt_world.video import read_mp4
+
+    assert read_mp4(video).shape == (25, 192, 256, 3)

@@ -1,0 +1,209 @@
+"""Record episodes of the real Doom world with player-like scripted policies.
+
+    aapt-world collect root=data/doom num_episodes=64 steps_per_episode=500 workers=2
+
+The collection is a fixed plan: episode i runs map ``maps[i % len(maps)]`` with seed
+``seed + i`` and policy ``policies[i % len(policies)]``. Re-running the same command skips
+the episodes already on disk and records only what is missing; a crash leaves at most a
+temporary directory, which the next run deletes. Every ``val_every``-th episode goes to the
+validation split.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from training.dataset import (
+    FRAMES_PER_STEP,
+    Episode,
+    completed_episode_ids,
+    read_manifest,
+    remove_stale_temporaries,
+    write_episode,
+    write_manifest,
+)
+
+
+@dataclass
+class CollectConfig:
+    root: str = "data/doom"
+    scenario: str = "freedoom2"
+    maps: list[str] = field(default_factory=lambda: ["MAP01", "MAP02", "MAP03", "MAP04"])
+    policies: list[str] = field(default_factory=lambda: ["explorer", "explorer", "explorer",
+                                                         "random"])
+    num_episodes: int = 32
+    steps_per_episode: int = 500  # 2001 video frames, about 57 s of game at 35 fps
+    width: int = 128
+    height: int = 96
+    seed: int = 0
+    val_every: int = 8  # episodes 7, 15, 23, ... are validation
+    workers: int = 2
+
+    def validate(self) -> None:
+        from agents.scripted import POLICIES
+        from envs.doom import DoomConfig
+
+        DoomConfig(scenario=self.scenario, width=self.width, height=self.height).validate()
+        if self.num_episodes < 1 or self.steps_per_episode < 1:
+            raise ValueError("num_episodes and steps_per_episode must be >= 1")
+        if not self.maps or not self.policies:
+            raise ValueError("maps and policies must not be empty")
+        unknown = set(self.policies) - set(POLICIES)
+        if unknown:
+            raise ValueError(f"unknown policies {sorted(unknown)}: expected {sorted(POLICIES)}")
+        if self.workers < 1 or self.val_every < 2:
+            raise ValueError("workers must be >= 1 and val_every >= 2")
+
+    def dataset_meta(self) -> dict[str, Any]:
+        """What every episode of this dataset shares; a resumed run must agree with it."""
+        from envs.actions import COMMAND_NAMES
+        from envs.doom import POSE_NAMES
+
+        return {"world": "doom", "scenario": self.scenario, "width": self.width,
+                "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": 35,
+                "action_names": list(COMMAND_NAMES), "pose_names": list(POSE_NAMES)}
+
+
+@dataclass
+class EpisodePlan:
+    index: int
+    id: str
+    doom_map: str
+    seed: int
+    policy: str
+    split: str
+
+
+def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
+    return [
+        EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % len(cfg.maps)],
+                    seed=cfg.seed + i, policy=cfg.policies[i % len(cfg.policies)],
+                    split="val" if i % cfg.val_every == cfg.val_every - 1 else "train")
+        for i in range(cfg.num_episodes)
+    ]
+
+
+def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np.ndarray]:
+    """Run one episode; returns the arrays of an ``Episode`` (stops early on termination)."""
+    rng = np.random.default_rng(seed)
+    policy.reset(rng)
+    obs, info = env.reset(seed=seed)
+    frames, poses = [info["frames"]], [info["poses"]]
+    actions, rewards, terminated = [], [], []
+    for _ in range(steps):
+        command = policy.act(obs, info)
+        obs, reward, term, trunc, info = env.step(command)
+        frames.append(info["frames"])
+        poses.append(info["poses"])
+        actions.append(info["command"])
+        rewards.append(reward)
+        terminated.append(term)
+        if term or trunc:
+            break
+    return {
+        "frames": np.concatenate(frames), "poses": np.concatenate(poses).astype(np.float32),
+        "actions": np.stack(actions).astype(np.float32),
+        "rewards": np.asarray(rewards, dtype=np.float32),
+        "terminated": np.asarray(terminated, dtype=bool),
+    }
+
+
+def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, int]]:
+    """Record a list of planned episodes in one process (one ViZDoom instance per map)."""
+    from agents.scripted import make_policy
+    from envs.doom import DoomConfig, DoomEnv
+
+    cfg_dict, plans = args
+    cfg = CollectConfig(**cfg_dict)
+    envs: dict[str, DoomEnv] = {}
+    done = []
+    try:
+        for plan in plans:
+            if plan.doom_map not in envs:
+                envs[plan.doom_map] = DoomEnv(DoomConfig(
+                    scenario=cfg.scenario, doom_map=plan.doom_map, width=cfg.width,
+                    height=cfg.height, action_type="continuous"))
+            arrays = record_episode(envs[plan.doom_map], make_policy(plan.policy),
+                                    cfg.steps_per_episode, plan.seed)
+            meta = {"id": plan.id, "map": plan.doom_map, "seed": plan.seed,
+                    "policy": plan.policy, "split": plan.split, "scenario": cfg.scenario}
+            write_episode(cfg.root, Episode(**arrays, meta=meta))
+            done.append((plan.id, int(arrays["frames"].shape[0])))
+    finally:
+        for env in envs.values():
+            env.close()
+    return done
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
+    """Record every planned episode not yet on disk; returns a summary with throughput."""
+    cfg.validate()
+    root = Path(cfg.root)
+    root.mkdir(parents=True, exist_ok=True)
+    meta = cfg.dataset_meta()
+    if (root / "manifest.json").exists():
+        existing = read_manifest(root)
+        mismatched = {k: (existing.get(k), v) for k, v in meta.items() if existing.get(k) != v}
+        if mismatched:
+            raise ValueError(f"dataset at {root} was recorded with different settings "
+                             f"(existing, requested): {mismatched}; use another root")
+    remove_stale_temporaries(root)
+    have = completed_episode_ids(root)
+    todo = [p for p in plan_episodes(cfg) if p.id not in have]
+    write_manifest(root, meta)  # picks up episodes a crashed run wrote but did not list
+    start, frames = time.perf_counter(), 0
+    if todo:
+        workers = min(cfg.workers, len(todo))
+        jobs = [(asdict(cfg), [plan]) for plan in todo]  # one episode per job: fine-grained resume
+        bar = tqdm(total=len(todo), desc="episodes", unit="ep", disable=not progress)
+        if workers == 1:
+            results = map(_worker, jobs)
+            pool = None
+        else:
+            pool = mp.get_context("spawn").Pool(workers)
+            results = pool.imap_unordered(_worker, jobs)
+        try:
+            for done in results:
+                frames += sum(n for _, n in done)
+                write_manifest(root, meta)
+                bar.update(len(done))
+                bar.set_postfix(fps=f"{frames / (time.perf_counter() - start):.0f}")
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.close()
+                pool.join()
+    seconds = time.perf_counter() - start
+    manifest = write_manifest(root, meta)
+    return {"root": str(root), "recorded_episodes": len(todo), "recorded_frames": frames,
+            "seconds": seconds, "frames_per_second": frames / seconds if seconds else 0.0,
+            "total_episodes": manifest["num_episodes"], "total_frames": manifest["num_frames"]}
+
+
+def main() -> None:
+    """Hydra entry point: ``aapt-world collect key=value ...``."""
+    import hydra
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(name="collect_schema", node=CollectConfig)
+
+    @hydra.main(version_base="1.3", config_path="configs", config_name="collect")
+    def _run(dict_cfg: Any) -> None:
+        cfg = CollectConfig(**OmegaConf.to_container(dict_cfg, resolve=True))
+        summary = collect(cfg)
+        print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in summary.items()))
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()

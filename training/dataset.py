@@ -1,0 +1,280 @@
+"""On-disk dataset of recorded episodes, and a reader that samples clips for training.
+
+Format (version 1), documented in the README so users can record their own game::
+
+    <root>/manifest.json
+    <root>/episodes/<episode_id>/frames.npy      uint8   (T, H, W, 3)   T = 1 + 4 * S
+                                 poses.npy       float32 (T, P)         per-frame camera pose
+                                 actions.npy     float32 (S, A)         per-step command
+                                 rewards.npy     float32 (S,)
+                                 terminated.npy  bool    (S,)
+                                 meta.json       episode metadata (same dict as its manifest entry)
+
+An episode of S steps has T = 1 + 4 S video frames: frame 0 is the reset frame, step s
+(0-based) produced frames 4s+1 .. 4s+4. Plain ``.npy`` files are memory-mapped, so sampling a
+clip reads only that clip. Every episode is written to a temporary directory and renamed into
+place; the manifest is rewritten atomically from the episodes' ``meta.json`` files. An episode
+is therefore either complete or absent, and re-running a collection never touches what exists.
+
+Clips: ``num_steps = K`` gives 4K + 1 video frames starting on a step boundary — the first frame
+alone (the causal VAE encodes it into latent frame 0) then K groups of 4 — with the K actions
+that produced them, i.e. K + 1 latent frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "aapt-world-dataset"
+FORMAT_VERSION = 1
+FRAMES_PER_STEP = 4
+MANIFEST = "manifest.json"
+EPISODES_DIR = "episodes"
+ARRAYS = ("frames", "poses", "actions", "rewards", "terminated")
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is missing, corrupt, or disagrees with the manifest."""
+
+
+@dataclass
+class Episode:
+    """One recorded episode, in memory, ready to write."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    poses: np.ndarray  # float32 (T, P)
+    actions: np.ndarray  # float32 (S, A)
+    rewards: np.ndarray  # float32 (S,)
+    terminated: np.ndarray  # bool (S,)
+    meta: dict[str, Any]
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.actions.shape[0])
+
+    def validate(self) -> None:
+        s = self.num_steps
+        expected_t = 1 + FRAMES_PER_STEP * s
+        checks = [
+            (self.frames.dtype == np.uint8 and self.frames.ndim == 4 and self.frames.shape[-1] == 3,
+             f"frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}"),
+            (self.frames.shape[0] == expected_t,
+             f"{s} steps need {expected_t} frames (1 + 4 per step), got {self.frames.shape[0]}"),
+            (self.poses.shape[0] == expected_t, f"poses need {expected_t} rows, got {self.poses.shape}"),
+            (self.actions.ndim == 2, f"actions must be (S, A), got {self.actions.shape}"),
+            (self.rewards.shape == (s,), f"rewards must be ({s},), got {self.rewards.shape}"),
+            (self.terminated.shape == (s,), f"terminated must be ({s},), got {self.terminated.shape}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid episode {self.meta.get('id')!r}: {message}")
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; datasets are meant to be shared
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_episode(root: str | Path, episode: Episode) -> dict[str, Any]:
+    """Write one episode atomically; returns its manifest entry. Refuses to overwrite."""
+    episode.validate()
+    root = Path(root)
+    episode_id = episode.meta["id"]
+    final_dir = root / EPISODES_DIR / episode_id
+    if final_dir.exists():
+        raise FileExistsError(f"episode {episode_id} already exists at {final_dir}")
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".tmp-{episode_id}-"))
+    try:
+        files = {}
+        for name in ARRAYS:
+            array = np.ascontiguousarray(getattr(episode, name))
+            np.save(tmp_dir / f"{name}.npy", array, allow_pickle=False)
+            files[name] = {
+                "shape": list(array.shape),
+                "dtype": str(array.dtype),
+                "sha256": _sha256(tmp_dir / f"{name}.npy"),
+            }
+        entry = {**episode.meta, "num_steps": episode.num_steps,
+                 "num_frames": int(episode.frames.shape[0]), "files": files}
+        _atomic_write_text(tmp_dir / "meta.json", json.dumps(entry, indent=1))
+        os.chmod(tmp_dir, 0o755)
+        os.replace(tmp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return entry
+
+
+def remove_stale_temporaries(root: str | Path) -> int:
+    """Delete half-written episode directories left by a crash. Returns how many."""
+    episodes = Path(root) / EPISODES_DIR
+    stale = list(episodes.glob(".tmp-*")) if episodes.exists() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
+def completed_episode_ids(root: str | Path) -> set[str]:
+    episodes = Path(root) / EPISODES_DIR
+    if not episodes.exists():
+        return set()
+    return {p.name for p in episodes.iterdir() if not p.name.startswith(".") and p.is_dir()}
+
+
+def write_manifest(root: str | Path, dataset_meta: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild the manifest from the episodes on disk (atomic). Existing episodes always win."""
+    root = Path(root)
+    entries = []
+    for episode_id in sorted(completed_episode_ids(root)):
+        meta_path = root / EPISODES_DIR / episode_id / "meta.json"
+        try:
+            entries.append(json.loads(meta_path.read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise DatasetError(f"cannot read episode metadata {meta_path}: {err}") from err
+    manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **dataset_meta,
+                "num_episodes": len(entries),
+                "num_frames": sum(e["num_frames"] for e in entries), "episodes": entries}
+    root.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        raise DatasetError(f"no dataset at {root}: {path} is missing (collect data first)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"corrupt manifest {path}: {err}") from err
+    if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path} is not a {FORMAT_NAME} v{FORMAT_VERSION} manifest "
+            f"(format={manifest.get('format')!r}, version={manifest.get('version')!r})"
+        )
+    return manifest
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # uint8 (4K + 1, H, W, 3)
+    poses: np.ndarray  # float32 (4K + 1, P)
+    actions: np.ndarray  # float32 (K, A)
+    rewards: np.ndarray  # float32 (K,)
+    terminated: np.ndarray  # bool (K,)
+    episode_id: str
+    start_step: int
+
+
+class EpisodeReader:
+    """Memory-mapped arrays of one episode, checked against its manifest entry on open."""
+
+    def __init__(self, root: Path, entry: dict[str, Any], verify_checksums: bool = False) -> None:
+        self.entry = entry
+        self.id = entry["id"]
+        self.num_steps = int(entry["num_steps"])
+        directory = root / EPISODES_DIR / self.id
+        self.arrays: dict[str, np.ndarray] = {}
+        for name in ARRAYS:
+            path = directory / f"{name}.npy"
+            spec = entry["files"][name]
+            if not path.exists():
+                raise DatasetError(f"missing file {path} (listed in the manifest)")
+            if verify_checksums and _sha256(path) != spec["sha256"]:
+                raise DatasetError(f"checksum mismatch in {path}: the file is corrupt")
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise DatasetError(f"corrupt file {path}: {err}") from err
+            if list(array.shape) != spec["shape"] or str(array.dtype) != spec["dtype"]:
+                raise DatasetError(
+                    f"{path} holds {array.dtype} {list(array.shape)} but the manifest says "
+                    f"{spec['dtype']} {spec['shape']}"
+                )
+            self.arrays[name] = array
+
+    def clip(self, start_step: int, num_steps: int) -> Clip:
+        if not 0 <= start_step <= self.num_steps - num_steps:
+            raise IndexError(f"clip [{start_step}, +{num_steps}) outside episode {self.id} "
+                             f"of {self.num_steps} steps")
+        f0, f1 = FRAMES_PER_STEP * start_step, FRAMES_PER_STEP * (start_step + num_steps) + 1
+        s0, s1 = start_step, start_step + num_steps
+        a = self.arrays
+        return Clip(
+            frames=np.array(a["frames"][f0:f1]), poses=np.array(a["poses"][f0:f1]),
+            actions=np.array(a["actions"][s0:s1]), rewards=np.array(a["rewards"][s0:s1]),
+            terminated=np.array(a["terminated"][s0:s1]), episode_id=self.id, start_step=start_step,
+        )
+
+
+class ClipDataset:
+    """Random clips of ``num_steps`` steps (4K + 1 frames) from one split of a dataset.
+
+    Clips never cross episode boundaries; episodes shorter than ``num_steps`` are skipped.
+    Every episode is opened (and checked) up front, so a bad file fails fast with its name.
+    """
+
+    def __init__(self, root: str | Path, num_steps: int, split: str = "train",
+                 verify_checksums: bool = False) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+        self.root = Path(root)
+        self.num_steps = num_steps
+        self.manifest = read_manifest(self.root)
+        on_disk = completed_episode_ids(self.root)
+        listed = {e["id"] for e in self.manifest["episodes"]}
+        if listed - on_disk:
+            raise DatasetError(f"manifest {self.root / MANIFEST} lists episodes missing on disk: "
+                               f"{sorted(listed - on_disk)[:5]}")
+        entries = [e for e in self.manifest["episodes"] if split == "all" or e["split"] == split]
+        self.episodes = [EpisodeReader(self.root, e, verify_checksums) for e in entries
+                         if e["num_steps"] >= num_steps]
+        if not self.episodes:
+            raise DatasetError(f"no {split} episode in {self.root} has >= {num_steps} steps")
+        # Clip start counts per episode: sampling uniform over all clip positions.
+        self._starts = np.array([ep.num_steps - num_steps + 1 for ep in self.episodes])
+        self._cumulative = np.cumsum(self._starts)
+
+    def __len__(self) -> int:
+        return int(self._cumulative[-1])
+
+    def __getitem__(self, index: int) -> Clip:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        episode = int(np.searchsorted(self._cumulative, index, side="right"))
+        offset = index - (self._cumulative[episode - 1] if episode else 0)
+        return self.episodes[episode].clip(int(offset), self.num_steps)
+
+    def sample(self, rng: np.random.Generator) -> Clip:
+        return self[int(rng.integers(len(self)))]
