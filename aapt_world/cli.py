@@ -2,8 +2,9 @@
 
     aapt-world demo                      the main job (see README)
     aapt-world collect key=value ...     record real-world data (hydra overrides)
+    aapt-world train stage=... ...       train a world, stage by stage (hydra overrides)
     aapt-world rollout --steps 360       a scripted real-world rollout to mp4
-    aapt-world bench collect             collection throughput benchmark
+    aapt-world bench collect|stream      benchmarks (collection throughput, streaming loop)
 """
 
 from __future__ import annotations
@@ -55,8 +56,15 @@ def _collect(argv: list[str]) -> None:
     main()
 
 
+def _train(argv: list[str]) -> None:
+    from training.train import main
+
+    sys.argv = ["aapt-world train", *argv]
+    main()
+
+
 def _bench(argv: list[str]) -> None:
-    benches = {"collect": "training.bench_collect"}
+    benches = {"collect": "training.bench_collect", "stream": "aapt_world.bench_stream"}
     if not argv or argv[0] not in benches:
         raise SystemExit(f"usage: aapt-world bench {{{','.join(benches)}}} [options]")
     import importlib
@@ -64,7 +72,8 @@ def _bench(argv: list[str]) -> None:
     importlib.import_module(benches[argv[0]]).main(argv[1:])
 
 
-COMMANDS = {"demo": _demo, "collect": _collect, "rollout": _rollout, "bench": _bench}
+COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "rollout": _rollout,
+            "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from agents.scripted import make_policy
 from aapt_world.video import write_mp4
+from agents.scripted import make_policy
 
 
 @dataclass

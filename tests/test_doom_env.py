@@ -80,7 +80,7 @@ def test_timeout_is_truncation_not_termination() -> None:
     env = DoomEnv(DoomConfig(scenario="health_gathering", nomonsters=False,
                              episode_timeout_tics=40))
     env.reset(seed=0)
-    for step in range(100):
+    for step in range(100):  # noqa: B007 - the step count is checked below
         obs, reward, terminated, truncated, info = env.step(0)
         if terminated or truncated:
             break

@@ -69,10 +69,12 @@ class Episode:
              f"frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}"),
             (self.frames.shape[0] == expected_t,
              f"{s} steps need {expected_t} frames (1 + 4 per step), got {self.frames.shape[0]}"),
-            (self.poses.shape[0] == expected_t, f"poses need {expected_t} rows, got {self.poses.shape}"),
+            (self.poses.shape[0] == expected_t,
+             f"poses need {expected_t} rows, got {self.poses.shape}"),
             (self.actions.ndim == 2, f"actions must be (S, A), got {self.actions.shape}"),
             (self.rewards.shape == (s,), f"rewards must be ({s},), got {self.rewards.shape}"),
-            (self.terminated.shape == (s,), f"terminated must be ({s},), got {self.terminated.shape}"),
+            (self.terminated.shape == (s,),
+             f"terminated must be ({s},), got {self.terminated.shape}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -269,12 +271,20 @@ class ClipDataset:
     def __len__(self) -> int:
         return int(self._cumulative[-1])
 
-    def __getitem__(self, index: int) -> Clip:
+    def position(self, index: int) -> tuple[EpisodeReader, int]:
+        """The episode and start step of clip ``index`` (without reading any frame)."""
         if not 0 <= index < len(self):
             raise IndexError(index)
         episode = int(np.searchsorted(self._cumulative, index, side="right"))
         offset = index - (self._cumulative[episode - 1] if episode else 0)
-        return self.episodes[episode].clip(int(offset), self.num_steps)
+        return self.episodes[episode], int(offset)
+
+    def __getitem__(self, index: int) -> Clip:
+        episode, start = self.position(index)
+        return episode.clip(start, self.num_steps)
+
+    def sample_position(self, rng: np.random.Generator) -> tuple[EpisodeReader, int]:
+        return self.position(int(rng.integers(len(self))))
 
     def sample(self, rng: np.random.Generator) -> Clip:
         return self[int(rng.integers(len(self)))]

@@ -1,0 +1,130 @@
+"""Weights on disk: safetensors with the model card in its metadata, written atomically.
+
+A checkpoint is either one ``<name>.safetensors`` file or, when larger than ``max_shard_bytes``,
+shards ``<name>-00001-of-0000N.safetensors`` plus the usual ``<name>.safetensors.index.json``
+(``{"metadata": ..., "weight_map": {tensor: shard}}``). safetensors metadata is str -> str, so the
+config and model card travel as JSON strings under the ``"config"`` and ``"card"`` keys.
+
+Every file is written to a temporary name and ``os.replace``d into place: a crash never leaves
+a half-written checkpoint where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
+
+
+def atomic_replace(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
+                 dtype: torch.dtype | None = None, max_shard_bytes: int = 15 * 2**20) -> list[Path]:
+    """Save ``tensors`` (optionally cast to ``dtype``) with JSON-able ``metadata``.
+
+    ``path`` ends in ``.safetensors``. Returns the files written.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+               .detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        atomic_replace(path, lambda tmp: save_file(shards[0], tmp, metadata=meta))
+        return [path]
+    stem = path.name[: -len(".safetensors")]
+    files, weight_map = [], {}
+    for i, shard in enumerate(shards, 1):
+        shard_path = path.with_name(f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors")
+        atomic_replace(shard_path, lambda tmp, s=shard: save_file(s, tmp, metadata=meta))
+        files.append(shard_path)
+        weight_map.update({name: shard_path.name for name in shard})
+    index = path.with_name(path.name + ".index.json")
+    index_text = json.dumps({"metadata": meta, "weight_map": weight_map}, indent=1)
+    atomic_replace(index, lambda tmp: Path(tmp).write_text(index_text))
+    return [*files, index]
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a single-file or sharded checkpoint; returns (tensors, metadata with JSON decoded)."""
+    path = Path(path)
+    index = path.with_name(path.name + ".index.json")
+    try:
+        if path.exists():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                raw_meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        elif index.exists():
+            spec = json.loads(index.read_text())
+            raw_meta, tensors = spec["metadata"], {}
+            for shard in sorted(set(spec["weight_map"].values())):
+                shard_path = path.with_name(shard)
+                if not shard_path.exists():
+                    raise CheckpointError(f"shard {shard_path} listed in {index} is missing")
+                tensors.update(load_file(str(shard_path)))
+            missing = set(spec["weight_map"]) - set(tensors)
+            if missing:
+                raise CheckpointError(f"{index} lists tensors absent from its shards: "
+                                      f"{sorted(missing)[:5]}")
+        else:
+            raise CheckpointError(f"no checkpoint at {path} (nor a sharded {index.name})")
+    except (SafetensorError, OSError, json.JSONDecodeError, KeyError) as err:
+        raise CheckpointError(f"corrupt checkpoint {path}: {err}") from err
+    metadata = {}
+    for key, value in raw_meta.items():
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    return tensors, metadata
+
+
+def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load ``tensors`` into ``module`` (cast to its dtypes); errors name ``source``."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{source} does not fit {type(module).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
+        )
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})

@@ -1,0 +1,190 @@
+"""Per-latent-frame condition encoders: camera motion, body pose, actions.
+
+One latent frame covers ``frames_per_latent`` (= 4, the VAE's temporal compression) video
+frames. Every encoder folds the per-video-frame signals of one latent frame into ONE condition
+vector, so all of them map ``(B, T, 4, ...)`` to ``(B, T, cond_dim)``, which is what
+:class:`aapt_world.transformer.BlockCausalDiT` takes as ``cond``.
+
+* :class:`CameraConditionEncoder` - relative camera motion per video frame
+  ``(dx_forward, dy_right, dz, dyaw_deg, dpitch_deg)`` (see :func:`relative_camera_motion`),
+  divided by fixed per-channel scales (buffers, set from dataset statistics).
+* :class:`PoseConditionEncoder` - body keypoints ``(B, T, 4, K, D)``, D = 2 or 3.
+* :class:`ActionConditionEncoder` - discrete actions ``(B, T, 4)`` (one index per video frame)
+  through an embedding, or continuous commands ``(B, T, 4, A)``.
+
+Build one from a :class:`ConditionConfig` with :func:`build_condition_encoder`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+CAMERA_CHANNELS = 5  # dx_forward, dy_right, dz, dyaw_deg, dpitch_deg
+FULL_TURN_DEG = 360.0
+HALF_TURN_DEG = 180.0
+
+
+def wrap_degrees(angle: np.ndarray | Tensor) -> np.ndarray | Tensor:
+    """Wrap angles in degrees to (-180, 180]."""
+    if isinstance(angle, Tensor):
+        return angle - FULL_TURN_DEG * torch.ceil((angle - HALF_TURN_DEG) / FULL_TURN_DEG)
+    return angle - FULL_TURN_DEG * np.ceil((angle - HALF_TURN_DEG) / FULL_TURN_DEG)
+
+
+def relative_camera_motion(poses: np.ndarray | Tensor) -> np.ndarray | Tensor:
+    """Camera motion of each frame relative to the previous one, in the previous frame's frame.
+
+    ``poses`` (..., N, 5) = ``[x, y, z, yaw_deg, pitch_deg]`` in world coordinates (Doom: yaw
+    counter-clockwise from +x, so the forward vector is (cos yaw, sin yaw) and the right vector
+    is (sin yaw, -cos yaw)). Returns (..., N, 5) = ``[dx_forward, dy_right, dz, dyaw, dpitch]``
+    where the planar displacement is expressed in the previous frame's yaw-rotated axes and the
+    angle deltas are wrapped to (-180, 180]. The first frame's motion is 0. Works on numpy
+    arrays and torch tensors (returns the same kind).
+    """
+    is_torch = isinstance(poses, Tensor)
+    xp = torch if is_torch else np
+    if poses.shape[-1] != CAMERA_CHANNELS:
+        raise ValueError(f"poses must end with {CAMERA_CHANNELS} channels, got {poses.shape}")
+    if not is_torch:
+        poses = np.asarray(poses, dtype=np.float64)
+    prev, cur = poses[..., :-1, :], poses[..., 1:, :]
+    d = cur - prev
+    yaw = prev[..., 3] * (math.pi / HALF_TURN_DEG)
+    cos, sin = xp.cos(yaw), xp.sin(yaw)
+    forward = d[..., 0] * cos + d[..., 1] * sin
+    right = d[..., 0] * sin - d[..., 1] * cos
+    motion = xp.stack(
+        [forward, right, d[..., 2], wrap_degrees(d[..., 3]), wrap_degrees(d[..., 4])], -1
+    )
+    first = xp.zeros_like(motion[..., :1, :])
+    return xp.cat([first, motion], -2) if is_torch else np.concatenate([first, motion], -2)
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, out_dim))
+
+
+def _check(x: Tensor, tail: tuple[int, ...], frames: int, name: str) -> None:
+    if x.dim() != 3 + len(tail) or x.shape[2] != frames or tuple(x.shape[3:]) != tail:
+        raise ValueError(f"{name} must have shape (B, T, {frames}, {tail}), got {tuple(x.shape)}")
+
+
+class CameraConditionEncoder(nn.Module):
+    """(B, T, 4, 5) relative camera motion -> (B, T, cond_dim)."""
+
+    def __init__(self, cond_dim: int, hidden_dim: int = 256, frames_per_latent: int = 4) -> None:
+        super().__init__()
+        self.frames_per_latent = frames_per_latent
+        self.register_buffer("scale", torch.ones(CAMERA_CHANNELS))
+        self.mlp = _mlp(frames_per_latent * CAMERA_CHANNELS, hidden_dim, cond_dim)
+
+    @torch.no_grad()
+    def set_scale(self, scale: Tensor | np.ndarray | list[float]) -> None:
+        """Per-channel scales (e.g. dataset std of each motion channel); must be positive."""
+        scale = torch.as_tensor(np.asarray(scale, dtype=np.float32)).to(self.scale)
+        if scale.shape != self.scale.shape or bool((scale <= 0).any()):
+            raise ValueError(f"scale must be {CAMERA_CHANNELS} positive numbers")
+        self.scale.copy_(scale)
+
+    def forward(self, motion: Tensor) -> Tensor:
+        _check(motion, (CAMERA_CHANNELS,), self.frames_per_latent, "camera motion")
+        x = (motion / self.scale).to(self.mlp[0].weight.dtype)
+        return self.mlp(x.flatten(2))
+
+
+class PoseConditionEncoder(nn.Module):
+    """(B, T, 4, K, D) body keypoints -> (B, T, cond_dim), with fixed offset/scale buffers."""
+
+    def __init__(
+        self,
+        cond_dim: int,
+        num_keypoints: int,
+        keypoint_dim: int = 2,
+        hidden_dim: int = 256,
+        frames_per_latent: int = 4,
+    ) -> None:
+        super().__init__()
+        if keypoint_dim not in (2, 3):
+            raise ValueError(f"keypoint_dim must be 2 or 3, got {keypoint_dim}")
+        self.frames_per_latent = frames_per_latent
+        self.tail = (num_keypoints, keypoint_dim)
+        self.register_buffer("offset", torch.zeros(keypoint_dim))
+        self.register_buffer("scale", torch.ones(keypoint_dim))
+        self.mlp = _mlp(frames_per_latent * num_keypoints * keypoint_dim, hidden_dim, cond_dim)
+
+    def forward(self, keypoints: Tensor) -> Tensor:
+        _check(keypoints, self.tail, self.frames_per_latent, "keypoints")
+        x = ((keypoints - self.offset) / self.scale).to(self.mlp[0].weight.dtype)
+        return self.mlp(x.flatten(2))
+
+
+class ActionConditionEncoder(nn.Module):
+    """Discrete ``(B, T, 4)`` int actions (``num_actions`` > 0) or continuous ``(B, T, 4, A)``
+    commands (``action_dim`` > 0) -> (B, T, cond_dim)."""
+
+    def __init__(
+        self,
+        cond_dim: int,
+        num_actions: int = 0,
+        action_dim: int = 0,
+        embed_dim: int = 32,
+        hidden_dim: int = 256,
+        frames_per_latent: int = 4,
+    ) -> None:
+        super().__init__()
+        if (num_actions > 0) == (action_dim > 0):
+            raise ValueError("set exactly one of num_actions (discrete) or action_dim (continuous)")
+        self.frames_per_latent = frames_per_latent
+        self.discrete = num_actions > 0
+        self.action_dim = action_dim
+        if self.discrete:
+            self.embed = nn.Embedding(num_actions, embed_dim)
+            in_dim = frames_per_latent * embed_dim
+        else:
+            self.register_buffer("scale", torch.ones(action_dim))
+            in_dim = frames_per_latent * action_dim
+        self.mlp = _mlp(in_dim, hidden_dim, cond_dim)
+
+    def forward(self, actions: Tensor) -> Tensor:
+        if self.discrete:
+            _check(actions, (), self.frames_per_latent, "discrete actions")
+            x = self.embed(actions.long())
+        else:
+            _check(actions, (self.action_dim,), self.frames_per_latent, "continuous actions")
+            x = (actions / self.scale).to(self.mlp[0].weight.dtype)
+        return self.mlp(x.flatten(2))
+
+
+@dataclass
+class ConditionConfig:
+    kind: str = "camera"  # "camera" | "pose" | "action"
+    cond_dim: int = 128
+    hidden_dim: int = 256
+    frames_per_latent: int = 4
+    num_keypoints: int = 17  # pose
+    keypoint_dim: int = 2  # pose: 2 or 3
+    num_actions: int = 0  # action: discrete vocabulary size (> 0 selects discrete)
+    action_dim: int = 0  # action: continuous command width (> 0 selects continuous)
+    action_embed_dim: int = 32
+
+
+def build_condition_encoder(cfg: ConditionConfig) -> nn.Module:
+    """Instantiate the encoder named by ``cfg.kind``."""
+    if cfg.kind == "camera":
+        return CameraConditionEncoder(cfg.cond_dim, cfg.hidden_dim, cfg.frames_per_latent)
+    if cfg.kind == "pose":
+        return PoseConditionEncoder(
+            cfg.cond_dim, cfg.num_keypoints, cfg.keypoint_dim, cfg.hidden_dim,
+            cfg.frames_per_latent,
+        )
+    if cfg.kind == "action":
+        return ActionConditionEncoder(
+            cfg.cond_dim, cfg.num_actions, cfg.action_dim, cfg.action_embed_dim, cfg.hidden_dim,
+            cfg.frames_per_latent,
+        )
+    raise ValueError(f"unknown condition kind {cfg.kind!r}; expected camera, pose or action")

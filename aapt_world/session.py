@@ -1,0 +1,223 @@
+"""Batched streaming world state: the loop every user of a neural world sits on.
+
+One :meth:`StreamingSession.step` per latent frame, for every batch item at once:
+
+1. the per-frame conditions of the step (B, 4, A) are folded into one condition per item,
+2. ONE generator forward over the new latent frame's tokens against the KV cache, fed pure
+   noise at t = 1 (1 NFE): ``x_{k+1} = eps - v(eps, x_k, c_{k+1})``,
+3. the new latent is recycled as the next step's previous frame and streamed through the
+   causal VAE decoder, which returns its 4 video frames.
+
+The session owns all mutable state — KV cache, previous latent, decoder state, per-item step
+counters and one noise generator per stream — so :meth:`snapshot` / :meth:`restore` /
+:meth:`fork` are
+exact: a restored session continues bit for bit as the original would have.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .kv_cache import KVCache, KVCacheState
+from .vae import CausalVideoVAE, StreamState, reset_items
+from .world_model import WorldModel
+
+FRAMES_PER_STEP = 4
+
+
+@dataclass
+class SessionSnapshot:
+    cache: KVCacheState
+    prev: Tensor
+    decode_state: StreamState
+    steps: Tensor
+    rng_states: list[Tensor]
+
+
+@dataclass
+class StepTiming:
+    """Wall-clock seconds of the last step, by stage (for HUDs and benchmarks)."""
+
+    generator: float = 0.0
+    decoder: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.generator + self.decoder
+
+
+def to_uint8_frames(video: Tensor) -> Tensor:
+    """(..., 3, H, W) floats in [-1, 1] -> (..., H, W, 3) uint8."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+
+
+def from_uint8_frames(frames: Tensor) -> Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1]."""
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8 (..., H, W, 3), got {frames.dtype}")
+    return frames.movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def _take(state: StreamState, idx: Tensor) -> StreamState:
+    return StreamState([c[idx] for c in state.caches], state.first[idx])
+
+
+def _put(state: StreamState, sub: StreamState, idx: Tensor) -> StreamState:
+    caches = [c.index_copy(0, idx, s) for c, s in zip(state.caches, sub.caches)]
+    return StreamState(caches, state.first.index_copy(0, idx, sub.first))
+
+
+@dataclass
+class StreamingSession:
+    """A batch of independent world streams advanced together, one latent frame per step.
+
+    ``generator``: the 1-NFE world model (condition encoder + block-causal DiT); ``vae``: its
+    encoder turns start images into latent frame 0, its (light) decoder streams latents back
+    to frames.
+    """
+
+    generator: WorldModel
+    vae: CausalVideoVAE
+    batch_size: int
+    seed: int = 0
+    timing: StepTiming = field(default_factory=StepTiming)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        param = next(self.generator.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        # One noise generator per stream: a stream's frames depend on its own seed only, not
+        # on which other streams share the batch or when they were reset.
+        self._rngs = [torch.Generator(device=self.device).manual_seed(self.seed + i)
+                      for i in range(self.batch_size)]
+        self.cache: KVCache | None = None
+        self.prev: Tensor | None = None
+        self.decode_state: StreamState | None = None
+        self.steps = torch.zeros(self.batch_size, dtype=torch.long)
+        self._started = torch.zeros(self.batch_size, dtype=torch.bool)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def reset(self, start_frames: Tensor, items: Tensor | None = None,
+              seeds: list[int] | None = None) -> Tensor:
+        """(Re)start streams from images: uint8 (n, H, W, 3), n = batch size or len(items).
+
+        ``seeds`` (one per restarted stream) reseeds their noise. Returns the decoded start
+        frames, uint8 (n, H, W, 3): what the world "sees" at frame 0.
+        Items not listed keep streaming untouched.
+        """
+        idx = self._indices(items)
+        if start_frames.ndim != 4 or start_frames.shape[0] != len(idx):
+            raise ValueError(f"start_frames must be uint8 ({len(idx)}, H, W, 3), "
+                             f"got {tuple(start_frames.shape)}")
+        video = from_uint8_frames(start_frames.to(self.device)).to(self.dtype).unsqueeze(2)
+        z0 = self.vae.normalize(self.vae.encode(video).mode())[:, :, 0]  # (n, C, h, w)
+        if self.cache is None:
+            self._allocate(z0)
+        elif z0.shape[1:] != self.prev.shape[1:]:
+            raise ValueError(f"start frames encode to latents {tuple(z0.shape[1:])}, but this "
+                             f"session streams {tuple(self.prev.shape[1:])}: wrong image size")
+        if seeds is not None:
+            if len(seeds) != len(idx):
+                raise ValueError(f"need one seed per restarted stream ({len(idx)}), got {seeds}")
+            for i, seed in zip(idx.tolist(), seeds):
+                self._rngs[i].manual_seed(int(seed))
+        mask = torch.zeros(self.batch_size, dtype=torch.bool)
+        mask[idx] = True
+        self.cache.reset(mask)
+        self.prev[idx.to(self.device)] = z0
+        self.steps[idx] = 0
+        self._started[idx] = True
+        # The causal decoder must see latent 0 of the reset items (and only theirs).
+        dev_idx = idx.to(self.device)
+        state = reset_items(self.decode_state, mask.to(self.device))
+        frames, sub = self.vae.decode_step(self.vae.denormalize(z0.unsqueeze(2)),
+                                          _take(state, dev_idx))
+        self.decode_state = _put(state, sub, dev_idx)
+        return to_uint8_frames(frames[:, :, -1])
+
+    @torch.inference_mode()
+    def step(self, conditions: Tensor) -> Tensor:
+        """Advance every stream by one latent frame. ``conditions``: (B, 4, A) per-frame.
+
+        Returns uint8 (B, 4, H, W, 3): the 4 new video frames of each stream.
+        """
+        if self.cache is None or not bool(self._started.all()):
+            raise RuntimeError("reset() every stream before step()")
+        if conditions.ndim != 3 or conditions.shape[:2] != (self.batch_size, FRAMES_PER_STEP):
+            raise ValueError(f"conditions must be ({self.batch_size}, {FRAMES_PER_STEP}, A), "
+                             f"got {tuple(conditions.shape)}")
+        t0 = time.perf_counter()
+        shape = self.prev.shape[1:]
+        noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
+                             for g in self._rngs])
+        x = self.generator.generate_step(noise, self.prev, conditions.to(self.device, self.dtype),
+                                         self.cache)
+        self.prev = x
+        t1 = time.perf_counter()
+        frames, self.decode_state = self.vae.decode_step(self.vae.denormalize(x.unsqueeze(2)),
+                                                         self.decode_state)
+        out = to_uint8_frames(frames.transpose(1, 2))  # (B, 4, H, W, 3)
+        self.timing = StepTiming(generator=t1 - t0, decoder=time.perf_counter() - t1)
+        self.steps += 1
+        return out
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def snapshot(self) -> SessionSnapshot:
+        if self.cache is None:
+            raise RuntimeError("nothing to snapshot: reset() the session first")
+        return SessionSnapshot(self.cache.snapshot(), self.prev.clone(),
+                               self.decode_state.clone(), self.steps.clone(),
+                               [g.get_state() for g in self._rngs])
+
+    @torch.inference_mode()
+    def restore(self, snap: SessionSnapshot) -> None:
+        if self.cache is None:
+            raise RuntimeError("restore() needs a session that was reset() once")
+        self.cache.restore(snap.cache)
+        self.prev = snap.prev.clone()
+        self.decode_state = snap.decode_state.clone()
+        self.steps = snap.steps.clone()
+        for g, state in zip(self._rngs, snap.rng_states):
+            g.set_state(state)
+        self._started[:] = True
+
+    def fork(self, seed: int | None = None) -> StreamingSession:
+        """An independent copy sharing the models; with ``seed`` its noise diverges from here
+        (stream i of the fork then draws from seed + i)."""
+        other = StreamingSession(self.generator, self.vae, self.batch_size, self.seed)
+        if self.cache is not None:
+            other.cache = self.cache.clone()
+            other.restore(self.snapshot())
+        if seed is not None:
+            for i, g in enumerate(other._rngs):
+                g.manual_seed(seed + i)
+        return other
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _allocate(self, z0: Tensor) -> None:
+        _, c, h, w = z0.shape
+        self.cache = self.generator.init_cache(self.batch_size, latent_size=(h, w))
+        self.prev = torch.zeros(self.batch_size, c, h, w, device=self.device, dtype=self.dtype)
+        frame_h, frame_w = h * 8, w * 8
+        self.decode_state = self.vae.decoder.init_state(self.batch_size, frame_h, frame_w)
+
+    def _indices(self, items: Tensor | None) -> Tensor:
+        if items is None:
+            return torch.arange(self.batch_size)
+        items = torch.as_tensor(items).cpu()
+        if items.dtype == torch.bool:
+            items = items.nonzero().flatten()
+        items = items.long().flatten()
+        if len(items) == 0 or items.min() < 0 or items.max() >= self.batch_size:
+            raise ValueError(f"items must index streams 0..{self.batch_size - 1}, got {items}")
+        return items

@@ -1,0 +1,56 @@
+"""Checkpoints: safetensors round trip, sharding, metadata, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aapt_world.checkpoint import CheckpointError, load_into, load_weights, save_weights
+
+
+def tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {f"layer{i}.weight": torch.randn(64, 64, generator=g) for i in range(4)} | {
+        "steps": torch.arange(3)}
+
+
+def test_round_trip_fp16_with_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    save_weights(path, tensors(), {"config": {"dim": 64}, "card": "tiny"}, dtype=torch.float16)
+    loaded, meta = load_weights(path)
+    assert meta == {"config": {"dim": 64}, "card": "tiny"}
+    assert loaded["layer0.weight"].dtype == torch.float16 and loaded["steps"].dtype == torch.long
+    torch.testing.assert_close(loaded["layer1.weight"].float(), tensors()["layer1.weight"],
+                               atol=1e-2, rtol=1e-3)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_sharded_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    files = save_weights(path, tensors(), {"config": {}}, max_shard_bytes=20_000)
+    assert len(files) == 5 and files[-1].name == "model.safetensors.index.json"
+    loaded, _ = load_weights(path)
+    assert all(torch.equal(loaded[k], v) for k, v in tensors().items())
+    files[1].unlink()
+    with pytest.raises(CheckpointError, match="model-00002-of-00004.safetensors.*missing"):
+        load_weights(path)
+
+
+def test_missing_and_corrupt(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_weights(tmp_path / "nope.safetensors")
+    path = tmp_path / "model.safetensors"
+    save_weights(path, tensors(), {})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        load_weights(path)
+
+
+def test_load_into_checks_fit() -> None:
+    module = torch.nn.Linear(4, 3)
+    state = {k: v.clone().half() for k, v in module.state_dict().items()}
+    load_into(module, state, "x")  # casts back to the module's dtype
+    with pytest.raises(CheckpointError, match=r"x does not fit Linear.*wrong shapes \['weight'\]"):
+        load_into(module, {"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, "x")

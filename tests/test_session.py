@@ -1,0 +1,145 @@
+"""The batched streaming session: shapes, exactness against the parallel model, state handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aapt_world.conditions import ConditionConfig
+from aapt_world.session import StreamingSession, from_uint8_frames
+from aapt_world.transformer import dit_config
+from aapt_world.vae import CausalVideoVAE, VAEConfig
+from aapt_world.world_model import WorldModel
+
+H, W = 32, 48  # latent 4 x 6
+
+
+def tiny_vae_config() -> VAEConfig:
+    return VAEConfig(height=H, width=W, hi_channels=4, enc_channels=16, temporal_channels=16,
+                     dec_channels=16, norm_groups=4, light_temporal_channels=8,
+                     light_dec_channels=8)
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[WorldModel, CausalVideoVAE]:
+    torch.manual_seed(0)
+    cfg = dit_config("tiny", latent_height=H // 8, latent_width=W // 8, window=3)
+    generator = WorldModel(cfg, ConditionConfig(kind="action", action_dim=4, hidden_dim=32,
+                                                cond_dim=cfg.cond_dim)).eval()
+    # zero-initialised output layers would make every rollout trivially equal: randomise them
+    for p in generator.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    vae = CausalVideoVAE(tiny_vae_config()).eval()
+    return generator, vae
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, H, W, 3), dtype=torch.uint8, generator=g)
+
+
+def commands(steps: int, batch: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(steps, batch, 4, 4, generator=g) * 2 - 1
+
+
+def run(session: StreamingSession, conds: torch.Tensor) -> torch.Tensor:
+    return torch.stack([session.step(c) for c in conds])
+
+
+def test_shapes_and_dtype(models) -> None:
+    session = StreamingSession(*models, batch_size=2)
+    first = session.reset(images(2))
+    assert first.shape == (2, H, W, 3) and first.dtype == torch.uint8
+    frames = session.step(commands(1, 2)[0])
+    assert frames.shape == (2, 4, H, W, 3) and frames.dtype == torch.uint8
+    assert session.timing.total > 0 and session.steps.tolist() == [1, 1]
+
+
+def test_matches_parallel_generation(models) -> None:
+    """The session's cached 1-NFE rollout equals running the DiT in parallel over the clip with
+    the same noise and the session's own latents recycled (teacher forcing on its outputs)."""
+    generator, vae = models
+    steps = 8  # beyond window + 1 = 4: the window slides
+    session = StreamingSession(generator, vae, batch_size=2, seed=5)
+    session.reset(images(2))
+    z0 = session.prev.clone()
+    conds = commands(steps, 2)
+    latents, noises = [], []
+    for k in range(steps):
+        rngs_before = [g.get_state() for g in session._rngs]
+        session.step(conds[k])
+        latents.append(session.prev.clone())
+        gens = [torch.Generator().set_state(s) for s in rngs_before]
+        noises.append(torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]))
+    with torch.no_grad():
+        prev = torch.stack([z0, *latents[:-1]], dim=2)
+        noise = torch.stack(noises, dim=2)
+        v = generator(noise, prev, conds.transpose(0, 1), torch.ones(2))
+        parallel = noise - v
+    torch.testing.assert_close(parallel, torch.stack(latents, dim=2), atol=1e-5, rtol=0)
+
+
+def test_snapshot_restore_and_fork(models) -> None:
+    session = StreamingSession(*models, batch_size=2)
+    session.reset(images(2))
+    conds = commands(6, 2)
+    run(session, conds[:2])
+    snap = session.snapshot()
+    fork = session.fork()
+    a = run(session, conds[2:])
+    session.restore(snap)
+    b = run(session, conds[2:])
+    c = run(fork, conds[2:])
+    assert torch.equal(a, b) and torch.equal(a, c)
+    other = session.fork(seed=99)
+    session.restore(snap)
+    other.restore(snap)  # restoring brings the noise state back too
+    assert torch.equal(run(other, conds[2:4]), run(session, conds[2:4]))
+
+
+def test_per_item_reset_matches_fresh_stream(models) -> None:
+    conds = commands(7, 2)
+    batch = StreamingSession(*models, batch_size=2, seed=0)
+    batch.reset(images(2))
+    run(batch, conds[:3])
+    untouched = batch.fork()
+    restart = images(1, seed=3)
+    batch.reset(restart, items=[1], seeds=[42])
+    after = run(batch, conds[3:])
+    alone = StreamingSession(*models, batch_size=1)
+    alone.reset(restart, seeds=[42])
+    expected = run(alone, conds[3:, 1:])
+    torch.testing.assert_close(after[:, 1].float(), expected[:, 0].float(), atol=1, rtol=0)
+    assert torch.equal(after[:, 0], run(untouched, conds[3:])[:, 0])  # item 0 unaffected
+
+
+def test_reset_returns_reconstruction(models) -> None:
+    generator, vae = models
+    session = StreamingSession(generator, vae, batch_size=1)
+    image = images(1)
+    frame0 = session.reset(image)
+    with torch.no_grad():
+        video = from_uint8_frames(image).unsqueeze(2)
+        recon = vae.decode(vae.encode(video).mode())[:, :, 0]
+    expected = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(1, -1)
+    assert (frame0.int() - expected.int()).abs().max() <= 1
+
+
+def test_bad_input(models) -> None:
+    session = StreamingSession(*models, batch_size=2)
+    with pytest.raises(RuntimeError, match="reset"):
+        session.step(commands(1, 2)[0])
+    with pytest.raises(ValueError, match=r"start_frames must be uint8 \(2, H, W, 3\)"):
+        session.reset(images(3))
+    with pytest.raises(ValueError, match="uint8"):
+        session.reset(images(2).float())
+    session.reset(images(2))
+    with pytest.raises(ValueError, match=r"conditions must be \(2, 4, A\)"):
+        session.step(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="items must index"):
+        session.reset(images(1), items=[5])
+    with pytest.raises(ValueError, match="wrong image size"):
+        session.reset(torch.zeros(2, H + 8, W, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="one seed per"):
+        session.reset(images(1), items=[0], seeds=[1, 2])
