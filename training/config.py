@@ -1,0 +1,162 @@
+"""Structured training configs (hydra 1.3, ``version_base="1.3"``).
+
+One ``TrainConfig`` for every stage; ``stage`` picks which part runs. Groups shipped in
+``training/configs``: ``model`` (tiny | small | base) and ``world`` (doom). Every field can be
+overridden on the command line, e.g.::
+
+    aapt-world train stage=diffusion model=tiny run.steps=200 data.root=data/doom
+
+Stages read the previous stage's weights from the same ``run.out_dir``:
+vae -> latents (cached) -> diffusion -> consistency -> adversarial; heads need vae latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aapt_world.transformer import DiTConfig
+from aapt_world.vae import VAEConfig
+
+STAGES = ("vae", "latents", "diffusion", "consistency", "adversarial", "heads")
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/doom"  # dataset recorded by `aapt-world collect`
+    clip_steps: int = 8  # K: clips of 4K+1 video frames = K+1 latent frames
+    val_batches: int = 4  # validation batches per evaluation
+
+
+@dataclass
+class WorldConfig:
+    name: str = "doom"
+    condition: str = "action"  # condition encoder kind: action | camera | pose
+    action_dim: int = 4  # width of the per-frame command (Doom: forward, strafe, turn, look)
+    fps: int = 35
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    cond_hidden: int = 256  # condition encoder MLP width
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/doom"
+    steps: int = 1000  # optimizer steps of the stage (resume continues up to this)
+    batch_size: int = 8  # per process
+    log_every: int = 10
+    eval_every: int = 200
+    ckpt_every: int = 100
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads per process (0 = leave torch's default)
+    progress: bool = True
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+
+
+@dataclass
+class VAEStageConfig:
+    kl_weight: float = 1e-6
+    l1_weight: float = 1.0
+    ssim_weight: float = 0.5  # multi-scale SSIM: sharpness without a downloaded perceptual net
+    gradient_weight: float = 0.5  # L1 on image gradients: keeps edges crisp
+    gan_weight: float = 0.0  # optional patch discriminator (0 = off)
+    gan_start_step: int = 2000
+    light_decoder_steps: int = 0  # extra steps distilling the light decoder from the full one
+
+
+@dataclass
+class DiffusionStageConfig:
+    timestep_shift: float = 3.0  # shift(t, s) = s t / (1 + (s - 1) t); paper: 24 at 736x416
+    sample_steps: int = 32  # Euler steps when sampling the diffusion model (eval, baselines)
+
+
+@dataclass
+class ConsistencyStageConfig:
+    teacher_steps: int = 32  # discrete-time schedule, shifted like stage 1
+    timestep_shift: float = 3.0
+    loss: str = "pseudo_huber"  # improved consistency models: pseudo-Huber | l2
+
+
+@dataclass
+class AdversarialStageConfig:
+    d_lr: float = 1e-4
+    g_lr: float = 1e-4
+    r1_sigma: float = 0.1  # approximated R1/R2 perturbation (paper 0.1)
+    r1_weight: float = 1000.0  # paper 1000
+    rmsprop_alpha: float = 0.9  # Adam(beta1=0, beta2=alpha): RMSProp-like, paper 0.9
+    disc_layers: list[int] = field(default_factory=lambda: [1, 3, 5, 7])
+    disc_queries: int = 4  # learnable query tokens per head
+    student_forcing: bool = True  # False = teacher-forced adversarial ablation (fails)
+    rollout_steps: int = 8  # latent frames generated per segment
+    segments: int = 1  # >1 = long-video training beyond the real clip length
+    segment_overlap: int = 1  # frames of the previous segment shown to D with the next one
+
+
+@dataclass
+class HeadsStageConfig:
+    reward_weight: float = 1.0
+    termination_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "vae"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    diffusion: DiffusionStageConfig = field(default_factory=DiffusionStageConfig)
+    consistency: ConsistencyStageConfig = field(default_factory=ConsistencyStageConfig)
+    adversarial: AdversarialStageConfig = field(default_factory=AdversarialStageConfig)
+    heads: HeadsStageConfig = field(default_factory=HeadsStageConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that makes no sense."""
+        checks = [
+            (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
+            (self.run.steps >= 0, f"run.steps must be >= 0, got {self.run.steps}"),
+            (self.run.batch_size >= 1, f"run.batch_size must be >= 1, got {self.run.batch_size}"),
+            (self.run.ckpt_every >= 1, f"run.ckpt_every must be >= 1, got {self.run.ckpt_every}"),
+            (self.run.device in ("auto", "cpu", "cuda"),
+             f"run.device must be auto, cpu or cuda, got {self.run.device!r}"),
+            (self.data.clip_steps >= 1,
+             f"data.clip_steps must be >= 1, got {self.data.clip_steps}"),
+            (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
+            (self.world.condition in ("action", "camera", "pose"),
+             f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
+            (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),
+            (self.consistency.teacher_steps >= 2, "consistency.teacher_steps must be >= 2"),
+            (self.consistency.loss in ("pseudo_huber", "l2"),
+             f"consistency.loss must be pseudo_huber or l2, got {self.consistency.loss!r}"),
+            (self.adversarial.rollout_steps >= 1, "adversarial.rollout_steps must be >= 1"),
+            (self.adversarial.segments >= 1, "adversarial.segments must be >= 1"),
+            (0 <= self.adversarial.segment_overlap < self.adversarial.rollout_steps,
+             "adversarial.segment_overlap must be in [0, rollout_steps)"),
+            (all(0 <= i < self.model.dit.depth for i in self.adversarial.disc_layers),
+             f"adversarial.disc_layers {self.adversarial.disc_layers} must index blocks "
+             f"0..{self.model.dit.depth - 1}"),
+            (self.model.vae.height % 8 == 0 and self.model.vae.width % 8 == 0,
+             "model.vae.height/width must be multiples of 8"),
+            (self.model.dit.latent_height * 8 == self.model.vae.height
+             and self.model.dit.latent_width * 8 == self.model.vae.width,
+             "model.dit latent size must be model.vae frame size / 8"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid training config: {message}")

@@ -1,0 +1,112 @@
+"""Loss functions of every stage, written out so the math is visible (and unit-tested).
+
+Flow matching (stage 1): ``x_t = (1 - t) x0 + t eps``, the model predicts ``v = eps - x0``.
+Timesteps are drawn ``t ~ U(0, 1)`` then shifted, ``shift(t, s) = s t / (1 + (s - 1) t)``, which
+pushes mass toward high noise for large latents (paper: s = 24 at 736x416).
+
+Adversarial (stage 3, R3GAN's relativistic pairing): ``L_D = softplus(D(fake) - D(real))``,
+``L_G = softplus(D(real) - D(fake))``, and approximated R1/R2 without double backward:
+``lambda * ||D(x) - D(x + sigma n)||^2`` on real (R1) and fake (R2) samples; for small sigma it
+equals ``lambda sigma^2 ||grad D(x)||^2`` in expectation over n.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# -- flow matching ----------------------------------------------------------------------------
+
+
+def shift_timesteps(t: Tensor, shift: float) -> Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def add_noise(x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    """x_t = (1 - t) x0 + t eps, with t broadcast from (B,) or (B, T) over (B, C, T, h, w)."""
+    t = t.view(t.shape[0], 1, -1, 1, 1) if t.dim() == 2 else t.view(-1, 1, 1, 1, 1)
+    return (1 - t) * x0 + t * eps
+
+
+def flow_matching_loss(v_pred: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+    return F.mse_loss(v_pred, eps - x0)
+
+
+def euler_schedule(steps: int, shift: float, device: torch.device | None = None) -> Tensor:
+    """Timesteps 1 = t_0 > t_1 > ... > t_steps = 0, uniform then shifted (sampling and CD)."""
+    return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
+
+
+# -- consistency distillation -------------------------------------------------------------------
+
+
+def pseudo_huber(x: Tensor, y: Tensor, c: float | None = None) -> Tensor:
+    """Improved consistency models' metric: sqrt(||x - y||^2 + c^2) - c, per sample, averaged.
+
+    ``c`` defaults to 0.00054 * sqrt(d) (iCT's choice for d-dimensional samples).
+    """
+    d = x[0].numel()
+    c = 0.00054 * d**0.5 if c is None else c
+    sq = (x - y).flatten(1).square().sum(1)
+    return ((sq + c * c).sqrt() - c).mean() / d**0.5
+
+
+# -- adversarial ----------------------------------------------------------------------------------
+
+
+def relativistic_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    return F.softplus(d_fake - d_real).mean()
+
+
+def relativistic_g_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    return F.softplus(d_real - d_fake).mean()
+
+
+def approx_gradient_penalty(d_clean: Tensor, d_perturbed: Tensor) -> Tensor:
+    """||D(x) - D(x + sigma n)||^2, averaged over logits (multiply by lambda outside)."""
+    return (d_clean - d_perturbed).square().mean()
+
+
+# -- reconstruction (VAE) -------------------------------------------------------------------------
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return (g / g.sum())[:, None] * (g / g.sum())[None, :]
+
+
+def ssim(x: Tensor, y: Tensor, window: int = 7, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM of image batches (N, C, H, W) in [-1, 1] (data range 2), per image (N,)."""
+    c = x.shape[1]
+    w = _gaussian_window(window, sigma, x.device, x.dtype).expand(c, 1, window, window)
+    blur = lambda t: F.conv2d(t, w, groups=c)  # valid conv: no padding artefacts at borders
+    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def multiscale_ssim_loss(x: Tensor, y: Tensor, scales: int = 3) -> Tensor:
+    """1 - mean SSIM over ``scales`` dyadic scales (averaged, not the MS-SSIM product: stabler)."""
+    total = x.new_zeros(())
+    for i in range(scales):
+        if i:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        total = total + (1 - ssim(x, y, window=min(7, min(x.shape[-2:]) // 2 * 2 - 1))).mean()
+    return total / scales
+
+
+def image_gradient_loss(x: Tensor, y: Tensor) -> Tensor:
+    """L1 between horizontal and vertical finite differences of (N, C, H, W) images."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]
+    return F.l1_loss(dx(x), dx(y)) + F.l1_loss(dy(x), dy(y))
+
+
+def psnr(x: Tensor, y: Tensor) -> Tensor:
+    """PSNR in dB of images in [-1, 1] (data range 2), per item of the leading dim."""
+    mse = (x - y).float().flatten(1).square().mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(4.0 / mse)

@@ -1,0 +1,1 @@
+"""One module per training stage; each exposes ``run(cfg, ranks, device) -> metrics``."""

@@ -1,0 +1,194 @@
+"""Stage 3, adversarial post-training (AAPT) with student forcing and long-video training.
+
+Generator: the stage-2 model at 1 NFE. Discriminator: the stage-1 backbone + per-frame query
+heads (``aapt_world.discriminator``). Per optimizer step:
+
+1. Student forcing: from a REAL first latent, the generator rolls out ``rollout_steps`` latent
+   frames with the KV cache exactly as at inference (``WorldModel.generate_step``); the recycled
+   previous frame is detached, gradients flow through the KV cache.
+2. D update: relativistic ``softplus(D(fake) - D(real))`` + approximated R1/R2
+   ``lambda ||D(x) - D(x + sigma n)||^2`` on real and fake; t_D ~ U(0, 1) per pair.
+3. G update: ``softplus(D(real) - D(fake))``.
+4. Long-video training (``segments`` > 1): the rollout continues segment after segment beyond
+   the real clip length with the DETACHED cache of the previous segment; D judges each segment
+   with ``segment_overlap`` frames of the previous one in front; backprop after each segment.
+   Conditions (and the real sample D compares with) come from a fresh real clip per segment.
+
+``student_forcing=False`` is the paper's failing ablation: a teacher-forced adversarial
+generator (each frame from the REAL previous frame, all in parallel).
+Both optimizers are Adam(beta1=0, beta2=alpha): RMSProp-like, no weight decay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aapt_world.discriminator import Discriminator
+from aapt_world.kv_cache import KVCache
+from aapt_world.world_model import WorldModel
+from training.config import TrainConfig
+from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
+from training.stages.diffusion import build_world_model, latent_batch, latent_datasets
+from training.trainer import (
+    Dist,
+    Trainer,
+    autocast,
+    eval_mode,
+    load_stage_weights,
+    stage_dir,
+    step_rng,
+    warmup_lr,
+)
+
+STAGE_DIR = "adversarial"
+
+
+def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,
+                    noise: torch.Tensor, cache: KVCache | None = None
+                    ) -> tuple[torch.Tensor, KVCache]:
+    """Generate K latent frames autoregressively, exactly as inference does.
+
+    start (B, C, h, w) is the previous frame (a real first latent, or the last generated frame
+    of the previous segment); frame_conds (B, K, 4, A); noise (B, C, K, h, w). Returns the
+    generated frames (B, C, K, h, w) — differentiable through the KV cache — and the cache.
+    """
+    if cache is None:
+        cache = generator.init_cache(start.shape[0], latent_size=tuple(start.shape[-2:]))
+    prev, frames = start.detach(), []
+    for k in range(frame_conds.shape[1]):
+        x = generator.generate_step(noise[:, :, k], prev, frame_conds[:, k], cache)
+        frames.append(x)
+        prev = x.detach()  # recycled input detached; the cache keeps the gradient path
+    return torch.stack(frames, dim=2), cache
+
+
+def teacher_forced_fake(generator: WorldModel, real: torch.Tensor, frame_conds: torch.Tensor,
+                        noise: torch.Tensor) -> torch.Tensor:
+    """The ablation: every frame generated in parallel from the REAL previous frame."""
+    t = torch.ones(real.shape[0], device=real.device)
+    return noise - generator(noise, real[:, :, :-1], frame_conds, t)
+
+
+def d_logits(disc: Discriminator, frames: torch.Tensor, conds: torch.Tensor, t: torch.Tensor,
+             gen: torch.Generator | None = None) -> torch.Tensor:
+    noise = torch.randn(frames[:, :, 1:].shape, generator=gen, device=frames.device)
+    return disc(frames, conds, t, noise)
+
+
+def penalty(disc: Discriminator, frames: torch.Tensor, conds: torch.Tensor, t: torch.Tensor,
+            sigma: float, logits: torch.Tensor, seed: int) -> torch.Tensor:
+    """Approximated R1 (real) / R2 (fake): same t and D-noise, frames perturbed by sigma n."""
+    gen = torch.Generator(frames.device).manual_seed(seed)
+    perturbed = frames + sigma * torch.randn(frames.shape, device=frames.device)
+    return approx_gradient_penalty(logits, d_logits(disc, perturbed, conds, t, gen))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    a = cfg.adversarial
+    generator = build_world_model(cfg).to(device)
+    load_stage_weights(cfg, "consistency", {"model": generator})
+    backbone = build_world_model(cfg).to(device)
+    load_stage_weights(cfg, "diffusion", {"model": backbone})
+    disc = Discriminator(backbone, a.disc_layers, a.disc_queries).to(device)
+    betas = (0.0, a.rmsprop_alpha)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=a.g_lr, betas=betas)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=a.d_lr, betas=betas)
+    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR),
+                      {"generator": generator, "discriminator": disc},
+                      {"g": g_opt, "d": d_opt}, ranks)
+    trainer.resume()
+    if ranks.world_size > 1:
+        raise NotImplementedError("stage 3 runs in one process per world for now: its "
+                                  "rollouts step a KV cache, which DDP's hooks do not support")
+    train, val = latent_datasets(cfg)
+    k = a.rollout_steps
+
+    def real_clip(rng: np.random.Generator, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z, conds, _, _ = latent_batch(train, rng, cfg.run.batch_size, device)
+        return z[:, :, :steps + 1], conds[:, :steps]
+
+    def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(like.shape).astype(np.float32)).to(device)
+
+    def segment_update(step: int, real: torch.Tensor, real_conds: torch.Tensor,
+                       fake: torch.Tensor, fake_conds: torch.Tensor,
+                       rng: np.random.Generator) -> dict[str, float]:
+        """One D and one G update on a (real, fake) pair of latent sequences."""
+        t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
+        seed = int(rng.integers(2**31))
+        warmup_lr(d_opt, cfg.optim, step, a.d_lr)
+        with autocast(device):
+            gen = torch.Generator(device).manual_seed(seed)
+            d_real = d_logits(disc, real, real_conds, t, gen)
+            d_fake = d_logits(disc, fake.detach(), fake_conds, t, gen)
+            r1 = penalty(disc, real, real_conds, t, a.r1_sigma, d_real, seed)
+            r2 = penalty(disc, fake.detach(), fake_conds, t, a.r1_sigma, d_fake, seed)
+            d_loss = relativistic_d_loss(d_real, d_fake) + a.r1_weight * (r1 + r2)
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
+        d_opt.step()
+
+        warmup_lr(g_opt, cfg.optim, step, a.g_lr)
+        disc.requires_grad_(False)  # G's loss must not touch D's gradients
+        with autocast(device):
+            gen = torch.Generator(device).manual_seed(seed + 1)
+            g_loss = relativistic_g_loss(d_logits(disc, real, real_conds, t, gen).detach(),
+                                         d_logits(disc, fake, fake_conds, t, gen))
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        disc.requires_grad_(True)
+        g_norm = torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.optim.grad_clip)
+        g_opt.step()
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item(),
+                "r2": r2.item(), "g_grad_norm": g_norm.item(),
+                "d_real_minus_fake": (d_real - d_fake).mean().item()}
+
+    overlap = a.segment_overlap if a.segments > 1 else 0
+    if cfg.data.clip_steps < k + overlap:
+        raise ValueError(f"adversarial.rollout_steps + segment_overlap ({k + overlap}) needs "
+                         f"data.clip_steps >= {k + overlap}")
+
+    def train_step(step: int) -> dict[str, float]:
+        rng = step_rng(cfg, ranks, step)
+        real, conds = real_clip(rng, k)
+        noise = gaussian(rng, real[:, :, 1:])
+        if not a.student_forcing:  # the ablation: teacher-forced, all frames in parallel
+            fake = torch.cat([real[:, :, :1], teacher_forced_fake(generator, real, conds, noise)],
+                             dim=2)
+            return segment_update(step, real, conds, fake, conds, rng)
+        frames, cache = student_rollout(generator, real[:, :, 0], conds, noise)
+        metrics = segment_update(step, real, conds, torch.cat([real[:, :, :1], frames], 2),
+                                 conds, rng)
+        for seg in range(1, a.segments):  # long-video training beyond the real clip length
+            cache.detach_()  # reuse the previous segment's cache, cut its graph
+            tail, tail_conds = frames[:, :, -(overlap + 1):].detach(), conds[:, k - overlap:]
+            real, real_conds = real_clip(rng, k + overlap)  # fresh conditions + real sample
+            conds = real_conds[:, overlap:]
+            frames, cache = student_rollout(generator, tail[:, :, -1], conds,
+                                            gaussian(rng, real[:, :, overlap + 1:]), cache)
+            fake = torch.cat([tail, frames], dim=2)
+            fake_conds = torch.cat([tail_conds, conds], dim=1)
+            seg_metrics = segment_update(step, real, real_conds, fake, fake_conds, rng)
+            metrics.update({f"{key}_seg{seg}": v for key, v in seg_metrics.items()
+                            if key in ("d_loss", "g_loss")})
+        return metrics
+
+    def evaluate() -> dict[str, float]:
+        """Student-forced rollout error vs the real continuation (teacher is the data)."""
+        rng = np.random.default_rng(777)
+        errors = []
+        with eval_mode(generator):
+            for _ in range(cfg.data.val_batches):
+                z, conds, _, _ = latent_batch(val, rng, cfg.run.batch_size, device)
+                z, conds = z[:, :, :k + 1], conds[:, :k]
+                noise = torch.from_numpy(rng.standard_normal(z[:, :, 1:].shape)
+                                         .astype(np.float32)).to(device)
+                frames, _ = student_rollout(generator, z[:, :, 0], conds, noise)
+                errors.append((frames - z[:, :, 1:]).square().mean().item())
+        return {"rollout_mse": float(np.mean(errors))}
+
+    latent_frames = cfg.run.batch_size * k * a.segments
+    return trainer.run(train_step, units_per_step=latent_frames, unit="latent_frames",
+                       evaluate=evaluate)

@@ -1,0 +1,78 @@
+"""Reward and termination heads, trained on cached latents with the dataset's rewards.
+
+Worlds without rewards or deaths (camera exploration) still train them: they learn to predict
+0 and "never", which is what the env then reports.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aapt_world.heads import HeadsConfig, RewardTerminationHeads
+from training.config import TrainConfig
+from training.stages.diffusion import latent_batch, latent_datasets
+from training.trainer import (
+    Dist,
+    Trainer,
+    adamw,
+    eval_mode,
+    stage_dir,
+    step_rng,
+    warmup_lr,
+    wrap_distributed,
+)
+
+STAGE_DIR = "heads"
+
+
+def build_heads(cfg: TrainConfig) -> RewardTerminationHeads:
+    return RewardTerminationHeads(HeadsConfig(latent_channels=cfg.model.vae.latent_channels,
+                                              action_dim=cfg.world.action_dim))
+
+
+def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, conds: torch.Tensor,
+                 rewards: torch.Tensor, terminated: torch.Tensor) -> dict[str, torch.Tensor]:
+    b, _, k1, h, w = z.shape
+    prev = z[:, :, :-1].transpose(1, 2).flatten(0, 1)
+    new = z[:, :, 1:].transpose(1, 2).flatten(0, 1)
+    reward, logit = heads(prev, new, conds.flatten(0, 1))
+    # terminations are rare: weight positives by how rare they are in this batch
+    pos = terminated.flatten()
+    pos_weight = ((1 - pos).sum() / pos.sum().clamp_min(1)).clamp(1, 100)
+    parts = {"reward_mse": F.mse_loss(reward, rewards.flatten()),
+             "termination_bce": F.binary_cross_entropy_with_logits(logit, pos,
+                                                                   pos_weight=pos_weight)}
+    parts["loss"] = (cfg.heads.reward_weight * parts["reward_mse"]
+                     + cfg.heads.termination_weight * parts["termination_bce"])
+    return parts
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    heads = build_heads(cfg).to(device)
+    train, val = latent_datasets(cfg)
+    opt = adamw(cfg, heads.parameters())
+    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"heads": heads}, {"opt": opt}, ranks)
+    trainer.resume()
+    ddp = wrap_distributed(heads, ranks)
+
+    def train_step(step: int) -> dict[str, torch.Tensor]:
+        warmup_lr(opt, cfg.optim, step)
+        z, conds, rewards, terminated = latent_batch(train, step_rng(cfg, ranks, step),
+                                                     cfg.run.batch_size, device)
+        parts = heads_losses(cfg, ddp, z, conds, rewards, terminated)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        opt.step()
+        return {k: v.detach() for k, v in parts.items()}
+
+    def evaluate() -> dict[str, float]:
+        rng = np.random.default_rng(777)
+        with eval_mode(heads):
+            parts = [heads_losses(cfg, heads, *latent_batch(val, rng, cfg.run.batch_size, device))
+                     for _ in range(cfg.data.val_batches)]
+        return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
+
+    return trainer.run(train_step, units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
+                       unit="latent_frames", evaluate=evaluate)

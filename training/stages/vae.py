@@ -1,0 +1,120 @@
+"""Stage 0: the causal video VAE (and its light inference decoder), trained on real clips.
+
+Loss per clip: L1 + multi-scale SSIM + image-gradient L1 (sharpness without a downloaded
+perceptual network) + a small KL. The light decoder trains at the same time on the same
+(detached) latents against the real frames, so one run yields both decoders; the encoder only
+gets gradients through the full decoder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from aapt_world.vae import CausalVideoVAE, LightDecoder
+from training.batches import video_batch
+from training.config import TrainConfig
+from training.dataset import ClipDataset
+from training.losses import image_gradient_loss, multiscale_ssim_loss, psnr
+from training.trainer import (
+    Dist,
+    Trainer,
+    adamw,
+    eval_mode,
+    stage_dir,
+    step_rng,
+    warmup_lr,
+    wrap_distributed,
+)
+
+STAGE_DIR = "vae"
+
+
+def reconstruction_loss(cfg: TrainConfig, recon: torch.Tensor, video: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+    """Per-frame image losses on (B, 3, T, H, W) videos."""
+    r = recon.transpose(1, 2).flatten(0, 1)
+    v = video.transpose(1, 2).flatten(0, 1)
+    parts = {"l1": (r - v).abs().mean(), "ssim": multiscale_ssim_loss(r, v),
+             "grad": image_gradient_loss(r, v)}
+    s = cfg.vae
+    parts["total"] = (s.l1_weight * parts["l1"] + s.ssim_weight * parts["ssim"]
+                      + s.gradient_weight * parts["grad"])
+    return parts
+
+
+class VAEPair(nn.Module):
+    """The VAE and the light decoder as one module, so one DDP wrapper covers both."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.vae = CausalVideoVAE(cfg.model.vae)
+        self.light_decoder = LightDecoder(cfg.model.vae)
+
+    def forward(self, video: torch.Tensor):
+        posterior = self.vae.encode(video)
+        z = posterior.sample()
+        return self.vae.decode(z), self.light_decoder.decode(z.detach()), posterior
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    pair = VAEPair(cfg).to(device)
+    vae, light = pair.vae, pair.light_decoder
+    train = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train")
+    val = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val")
+    _check_frame_size(cfg, train)
+    params = list(pair.parameters())
+    opt = adamw(cfg, params)
+    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"vae": vae, "light_decoder": light},
+                      {"opt": opt}, ranks)
+    trainer.resume()
+    model = wrap_distributed(pair, ranks)
+
+    def train_step(step: int) -> dict[str, torch.Tensor]:
+        warmup_lr(opt, cfg.optim, step)
+        batch = video_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
+        recon, light_recon, posterior = model(batch.video)
+        main = reconstruction_loss(cfg, recon, batch.video)
+        light_parts = reconstruction_loss(cfg, light_recon, batch.video)
+        kl = posterior.kl()
+        loss = main["total"] + light_parts["total"] + cfg.vae.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            quality = psnr(recon.transpose(1, 2).flatten(0, 1),
+                           batch.video.transpose(1, 2).flatten(0, 1)).mean()
+        return {"loss": loss.detach(), "l1": main["l1"].detach(), "ssim": main["ssim"].detach(),
+                "kl": kl.detach(), "psnr": quality, "light_l1": light_parts["l1"].detach(),
+                "grad_norm": grad_norm}
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_psnr(cfg, vae, light, val, device)
+
+    frames = cfg.run.batch_size * (4 * cfg.data.clip_steps + 1)
+    return trainer.run(train_step, units_per_step=frames, evaluate=evaluate)
+
+
+def evaluate_psnr(cfg: TrainConfig, vae: CausalVideoVAE, light: LightDecoder, val: ClipDataset,
+                  device: torch.device) -> dict[str, float]:
+    """Held-out PSNR of the full and light decoders (posterior mean, fixed clips)."""
+    rng = np.random.default_rng(12345)
+    full, lite = [], []
+    with eval_mode(vae, light):
+        for _ in range(cfg.data.val_batches):
+            batch = video_batch(val, rng, cfg.run.batch_size, device)
+            z = vae.encode(batch.video).mode()
+            v = batch.video.transpose(1, 2).flatten(0, 1)
+            full.append(psnr(vae.decode(z).transpose(1, 2).flatten(0, 1), v))
+            lite.append(psnr(light.decode(z).transpose(1, 2).flatten(0, 1), v))
+    return {"psnr": torch.cat(full).mean().item(), "light_psnr": torch.cat(lite).mean().item()}
+
+
+def _check_frame_size(cfg: TrainConfig, dataset: ClipDataset) -> None:
+    m = dataset.manifest
+    if (m.get("height"), m.get("width")) != (cfg.model.vae.height, cfg.model.vae.width):
+        raise ValueError(f"dataset {cfg.data.root} holds {m.get('width')}x{m.get('height')} "
+                         f"frames but model.vae expects {cfg.model.vae.width}x"
+                         f"{cfg.model.vae.height}")

@@ -1,0 +1,68 @@
+"""Hydra entry point of every training stage (works alone or under torchrun).
+
+    aapt-world train stage=vae model=small run.steps=3000
+    torchrun --nproc_per_node=2 -m training.train stage=diffusion run.device=cpu
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import torch
+
+from training.config import TrainConfig
+from training.trainer import init_distributed, pick_device, seed_everything
+
+STAGE_MODULES = {
+    "vae": "training.stages.vae",
+    "latents": "training.stages.latents",
+    "diffusion": "training.stages.diffusion",
+    "consistency": "training.stages.consistency",
+    "adversarial": "training.stages.adversarial",
+    "heads": "training.stages.heads",
+}
+
+
+def run_stage(cfg: TrainConfig) -> dict[str, float]:
+    """Validate ``cfg`` and run its stage in this process (joining torchrun if launched so)."""
+    cfg.validate()
+    device_kind = "cuda" if cfg.run.device == "cuda" or (
+        cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
+    ranks = init_distributed(device_kind)
+    device = pick_device(cfg.run.device, ranks)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed + ranks.rank)
+    module = importlib.import_module(STAGE_MODULES[cfg.stage])
+    return module.run(cfg, ranks, device)
+
+
+def to_config(dict_cfg: Any) -> TrainConfig:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_object(dict_cfg)
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError("the hydra config did not build a TrainConfig")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+    @hydra.main(version_base="1.3", config_path="configs", config_name="train")
+    def _run(dict_cfg: Any) -> None:
+        metrics = run_stage(to_config(dict_cfg))
+        print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    _run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""What every training stage shares: devices, processes, checkpoints, resume, logs, progress.
+
+A stage owns its models and optimizers and implements ``train_step(step) -> metrics``. The
+``Trainer`` runs steps up to ``run.steps``, logs metrics to ``<stage_dir>/log.csv`` and a tqdm
+bar, and every ``run.ckpt_every`` steps writes, atomically:
+
+- ``<stage_dir>/model.safetensors``: fp32 weights of every module (+ config JSON in metadata),
+- ``<stage_dir>/trainer_state.pt``: optimizer states, step, torch RNG state (torch.save of plain
+  tensors and numbers only, so ``torch.load(weights_only=True)`` reads it).
+
+Data sampling is a pure function of (seed, rank, step) — see :func:`step_rng` — so a resumed
+run draws exactly the clips the uninterrupted run would have drawn.
+
+Re-running the same command after a crash (even ``kill -9``) resumes from the last checkpoint
+with the same step count. Under ``torchrun`` every process runs the stage on its own data
+shard; gradients are averaged by DDP (or sharded with FSDP2 for large models); rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from aapt_world.checkpoint import atomic_replace, load_into, load_weights, save_weights
+from training.config import TrainConfig
+
+WEIGHTS = "model.safetensors"
+STATE = "trainer_state.pt"
+LOG = "log.csv"
+VAL_LOG = "val_log.csv"
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, ranks: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("run.device=cuda but no CUDA device is available")
+        torch.cuda.set_device(ranks.local_rank)
+        return torch.device("cuda", ranks.local_rank)
+    return torch.device("cpu")
+
+
+def wrap_distributed(module: torch.nn.Module, ranks: Dist, fsdp: bool = False) -> torch.nn.Module:
+    """DDP (default) or FSDP2 ``fully_shard`` per block for large models; identity if 1 process."""
+    if ranks.world_size == 1:
+        return module
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for block in getattr(module, "blocks", []):
+            fully_shard(block)
+        return fully_shard(module)
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [module_device(module).index] if module_device(module).type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "module", module)
+
+
+def seed_everything(seed: int) -> None:
+    # Denormal floats make CPU matmuls 10-100x slower once small weights/gradients appear.
+    torch.set_flush_denormal(True)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_rng(cfg: TrainConfig, ranks: Dist, step: int) -> np.random.Generator:
+    """The data RNG of one step of one process: resumable without saving any state."""
+    return np.random.default_rng((cfg.run.seed, ranks.rank, step))
+
+
+def stage_dir(cfg: TrainConfig, name: str) -> Path:
+    return Path(cfg.run.out_dir) / name
+
+
+def adamw(cfg: TrainConfig, params: Any) -> torch.optim.AdamW:
+    o = cfg.optim
+    return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+def warmup_lr(opt: torch.optim.Optimizer, optim_cfg: Any, step: int, lr: float | None = None
+              ) -> None:
+    """Linear warm-up over ``optim.warmup_steps``, then constant."""
+    scale = min(1.0, (step + 1) / max(1, optim_cfg.warmup_steps))
+    for group in opt.param_groups:
+        group["lr"] = (lr if lr is not None else optim_cfg.lr) * scale
+
+
+def config_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    return {"config": dataclasses.asdict(cfg), "stage": cfg.stage}
+
+
+def load_stage_weights(cfg: TrainConfig, stage: str, modules: dict[str, torch.nn.Module]) -> None:
+    """Load modules saved by an earlier stage of this run (``<out_dir>/<stage>``)."""
+    path = stage_dir(cfg, stage) / WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(f"stage {cfg.stage!r} needs the {stage!r} stage's weights at "
+                                f"{path}: run `aapt-world train stage={stage}` first")
+    tensors, _ = load_weights(path)
+    for name, module in modules.items():
+        prefix = f"{name}."
+        load_into(module, {k[len(prefix):]: v for k, v in tensors.items()
+                           if k.startswith(prefix)}, f"{path} [{name}]")
+
+
+class Trainer:
+    """Runs one stage: resume, step loop, logging, atomic checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, stage_dir: Path, modules: dict[str, torch.nn.Module],
+                 optimizers: dict[str, torch.optim.Optimizer], ranks: Dist) -> None:
+        self.cfg, self.dir, self.ranks = cfg, stage_dir, ranks
+        self.modules, self.optimizers = modules, optimizers
+        self.step = 0
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in self.modules.items()
+                for k, v in unwrap(m).state_dict().items()}
+
+    def save(self) -> None:
+        if not self.ranks.is_main:
+            return
+        save_weights(self.dir / WEIGHTS, self.state_tensors(),
+                     {**config_metadata(self.cfg), "step": self.step})
+        state = {
+            "step": self.step,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "torch_rng": torch.get_rng_state(),
+        }
+        atomic_replace(self.dir / STATE, lambda tmp: torch.save(state, tmp))
+
+    def resume(self) -> bool:
+        """Load the last checkpoint of this stage if one exists. Returns whether it did."""
+        weights, state_path = self.dir / WEIGHTS, self.dir / STATE
+        if not (weights.exists() and state_path.exists()):
+            return False
+        load_stage_weights(self.cfg, self.dir.name,
+                           {name: unwrap(m) for name, m in self.modules.items()})
+        state = torch.load(state_path, weights_only=True)
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        return True
+
+    # -- logging --------------------------------------------------------------------------------
+
+    def log(self, metrics: dict[str, float], file: str = LOG) -> None:
+        if not self.ranks.is_main:
+            return
+        path = self.dir / file
+        row = {"step": self.step, "time": time.time(), **metrics}
+        new = not path.exists()
+        fields = list(row) if new else next(csv.reader(open(path)))
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # -- loop -------------------------------------------------------------------------------------
+
+    def run(self, train_step: Any, units_per_step: int = 0, unit: str = "frames",
+            evaluate: Any = None) -> dict[str, float]:
+        """Call ``train_step(step)`` until ``run.steps``; returns the last metrics."""
+        run = self.cfg.run
+        bar = tqdm(total=run.steps, initial=self.step, desc=self.cfg.stage,
+                   disable=not (run.progress and self.ranks.is_main), dynamic_ncols=True)
+        metrics: dict[str, float] = {}
+        start, start_step = time.perf_counter(), self.step
+        while self.step < run.steps:
+            metrics = {k: float(v) for k, v in train_step(self.step).items()}
+            self.step += 1
+            bar.update(1)
+            if units_per_step:
+                rate = units_per_step * (self.step - start_step) / (time.perf_counter() - start)
+                metrics[f"{unit}_per_s"] = rate * self.ranks.world_size
+            if self.step % run.log_every == 0 or self.step == run.steps:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()})
+                self.log(metrics)
+            if evaluate is not None and (self.step % run.eval_every == 0 or self.step == run.steps):
+                self.log(evaluate(), file=VAL_LOG)
+            if self.step % run.ckpt_every == 0 or self.step == run.steps:
+                self.save()
+        bar.close()
+        return metrics
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA, plain fp32 on CPU (bf16 is slower than fp32 on most CPUs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, w in zip(modules, was):
+            m.train(w)
