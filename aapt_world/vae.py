@@ -405,16 +405,3 @@ class CausalVideoVAE(nn.Module):
         """Training pass: (reconstruction (B, 3, T, H, W), posterior)."""
         post = self.encode(video)
         return self.decode(post.sample() if sample else post.mode()), post
-
-
-__all__ = [
-    "VAEConfig",
-    "StreamState",
-    "reset_items",
-    "DiagonalGaussian",
-    "kl_divergence",
-    "Encoder",
-    "Decoder",
-    "LightDecoder",
-    "CausalVideoVAE",
-]

@@ -155,7 +155,9 @@ class TrainConfig:
              "model.vae.height/width must be multiples of 8"),
             (self.model.dit.latent_height * 8 == self.model.vae.height
              and self.model.dit.latent_width * 8 == self.model.vae.width,
-             "model.dit latent size must be model.vae frame size / 8"),
+             f"model.dit.latent_height x latent_width ({self.model.dit.latent_height}x"
+             f"{self.model.dit.latent_width}) must be model.vae.height x width / 8 "
+             f"({self.model.vae.height // 8}x{self.model.vae.width // 8})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -4,16 +4,19 @@ A stage owns its models and optimizers and implements ``train_step(step) -> metr
 ``Trainer`` runs steps up to ``run.steps``, logs metrics to ``<stage_dir>/log.csv`` and a tqdm
 bar, and every ``run.ckpt_every`` steps writes, atomically:
 
+- ``<stage_dir>/trainer_state.pt``: the resume point in ONE file: module weights, optimizer
+  states, step, torch RNG state (torch.save of plain tensors and numbers only, so
+  ``torch.load(weights_only=True)`` reads it),
 - ``<stage_dir>/model.safetensors``: fp32 weights of every module (+ config JSON in metadata),
-- ``<stage_dir>/trainer_state.pt``: optimizer states, step, torch RNG state (torch.save of plain
-  tensors and numbers only, so ``torch.load(weights_only=True)`` reads it).
+  the export later stages and inference read (re-exported on resume if a kill left it behind).
 
 Data sampling is a pure function of (seed, rank, step) — see :func:`step_rng` — so a resumed
 run draws exactly the clips the uninterrupted run would have drawn.
 
 Re-running the same command after a crash (even ``kill -9``) resumes from the last checkpoint
-with the same step count. Under ``torchrun`` every process runs the stage on its own data
-shard; gradients are averaged by DDP (or sharded with FSDP2 for large models); rank 0 writes.
+with the same step count; log rows written after that checkpoint are dropped (they are
+redone). Under ``torchrun`` every process runs the stage on its own data shard; gradients
+are averaged by DDP (or sharded with FSDP2 for large models); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -164,30 +167,63 @@ class Trainer:
     def save(self) -> None:
         if not self.ranks.is_main:
             return
-        save_weights(self.dir / WEIGHTS, self.state_tensors(),
-                     {**config_metadata(self.cfg), "step": self.step})
+        # The resume point is ONE atomic file (weights + optimizers + RNG): a kill between two
+        # files can never pair new weights with an old optimizer state and step. It is written
+        # first; model.safetensors (what later stages and inference read) follows, and
+        # resume() re-exports it if a kill left it behind.
         state = {
             "step": self.step,
+            "modules": {name: unwrap(m).state_dict() for name, m in self.modules.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "torch_rng": torch.get_rng_state(),
         }
         atomic_replace(self.dir / STATE, lambda tmp: torch.save(state, tmp))
+        self.export()
+
+    def export(self) -> None:
+        save_weights(self.dir / WEIGHTS, self.state_tensors(),
+                     {**config_metadata(self.cfg), "step": self.step})
 
     def resume(self) -> bool:
         """Load the last checkpoint of this stage if one exists. Returns whether it did."""
         weights, state_path = self.dir / WEIGHTS, self.dir / STATE
-        if not (weights.exists() and state_path.exists()):
+        if not state_path.exists():
             return False
-        load_stage_weights(self.cfg, self.dir.name,
-                           {name: unwrap(m) for name, m in self.modules.items()})
         state = torch.load(state_path, weights_only=True)
+        if "modules" in state:
+            for name, m in self.modules.items():
+                load_into(unwrap(m), state["modules"][name], f"{state_path} [{name}]")
+        elif weights.exists():  # checkpoints written before the weights joined the state
+            load_stage_weights(self.cfg, self.dir.name,
+                               {name: unwrap(m) for name, m in self.modules.items()})
+        else:
+            return False
         for key, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][key])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        if self.ranks.is_main:
+            if not weights.exists() or load_weights(weights)[1].get("step") != self.step:
+                self.export()  # killed between the state and the export
+            for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
+                self._truncate_log(self.dir / file)
         return True
 
     # -- logging --------------------------------------------------------------------------------
+
+    def _truncate_log(self, path: Path) -> None:
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        keep = rows[:1] + [r for r in rows[1:]
+                           if len(r) == len(rows[0]) and int(float(r[0])) <= self.step]
+        if len(keep) < len(rows):
+            def write(tmp: str) -> None:
+                with open(tmp, "w", newline="") as f:
+                    csv.writer(f).writerows(keep)
+
+            atomic_replace(path, write)
 
     def log(self, metrics: dict[str, float], file: str = LOG) -> None:
         if not self.ranks.is_main:

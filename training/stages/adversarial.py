@@ -84,6 +84,48 @@ def penalty(disc: Discriminator, frames: torch.Tensor, conds: torch.Tensor, t: t
     return approx_gradient_penalty(logits, d_logits(disc, perturbed, conds, t, gen))
 
 
+def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
+                   g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, step: int,
+                   real: torch.Tensor, real_conds: torch.Tensor, fake: torch.Tensor,
+                   fake_conds: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
+    """One D and one G update on a (real, fake) pair of latent sequences (B, C, K+1, h, w).
+
+    ``fake`` still carries the generator's graph (student rollout); D's update detaches it.
+    """
+    a, device = cfg.adversarial, real.device
+    t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
+    seed = int(rng.integers(2**31))
+    warmup_lr(d_opt, cfg.optim, step, a.d_lr)
+    with autocast(device):
+        # real and fake get their own D-noise; R1 / R2 reuse exactly the noise of the logits
+        # they perturb, so only the sigma perturbation of the frames differs
+        d_real = d_logits(disc, real, real_conds, t, torch.Generator(device).manual_seed(seed))
+        d_fake = d_logits(disc, fake.detach(), fake_conds, t,
+                          torch.Generator(device).manual_seed(seed + 1))
+        r1 = penalty(disc, real, real_conds, t, a.r1_sigma, d_real, seed)
+        r2 = penalty(disc, fake.detach(), fake_conds, t, a.r1_sigma, d_fake, seed + 1)
+        d_loss = relativistic_d_loss(d_real, d_fake) + a.r1_weight * (r1 + r2)
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
+    d_opt.step()
+
+    warmup_lr(g_opt, cfg.optim, step, a.g_lr)
+    disc.requires_grad_(False)  # G's loss must not touch D's gradients
+    with autocast(device):
+        gen = torch.Generator(device).manual_seed(seed + 2)
+        g_loss = relativistic_g_loss(d_logits(disc, real, real_conds, t, gen).detach(),
+                                     d_logits(disc, fake, fake_conds, t, gen))
+    g_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    disc.requires_grad_(True)
+    g_norm = torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.optim.grad_clip)
+    g_opt.step()
+    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item(),
+            "r2": r2.item(), "g_grad_norm": g_norm.item(),
+            "d_real_minus_fake": (d_real - d_fake).mean().item()}
+
+
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
     a = cfg.adversarial
     generator = build_world_model(cfg).to(device)
@@ -111,40 +153,6 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(rng.standard_normal(like.shape).astype(np.float32)).to(device)
 
-    def segment_update(step: int, real: torch.Tensor, real_conds: torch.Tensor,
-                       fake: torch.Tensor, fake_conds: torch.Tensor,
-                       rng: np.random.Generator) -> dict[str, float]:
-        """One D and one G update on a (real, fake) pair of latent sequences."""
-        t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
-        seed = int(rng.integers(2**31))
-        warmup_lr(d_opt, cfg.optim, step, a.d_lr)
-        with autocast(device):
-            gen = torch.Generator(device).manual_seed(seed)
-            d_real = d_logits(disc, real, real_conds, t, gen)
-            d_fake = d_logits(disc, fake.detach(), fake_conds, t, gen)
-            r1 = penalty(disc, real, real_conds, t, a.r1_sigma, d_real, seed)
-            r2 = penalty(disc, fake.detach(), fake_conds, t, a.r1_sigma, d_fake, seed)
-            d_loss = relativistic_d_loss(d_real, d_fake) + a.r1_weight * (r1 + r2)
-        d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
-        d_opt.step()
-
-        warmup_lr(g_opt, cfg.optim, step, a.g_lr)
-        disc.requires_grad_(False)  # G's loss must not touch D's gradients
-        with autocast(device):
-            gen = torch.Generator(device).manual_seed(seed + 1)
-            g_loss = relativistic_g_loss(d_logits(disc, real, real_conds, t, gen).detach(),
-                                         d_logits(disc, fake, fake_conds, t, gen))
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        disc.requires_grad_(True)
-        g_norm = torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.optim.grad_clip)
-        g_opt.step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item(),
-                "r2": r2.item(), "g_grad_norm": g_norm.item(),
-                "d_real_minus_fake": (d_real - d_fake).mean().item()}
-
     overlap = a.segment_overlap if a.segments > 1 else 0
     if cfg.data.clip_steps < k + overlap:
         raise ValueError(f"adversarial.rollout_steps + segment_overlap ({k + overlap}) needs "
@@ -157,10 +165,11 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         if not a.student_forcing:  # the ablation: teacher-forced, all frames in parallel
             fake = torch.cat([real[:, :, :1], teacher_forced_fake(generator, real, conds, noise)],
                              dim=2)
-            return segment_update(step, real, conds, fake, conds, rng)
+            return segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds, fake,
+                                  conds, rng)
         frames, cache = student_rollout(generator, real[:, :, 0], conds, noise)
-        metrics = segment_update(step, real, conds, torch.cat([real[:, :, :1], frames], 2),
-                                 conds, rng)
+        metrics = segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds,
+                                 torch.cat([real[:, :, :1], frames], 2), conds, rng)
         for seg in range(1, a.segments):  # long-video training beyond the real clip length
             cache.detach_()  # reuse the previous segment's cache, cut its graph
             tail, tail_conds = frames[:, :, -(overlap + 1):].detach(), conds[:, k - overlap:]
@@ -170,7 +179,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                                             gaussian(rng, real[:, :, overlap + 1:]), cache)
             fake = torch.cat([tail, frames], dim=2)
             fake_conds = torch.cat([tail_conds, conds], dim=1)
-            seg_metrics = segment_update(step, real, real_conds, fake, fake_conds, rng)
+            seg_metrics = segment_update(cfg, generator, disc, g_opt, d_opt, step, real,
+                                         real_conds, fake, fake_conds, rng)
             metrics.update({f"{key}_seg{seg}": v for key, v in seg_metrics.items()
                             if key in ("d_loss", "g_loss")})
         return metrics

@@ -1,0 +1,419 @@
+"""The training stack end to end on a tiny dataset recorded from the real game.
+
+Every stage in order (vae -> latents -> diffusion -> consistency -> heads -> adversarial),
+resume after ``kill -9`` (bit-exact against an uninterrupted run), student forcing == inference,
+segment detaching, the ablation and long-video variants, and clear errors for bad configs.
+All runs are tiny (64x48 video, a 2-block DiT, batch 2, a few steps) and single-threaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from aapt_world.checkpoint import load_weights
+from aapt_world.discriminator import Discriminator
+from aapt_world.session import StreamingSession
+from aapt_world.vae import CausalVideoVAE
+from training.collect import CollectConfig, collect
+from training.config import TrainConfig
+from training.latents import LatentClipDataset
+from training.stages import adversarial as adv
+from training.stages.diffusion import build_world_model, diffusion_loss, latent_batch
+from training.train import run_stage
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+TRAINED_STAGES = ("vae", "diffusion", "consistency", "heads", "adversarial")
+PIPELINE_STEPS = {"vae": 3, "diffusion": 30, "consistency": 3, "heads": 3, "adversarial": 3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared 2-core machine: 2 threads collapse under contention
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tinydata")
+    collect(CollectConfig(root=str(root), num_episodes=4, steps_per_episode=20, width=64,
+                          height=48, workers=1, val_every=2), progress=False)
+    return root
+
+
+def overrides(data_root: Path, out_dir: Path, *extra: str) -> list[str]:
+    return ["model=tiny", f"data.root={data_root}", f"run.out_dir={out_dir}",
+            "run.batch_size=2", "data.clip_steps=3", "data.val_batches=1", "run.progress=false",
+            "run.threads=1", "run.log_every=1", "run.eval_every=1000", "optim.warmup_steps=1",
+            "adversarial.rollout_steps=2", *extra]
+
+
+def make_cfg(items: list[str]) -> TrainConfig:
+    with initialize_config_module("training.configs", version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("train", overrides=items))
+    assert isinstance(cfg, TrainConfig)
+    return cfg
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def randomize(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """DiT output/adaLN layers start at zero: every rollout would be trivial. Randomise."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pipeline(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every stage in order into one run directory."""
+    out = tmp_path_factory.mktemp("run")
+    metrics = {}
+    for stage in ("vae", "latents", "diffusion", "consistency", "heads", "adversarial"):
+        extra = [f"stage={stage}", f"run.steps={PIPELINE_STEPS.get(stage, 0)}"]
+        if stage == "diffusion":
+            extra.append("optim.lr=1e-3")
+        metrics[stage] = run_stage(make_cfg(overrides(data_root, out, *extra)))
+    return {"out": out, "metrics": metrics}
+
+
+def fresh_run_dir(pipeline: dict, tmp_path: Path, *stages: str) -> Path:
+    """A new run directory holding copies of some finished stages of the pipeline."""
+    for stage in stages:
+        shutil.copytree(pipeline["out"] / stage, tmp_path / stage)
+    return tmp_path
+
+
+# -- every stage, end to end -------------------------------------------------------------------
+
+
+def test_every_stage_writes_checkpoint_and_finite_logs(pipeline: dict) -> None:
+    out = pipeline["out"]
+    for stage in TRAINED_STAGES:
+        d = out / stage
+        assert (d / "model.safetensors").exists() and (d / "trainer_state.pt").exists(), stage
+        rows = read_log(d / "log.csv")
+        steps = PIPELINE_STEPS[stage]
+        assert [int(r["step"]) for r in rows] == list(range(1, steps + 1)), stage
+        for row in rows:
+            assert all(math.isfinite(v) for v in row.values()), (stage, row)
+        state = torch.load(d / "trainer_state.pt", weights_only=True)
+        assert state["step"] == steps
+        tensors, meta = load_weights(d / "model.safetensors")
+        assert meta["step"] == steps and meta["stage"] == stage
+        assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+        val = read_log(d / "val_log.csv")  # evaluated once, at the last step
+        assert len(val) == 1 and all(math.isfinite(v) for v in val[0].values())
+    assert {"loss", "psnr"} <= set(read_log(out / "vae" / "log.csv")[0])
+    assert {"d_loss", "g_loss", "r1", "r2"} <= set(read_log(out / "adversarial" / "log.csv")[0])
+    latents = out / "latents"
+    assert (latents / "stats.json").exists()
+    assert len(list(latents.glob("ep_*.first.npy"))) == 4
+    assert pipeline["metrics"]["latents"]["episodes"] == 4
+
+
+def test_diffusion_loss_decreases(pipeline: dict, data_root: Path) -> None:
+    """Fixed clips, timesteps and noise: the trained stage-1 model beats its initialisation
+    (zero output layer, v = 0), which it cannot do if the optimizer never stepped."""
+    out = pipeline["out"]
+    cfg = make_cfg(overrides(data_root, out, "stage=diffusion"))
+    data = LatentClipDataset(out / "latents", data_root, cfg.data.clip_steps, "train")
+    z, conds, _, _ = latent_batch(data, np.random.default_rng(5), 8, torch.device("cpu"))
+
+    def loss_of(model: torch.nn.Module) -> float:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            return float(np.mean([diffusion_loss(model, z, conds, torch.full((8,), t), gen).item()
+                                  for t in (0.3, 0.6, 0.9)]))
+
+    initial = build_world_model(cfg).eval()
+    trained = build_world_model(cfg).eval()
+    tensors, _ = load_weights(out / "diffusion" / "model.safetensors")
+    trained.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
+    before, after = loss_of(initial), loss_of(trained)
+    assert after < 0.8 * before, (before, after)
+    rows = read_log(out / "diffusion" / "log.csv")
+    first, last = np.mean([r["loss"] for r in rows[:5]]), np.mean([r["loss"] for r in rows[-5:]])
+    assert last < first, (first, last)
+
+
+# -- resume after kill -9 --------------------------------------------------------------------------
+
+
+def test_resume_after_kill_matches_uninterrupted(pipeline: dict, data_root: Path,
+                                                 tmp_path: Path) -> None:
+    killed = fresh_run_dir(pipeline, tmp_path / "killed", "latents")
+    straight = fresh_run_dir(pipeline, tmp_path / "straight", "latents")
+    base = ["stage=diffusion", "run.ckpt_every=5", "run.seed=3"]
+    command = [sys.executable, "-m", "training.train",
+               *overrides(data_root, killed, *base)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    state_path = killed / "diffusion" / "trainer_state.pt"
+    proc = subprocess.Popen([*command, "run.steps=400"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not state_path.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    killed_at = time.time()
+    saved = int(torch.load(state_path, weights_only=True)["step"])
+    assert saved % 5 == 0 and 5 <= saved < 400
+    steps = saved + 7  # resume, pass a checkpoint, end off the checkpoint grid
+    done = subprocess.run([*command, f"run.steps={steps}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = read_log(killed / "diffusion" / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))  # continues, no repeats
+    assert all(r["time"] < killed_at for r in rows if r["step"] <= saved)  # kept from run 1
+    assert all(r["time"] > killed_at for r in rows if r["step"] > saved)  # resumed after it
+    assert torch.load(state_path, weights_only=True)["step"] == steps
+
+    run_stage(make_cfg(overrides(data_root, straight, *base, f"run.steps={steps}")))
+    resumed, meta = load_weights(killed / "diffusion" / "model.safetensors")
+    reference, _ = load_weights(straight / "diffusion" / "model.safetensors")
+    assert meta["step"] == steps and resumed.keys() == reference.keys()
+    different = [k for k in reference if not torch.equal(resumed[k], reference[k])]
+    assert not different, f"resumed weights differ from the uninterrupted run: {different[:5]}"
+    ref_rows = read_log(straight / "diffusion" / "log.csv")
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
+
+
+def test_resume_repairs_stale_export(pipeline: dict, data_root: Path, tmp_path: Path) -> None:
+    """A kill between trainer_state.pt and model.safetensors: the state wins, the export is
+    rewritten, and the already finished run does not train again."""
+    out = fresh_run_dir(pipeline, tmp_path, "latents", "diffusion", "consistency")
+    d = out / "consistency"
+    stale = load_weights(d / "model.safetensors")[0]
+    (d / "model.safetensors").unlink()
+    cfg = make_cfg(overrides(data_root, out, "stage=consistency",
+                             f"run.steps={PIPELINE_STEPS['consistency']}"))
+    assert run_stage(cfg) == {}  # nothing left to train
+    tensors, meta = load_weights(d / "model.safetensors")
+    assert meta["step"] == PIPELINE_STEPS["consistency"]
+    assert all(torch.equal(tensors[k], stale[k]) for k in stale)
+
+
+# -- student forcing == inference -------------------------------------------------------------------
+
+
+def tiny_models(data_root: Path, tmp_path: Path) -> tuple[TrainConfig, torch.nn.Module,
+                                                          CausalVideoVAE]:
+    cfg = make_cfg(overrides(data_root, tmp_path, "stage=adversarial"))
+    generator = randomize(build_world_model(cfg), seed=1)
+    vae = CausalVideoVAE(cfg.model.vae).eval()
+    return cfg, generator, vae
+
+
+def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Path) -> None:
+    cfg, generator, vae = tiny_models(data_root, tmp_path)
+    steps, batch = cfg.model.dit.window + 4, 2  # past window + 1 ring slots: the window slides
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 48, 64, 3), dtype=torch.uint8, generator=g)
+    conds = torch.rand(batch, steps, 4, cfg.world.action_dim, generator=g) * 2 - 1
+
+    session = StreamingSession(generator, vae, batch_size=batch, seed=11)
+    session.reset(images)
+    start = session.prev.clone()
+    # each stream draws its noise from its own generator (see test_session.py): replay them
+    replay = [torch.Generator().set_state(r.get_state()) for r in session._rngs]
+    noise = torch.stack([torch.stack([torch.randn(start.shape[1:], generator=r) for r in replay])
+                         for _ in range(steps)], dim=2)
+
+    # training first: the model's RoPE tables cached under the session's inference_mode would
+    # break autograd afterwards (see test_model_used_for_inference_can_still_train)
+    generator.train()
+    frames, cache = adv.student_rollout(generator, start, conds, noise)
+    assert frames.requires_grad  # the training path is differentiable
+    assert cache.step_count == steps
+
+    latents = []
+    for k in range(steps):
+        session.step(conds[:, k])
+        latents.append(session.prev.clone())
+    torch.testing.assert_close(frames.detach(), torch.stack(latents, dim=2), atol=1e-5, rtol=0)
+
+
+@pytest.mark.xfail(reason="aapt_world.rope.Rope3D caches its spatial tables in the grad mode of "
+                          "the first call: tables made under inference_mode (a StreamingSession) "
+                          "cannot be saved for backward later", strict=False)
+def test_model_used_for_inference_can_still_train(data_root: Path, tmp_path: Path) -> None:
+    cfg, generator, vae = tiny_models(data_root, tmp_path)
+    session = StreamingSession(generator, vae, batch_size=1)
+    session.reset(torch.zeros(1, 48, 64, 3, dtype=torch.uint8))
+    session.step(torch.zeros(1, 4, cfg.world.action_dim))
+    c, h, w = cfg.model.dit.latent_channels, cfg.model.dit.latent_height, cfg.model.dit.latent_width
+    frames, _ = adv.student_rollout(generator, torch.zeros(1, c, h, w),
+                                    torch.zeros(1, 2, 4, cfg.world.action_dim),
+                                    torch.randn(1, c, 2, h, w))
+    frames.sum().backward()
+
+
+# -- gradients through the cache, cut between segments -----------------------------------------------
+
+
+def test_segments_detach_and_gradient_flows_through_cache(data_root: Path,
+                                                          tmp_path: Path) -> None:
+    cfg, generator, _ = tiny_models(data_root, tmp_path)
+    c, h, w = cfg.model.dit.latent_channels, cfg.model.dit.latent_height, cfg.model.dit.latent_width
+    k, a = 3, cfg.world.action_dim
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(1, c, h, w, generator=g)
+    conds1, conds2 = (torch.rand(1, k, 4, a, generator=g) for _ in range(2))
+    noise1_data, noise2 = (torch.randn(1, c, k, h, w, generator=g) for _ in range(2))
+
+    def segment_one():
+        noise1 = noise1_data.clone().requires_grad_(True)
+        frames1, cache = adv.student_rollout(generator, start, conds1, noise1)
+        return noise1, frames1, cache
+
+    # within a segment: the recycled frame is detached, so the last frame's loss reaches the
+    # first step's input (its noise) only through the cached keys/values of that step; the
+    # earlier OUTPUT frames get nothing (they are only recycled, detached)
+    noise1, frames1, _ = segment_one()
+    g_noise, g_frames = torch.autograd.grad(frames1[:, :, -1].square().sum(), [noise1, frames1])
+    assert g_noise[:, :, 0].abs().sum() > 0
+    assert g_frames[:, :, 0].abs().sum() == 0 and g_frames[:, :, -1].abs().sum() > 0
+
+    # across segments WITHOUT detach_: the second segment's loss reaches segment one
+    noise1, frames1, cache = segment_one()
+    frames2, _ = adv.student_rollout(generator, frames1[:, :, -1], conds2, noise2, cache)
+    linked = torch.autograd.grad(frames2.square().sum(), noise1, allow_unused=True)[0]
+    assert linked is not None and linked.abs().sum() > 0
+
+    # with detach_ (what long-video training does): no gradient path into segment one, while
+    # the generator's parameters still learn from segment two
+    noise1, frames1, cache = segment_one()
+    cache.detach_()
+    frames2, cache2 = adv.student_rollout(generator, frames1[:, :, -1], conds2, noise2, cache)
+    params = [p for p in generator.parameters()]
+    grads = torch.autograd.grad(frames2.square().sum(), [noise1, *params], allow_unused=True)
+    assert grads[0] is None
+    assert sum(gr.abs().sum() for gr in grads[1:] if gr is not None) > 0
+    assert cache2.step_count == 2 * k  # the cache continued (window slides), not restarted
+
+
+# -- the adversarial update ------------------------------------------------------------------------
+
+
+def test_segment_update_penalties_and_steps(data_root: Path, tmp_path: Path) -> None:
+    """R1/R2 compare D(x) with D(x + sigma n) under the SAME t and D-noise: at sigma = 0 both
+    vanish exactly. Both players step; D's update leaves G alone and G's leaves D alone."""
+    cfg, generator, _ = tiny_models(data_root, tmp_path)
+    cfg.adversarial.r1_sigma = 0.0
+    disc = Discriminator(randomize(build_world_model(cfg), seed=2), cfg.adversarial.disc_layers,
+                         cfg.adversarial.disc_queries)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    d_opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    c, h, w = cfg.model.dit.latent_channels, cfg.model.dit.latent_height, cfg.model.dit.latent_width
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(2, c, 3, h, w, generator=g)
+    conds = torch.rand(2, 2, 4, cfg.world.action_dim, generator=g)
+    frames, _ = adv.student_rollout(generator, real[:, :, 0], conds,
+                                    torch.randn(2, c, 2, h, w, generator=g))
+    fake = torch.cat([real[:, :, :1], frames], dim=2)
+    g_before = [p.detach().clone() for p in generator.parameters()]
+    d_before = [p.detach().clone() for p in disc.parameters()]
+    m = adv.segment_update(cfg, generator, disc, g_opt, d_opt, 0, real, conds, fake, conds,
+                           np.random.default_rng(0))
+    assert m["r1"] == 0.0 and m["r2"] == 0.0
+    assert all(math.isfinite(v) for v in m.values())
+    assert any(not torch.equal(p, q) for p, q in zip(generator.parameters(), g_before))
+    assert any(not torch.equal(p, q) for p, q in zip(disc.parameters(), d_before))
+    assert all(p.requires_grad for p in disc.parameters())  # re-enabled after G's update
+    cfg.adversarial.r1_sigma = 0.1
+    frames, _ = adv.student_rollout(generator, real[:, :, 0], conds,
+                                    torch.randn(2, c, 2, h, w, generator=g))
+    fake = torch.cat([real[:, :, :1], frames], dim=2)
+    m = adv.segment_update(cfg, generator, disc, g_opt, d_opt, 1, real, conds, fake, conds,
+                           np.random.default_rng(1))
+    assert m["r1"] > 0 and m["r2"] > 0
+
+
+@pytest.mark.parametrize("variant", [["adversarial.student_forcing=false"],
+                                     ["adversarial.segments=3", "adversarial.segment_overlap=1"]],
+                         ids=["teacher_forced_ablation", "long_video"])
+def test_adversarial_variants_run(pipeline: dict, data_root: Path, tmp_path: Path,
+                                  variant: list[str]) -> None:
+    out = fresh_run_dir(pipeline, tmp_path, "latents", "diffusion", "consistency")
+    metrics = run_stage(make_cfg(overrides(data_root, out, "stage=adversarial", "run.steps=2",
+                                           *variant)))
+    assert all(math.isfinite(v) for v in metrics.values())
+    rows = read_log(out / "adversarial" / "log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    if "adversarial.segments=3" in variant:
+        assert {"d_loss_seg1", "g_loss_seg1", "d_loss_seg2", "g_loss_seg2"} <= set(metrics)
+        assert metrics["latent_frames_per_s"] > 0
+
+
+# -- bad configs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("items, match", [
+    (["stage=nope"], r"stage must be one of .*got 'nope'"),
+    (["run.batch_size=0"], r"run\.batch_size must be >= 1, got 0"),
+    (["model.dit.latent_height=4"], r"model\.dit\.latent_height x latent_width \(4x8\) must be "
+                                    r"model\.vae\.height x width / 8 \(6x8\)"),
+    (["adversarial.disc_layers=[0,5]"], r"adversarial\.disc_layers \[0, 5\] must index blocks"),
+    (["run.device=tpu"], r"run\.device must be auto, cpu or cuda"),
+    (["consistency.loss=l1"], r"consistency\.loss must be pseudo_huber or l2"),
+], ids=["stage", "batch_size", "latent_size", "disc_layers", "device", "cd_loss"])
+def test_bad_config_names_the_field(data_root: Path, tmp_path: Path, items: list[str],
+                                    match: str) -> None:
+    cfg = make_cfg(overrides(data_root, tmp_path, *items))
+    with pytest.raises(ValueError, match=match):
+        run_stage(cfg)
+
+
+def test_bad_setups_give_clear_errors(pipeline: dict, data_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"needs the 'diffusion' stage's weights"):
+        run_stage(make_cfg(overrides(data_root, tmp_path / "empty", "stage=consistency")))
+    with pytest.raises(ValueError, match=r"holds 64x48 frames but model\.vae expects 128x96"):
+        items = overrides(data_root, tmp_path / "small", "stage=vae")
+        run_stage(make_cfg([i if i != "model=tiny" else "model=small" for i in items]))
+    out = fresh_run_dir(pipeline, tmp_path / "adv", "latents", "diffusion", "consistency")
+    with pytest.raises(ValueError, match=r"data\.clip_steps >= 4"):
+        run_stage(make_cfg(overrides(data_root, out, "stage=adversarial",
+                                     "adversarial.rollout_steps=3", "adversarial.segments=2")))
+
+
+def test_cli_reports_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from training.train import main
+
+    argv = sys.argv
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["stage=nope", f"run.out_dir={tmp_path}", "model=tiny"])
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code != 0
+    assert "stage must be one of" in capsys.readouterr().err
