@@ -7,7 +7,8 @@ overridden on the command line, e.g.::
     aapt-world train stage=diffusion model=tiny run.steps=200 data.root=data/doom
 
 Stages read the previous stage's weights from the same ``run.out_dir``:
-vae -> latents (cached) -> diffusion -> consistency -> adversarial; heads need vae latents.
+vae -> latents (cached) -> diffusion -> consistency -> adversarial; heads need the latents;
+export assembles a shippable world directory from whatever stages exist.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from aapt_world.transformer import DiTConfig
 from aapt_world.vae import VAEConfig
 
-STAGES = ("vae", "latents", "diffusion", "consistency", "adversarial", "heads")
+STAGES = ("vae", "latents", "diffusion", "consistency", "adversarial", "heads", "export")
 
 
 @dataclass

@@ -22,6 +22,7 @@ STAGE_MODULES = {
     "consistency": "training.stages.consistency",
     "adversarial": "training.stages.adversarial",
     "heads": "training.stages.heads",
+    "export": "training.export",
 }
 
 
