@@ -98,7 +98,17 @@ class ParallelLayout:
 def parallel_layout(
     num_frames: int, tokens_per_frame: int, window: int, context_tokens: int = 0
 ) -> ParallelLayout:
-    """Build (and memoise, on the CPU) the parallel block-causal layout; see module docstring."""
+    """Build (and memoise, on the CPU) the parallel block-causal layout; see module docstring.
+
+    Built outside inference mode so a layout memoised by inference stays usable in training.
+    """
+    with torch.inference_mode(False):
+        return _parallel_layout(num_frames, tokens_per_frame, window, context_tokens)
+
+
+def _parallel_layout(
+    num_frames: int, tokens_per_frame: int, window: int, context_tokens: int
+) -> ParallelLayout:
     t, n, c = num_frames, tokens_per_frame, context_tokens
     num_offsets = max(1, t - window - 1)
     # Per-query-token metadata.

@@ -89,10 +89,14 @@ class Rope3D:
     ) -> tuple[Tensor, Tensor]:
         key = (hp, wp, str(device), dtype)
         if key not in self._spatial:
-            rows = torch.arange(hp, dtype=torch.float64).repeat_interleave(wp)
-            cols = torch.arange(wp, dtype=torch.float64).repeat(hp)
-            ang = torch.cat([rows[:, None] * self.inv_freq_h, cols[:, None] * self.inv_freq_w], -1)
-            self._spatial[key] = (ang.cos().to(device, dtype), ang.sin().to(device, dtype))
+            # Built outside inference mode: a table first made by a streaming session must stay
+            # usable by training later (inference tensors cannot be saved for backward).
+            with torch.inference_mode(False):
+                rows = torch.arange(hp, dtype=torch.float64).repeat_interleave(wp)
+                cols = torch.arange(wp, dtype=torch.float64).repeat(hp)
+                ang = torch.cat([rows[:, None] * self.inv_freq_h,
+                                 cols[:, None] * self.inv_freq_w], -1)
+                self._spatial[key] = (ang.cos().to(device, dtype), ang.sin().to(device, dtype))
         return self._spatial[key]
 
     def time_rotation(
