@@ -1,7 +1,7 @@
 """Multi-process training on CPU: ``torchrun --nproc_per_node=2`` with gloo.
 
-1. The real CLI (``-m training.train stage=diffusion``) under torchrun on the tiny dataset:
-   it finishes, rank 0 alone writes one checkpoint and one log.
+1. The real CLI (``-m training.train stage=diffusion``, then ``stage=consistency``) under
+   torchrun on the tiny dataset: it finishes, rank 0 alone writes one checkpoint and one log.
 2. DDP really averages: a small script builds the stage model, wraps it with
    ``training.trainer.wrap_distributed``, takes one step on rank-dependent data and checks,
    with ``all_gather``, that the gradient is the mean of the per-rank gradients and that the
@@ -82,20 +82,23 @@ def _tiny_model() -> ModelConfig:
         cond_hidden=32)
 
 
-def test_torchrun_diffusion_two_processes(latents_run: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("stage", ["diffusion", "consistency"])  # in order: CD needs stage 1
+def test_torchrun_two_processes(latents_run: tuple[Path, Path], stage: str) -> None:
+    """Consistency distillation also runs the DDP-wrapped student twice per step (its target
+    under no_grad, then with grad): DDP must accept that."""
     data, out = latents_run
     steps = 4
-    cmd = [*TORCHRUN, "-m", "training.train", "stage=diffusion", "model=tiny",
+    cmd = [*TORCHRUN, "-m", "training.train", f"stage={stage}", "model=tiny",
            f"data.root={data}", f"run.out_dir={out}", "run.device=cpu", f"run.steps={steps}",
            "run.batch_size=1", "data.clip_steps=3", "data.val_batches=1", "run.log_every=1",
            "run.progress=false", "run.threads=1", "optim.warmup_steps=1"]
     done = subprocess.run(cmd, cwd=out, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
-    stage = out / "diffusion"
-    files = sorted(p.name for p in stage.iterdir())
+    directory = out / stage
+    files = sorted(p.name for p in directory.iterdir())
     assert files == ["log.csv", "model.safetensors", "trainer_state.pt", "val_log.csv"], files
-    assert torch.load(stage / "trainer_state.pt", weights_only=True)["step"] == steps
-    with open(stage / "log.csv", newline="") as f:
+    assert torch.load(directory / "trainer_state.pt", weights_only=True)["step"] == steps
+    with open(directory / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))  # rank 0 logs, once
 

@@ -91,7 +91,7 @@ def pipeline(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every stage in order into one run directory."""
     out = tmp_path_factory.mktemp("run")
     metrics = {}
-    for stage in ("vae", "latents", "diffusion", "consistency", "heads", "adversarial"):
+    for stage in ("vae", "latents", "diffusion", "consistency", "heads", "adversarial", "export"):
         extra = [f"stage={stage}", f"run.steps={PIPELINE_STEPS.get(stage, 0)}"]
         if stage == "diffusion":
             extra.append("optim.lr=1e-3")
@@ -159,6 +159,26 @@ def test_diffusion_loss_decreases(pipeline: dict, data_root: Path) -> None:
     assert last < first, (first, last)
 
 
+def test_exported_world_matches_training(pipeline: dict, data_root: Path) -> None:
+    """stage=export: the world holds the adversarial generator and the latent normalisation
+    the DiT stages trained with (a start frame encodes to its cached, normalised latent)."""
+    from aapt_world.world import load_world
+
+    out = pipeline["out"]
+    world = load_world(out / "world")
+    trained, _ = load_weights(out / "adversarial" / "model.safetensors")
+    for key, value in world.generator.state_dict().items():  # fp16 in the bundle
+        torch.testing.assert_close(value, trained[f"generator.{key}"], atol=1e-3, rtol=1e-3)
+    data = LatentClipDataset(out / "latents", data_root, 1, "val")
+    episode = data.clips.episodes[0]
+    frame0 = np.asarray(episode.arrays["frames"][0])
+    assert np.array_equal(world.start_frames[0], frame0)
+    expected = (data.first[episode.id][0].astype(np.float32) - data.mean) / data.std
+    session = StreamingSession(world.generator, world.vae, batch_size=1)
+    session.reset(torch.from_numpy(frame0[None].copy()))
+    torch.testing.assert_close(session.prev[0], torch.from_numpy(expected), atol=0.05, rtol=0.02)
+
+
 # -- resume after kill -9 --------------------------------------------------------------------------
 
 
@@ -223,7 +243,7 @@ def test_resume_repairs_stale_export(pipeline: dict, data_root: Path, tmp_path: 
     assert all(torch.equal(tensors[k], stale[k]) for k in stale)
 
 
-# -- student forcing == inference -------------------------------------------------------------------
+# -- student forcing == inference --------------------------------------------------------------
 
 
 def tiny_models(data_root: Path, tmp_path: Path) -> tuple[TrainConfig, torch.nn.Module,
@@ -249,8 +269,6 @@ def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Pat
     noise = torch.stack([torch.stack([torch.randn(start.shape[1:], generator=r) for r in replay])
                          for _ in range(steps)], dim=2)
 
-    # training first: the model's RoPE tables cached under the session's inference_mode would
-    # break autograd afterwards (see test_model_used_for_inference_can_still_train)
     generator.train()
     frames, cache = adv.student_rollout(generator, start, conds, noise)
     assert frames.requires_grad  # the training path is differentiable
@@ -263,10 +281,8 @@ def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Pat
     torch.testing.assert_close(frames.detach(), torch.stack(latents, dim=2), atol=1e-5, rtol=0)
 
 
-@pytest.mark.xfail(reason="aapt_world.rope.Rope3D caches its spatial tables in the grad mode of "
-                          "the first call: tables made under inference_mode (a StreamingSession) "
-                          "cannot be saved for backward later", strict=False)
 def test_model_used_for_inference_can_still_train(data_root: Path, tmp_path: Path) -> None:
+    """A model that streamed under inference_mode (its RoPE tables cached then) still trains."""
     cfg, generator, vae = tiny_models(data_root, tmp_path)
     session = StreamingSession(generator, vae, batch_size=1)
     session.reset(torch.zeros(1, 48, 64, 3, dtype=torch.uint8))
@@ -278,7 +294,7 @@ def test_model_used_for_inference_can_still_train(data_root: Path, tmp_path: Pat
     frames.sum().backward()
 
 
-# -- gradients through the cache, cut between segments -----------------------------------------------
+# -- gradients through the cache, cut between segments ------------------------------------------
 
 
 def test_segments_detach_and_gradient_flows_through_cache(data_root: Path,
