@@ -3,8 +3,9 @@
     aapt-world demo                      the main job (see README)
     aapt-world collect key=value ...     record real-world data (hydra overrides)
     aapt-world train stage=... ...       train a world, stage by stage (hydra overrides)
+    aapt-world plot runs/doom            training curves of a run, one PNG per stage
     aapt-world rollout --steps 360       a scripted real-world rollout to mp4
-    aapt-world bench collect|stream      benchmarks (collection throughput, streaming loop)
+    aapt-world bench collect|stream|train  benchmarks (collection, streaming loop, training)
 """
 
 from __future__ import annotations
@@ -63,8 +64,16 @@ def _train(argv: list[str]) -> None:
     main()
 
 
+def _plot(argv: list[str]) -> None:
+    from training.plot import main
+
+    main(argv)
+
+
 def _bench(argv: list[str]) -> None:
-    benches = {"collect": "training.bench_collect", "stream": "aapt_world.bench_stream"}
+    benches = {"collect": "training.bench_collect", "stream": "aapt_world.bench_stream",
+               "train": "training.bench_train",
+               "env": "aapt_world.bench_env"}
     if not argv or argv[0] not in benches:
         raise SystemExit(f"usage: aapt-world bench {{{','.join(benches)}}} [options]")
     import importlib
@@ -72,8 +81,8 @@ def _bench(argv: list[str]) -> None:
     importlib.import_module(benches[argv[0]]).main(argv[1:])
 
 
-COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "rollout": _rollout,
-            "bench": _bench}
+COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "plot": _plot,
+            "rollout": _rollout, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,9 +74,6 @@ class VAEStageConfig:
     l1_weight: float = 1.0
     ssim_weight: float = 0.5  # multi-scale SSIM: sharpness without a downloaded perceptual net
     gradient_weight: float = 0.5  # L1 on image gradients: keeps edges crisp
-    gan_weight: float = 0.0  # optional patch discriminator (0 = off)
-    gan_start_step: int = 2000
-    light_decoder_steps: int = 0  # extra steps distilling the light decoder from the full one
 
 
 @dataclass
