@@ -55,6 +55,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process (0 = leave torch's default)
+    fsdp: bool = False  # under torchrun: FSDP2 fully_shard per block instead of DDP
+    # (diffusion, consistency, heads; the VAE pair and stage 3 use DDP / one process)
     progress: bool = True
 
 
@@ -136,6 +138,8 @@ class TrainConfig:
             (self.data.clip_steps >= 1,
              f"data.clip_steps must be >= 1, got {self.data.clip_steps}"),
             (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
+            (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
+             f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),

@@ -42,7 +42,7 @@ def latent_paths(directory: Path, episode_id: str) -> tuple[Path, Path]:
 def encode_episode(vae, frames: np.ndarray, device: torch.device, chunk_steps: int = 64
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Encode one episode's frames (T = 1 + 4S, H, W, 3) uint8 -> (stream, first) latents."""
-    to_video = lambda f: (torch.from_numpy(np.ascontiguousarray(f)).to(device)
+    to_video = lambda f: (torch.from_numpy(np.array(f)).to(device)
                           .permute(3, 0, 1, 2).float()[None] / 127.5 - 1.0)
     steps = (frames.shape[0] - 1) // FRAMES_PER_STEP
     state = vae.init_encode_state(1, frames.shape[1], frames.shape[2])

@@ -160,11 +160,29 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": v for name, m in self.modules.items()
-                for k, v in unwrap(m).state_dict().items()}
+    @property
+    def sharded(self) -> bool:
+        return self.cfg.run.fsdp and self.ranks.world_size > 1
+
+    def full_states(self) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Full (unsharded) module and optimizer states; a collective call under FSDP2."""
+        if not self.sharded:
+            return ({name: unwrap(m).state_dict() for name, m in self.modules.items()},
+                    {k: o.state_dict() for k, o in self.optimizers.items()})
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        (name, module), = self.modules.items()  # run.fsdp stages have one module, one optimizer
+        (key, opt), = self.optimizers.items()
+        model_sd, opt_sd = get_state_dict(
+            module, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {name: model_sd}, {key: opt_sd}
+
+    def state_tensors(self, modules: dict[str, dict] | None = None) -> dict[str, torch.Tensor]:
+        modules = modules if modules is not None else self.full_states()[0]
+        return {f"{name}.{k}": v for name, sd in modules.items() for k, v in sd.items()}
 
     def save(self) -> None:
+        module_states, optimizer_states = self.full_states()  # every rank: may be collective
         if not self.ranks.is_main:
             return
         # The resume point is ONE atomic file (weights + optimizers + RNG): a kill between two
@@ -173,15 +191,15 @@ class Trainer:
         # resume() re-exports it if a kill left it behind.
         state = {
             "step": self.step,
-            "modules": {name: unwrap(m).state_dict() for name, m in self.modules.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "modules": module_states,
+            "optimizers": optimizer_states,
             "torch_rng": torch.get_rng_state(),
         }
         atomic_replace(self.dir / STATE, lambda tmp: torch.save(state, tmp))
-        self.export()
+        self.export(module_states)
 
-    def export(self) -> None:
-        save_weights(self.dir / WEIGHTS, self.state_tensors(),
+    def export(self, module_states: dict[str, dict] | None = None) -> None:
+        save_weights(self.dir / WEIGHTS, self.state_tensors(module_states),
                      {**config_metadata(self.cfg), "step": self.step})
 
     def resume(self) -> bool:
@@ -190,7 +208,15 @@ class Trainer:
         if not state_path.exists():
             return False
         state = torch.load(state_path, weights_only=True)
-        if "modules" in state:
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            (name, module), = self.modules.items()
+            (key, opt), = self.optimizers.items()
+            set_state_dict(module, opt, model_state_dict=state["modules"][name],
+                           optim_state_dict=state["optimizers"][key],
+                           options=StateDictOptions(full_state_dict=True))
+        elif "modules" in state:
             for name, m in self.modules.items():
                 load_into(unwrap(m), state["modules"][name], f"{state_path} [{name}]")
         elif weights.exists():  # checkpoints written before the weights joined the state
@@ -198,13 +224,14 @@ class Trainer:
                                {name: unwrap(m) for name, m in self.modules.items()})
         else:
             return False
-        for key, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][key])
+        if not self.sharded:
+            for key, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][key])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         if self.ranks.is_main:
             if not weights.exists() or load_weights(weights)[1].get("step") != self.step:
-                self.export()  # killed between the state and the export
+                self.export(state.get("modules"))  # killed between the state and the export
             for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
                 self._truncate_log(self.dir / file)
         return True

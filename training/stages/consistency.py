@@ -63,10 +63,10 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     load_stage_weights(cfg, "diffusion", {"model": teacher})
     student.load_state_dict(teacher.state_dict())  # resume below overrides it if a run exists
     train, val = latent_datasets(cfg)
+    ddp = wrap_distributed(student, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, student.parameters())
     trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"model": student}, {"opt": opt}, ranks)
     trainer.resume()
-    ddp = wrap_distributed(student, ranks)
     c = cfg.consistency
     schedule = euler_schedule(c.teacher_steps, c.timestep_shift, device)
 

@@ -72,10 +72,10 @@ def diffusion_loss(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.T
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
     model = build_world_model(cfg).to(device)
     train, val = latent_datasets(cfg)
-    opt = adamw(cfg, model.parameters())
+    ddp = wrap_distributed(model, ranks, fsdp=cfg.run.fsdp)  # before the optimizer: FSDP2
+    opt = adamw(cfg, model.parameters())                    # swaps in sharded parameters
     trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"model": model}, {"opt": opt}, ranks)
     trainer.resume()
-    ddp = wrap_distributed(model, ranks)
     shift = cfg.diffusion.timestep_shift
 
     def train_step(step: int) -> dict[str, torch.Tensor]:

@@ -52,10 +52,10 @@ def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, cond
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
     heads = build_heads(cfg).to(device)
     train, val = latent_datasets(cfg)
+    ddp = wrap_distributed(heads, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, heads.parameters())
     trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"heads": heads}, {"opt": opt}, ranks)
     trainer.resume()
-    ddp = wrap_distributed(heads, ranks)
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
