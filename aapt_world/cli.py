@@ -5,7 +5,9 @@
     aapt-world train stage=... ...       train a world, stage by stage (hydra overrides)
     aapt-world plot runs/doom            training curves of a run, one PNG per stage
     aapt-world rollout --steps 360       a scripted real-world rollout to mp4
-    aapt-world bench collect|stream|train  benchmarks (collection, streaming loop, training)
+    aapt-world play --world DIR          play a neural world with the keyboard (pygame-ce)
+    aapt-world agent train|eval ...      PPO in a neural world; eval in the real / neural world
+    aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def _plot(argv: list[str]) -> None:
     main(argv)
 
 
+def _play(argv: list[str]) -> None:
+    from agents.viewer import main
+
+    main(argv)
+
+
 def _bench(argv: list[str]) -> None:
     benches = {"collect": "training.bench_collect", "stream": "aapt_world.bench_stream",
                "train": "training.bench_train",
@@ -81,8 +89,14 @@ def _bench(argv: list[str]) -> None:
     importlib.import_module(benches[argv[0]]).main(argv[1:])
 
 
+def _agent(argv: list[str]) -> None:
+    from agents.ppo import main
+
+    main(argv)
+
+
 COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "plot": _plot,
-            "rollout": _rollout, "bench": _bench}
+            "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent}
 
 
 def main(argv: list[str] | None = None) -> None:

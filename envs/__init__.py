@@ -1,23 +1,33 @@
-"""Gymnasium envs of aapt-world: the real source worlds and (later) the neural worlds.
+"""Gymnasium envs of aapt-world: the real source worlds and the neural worlds.
 
 Registered ids:
 - ``aapt/Doom-v0``: Freedoom2 MAP01 without monsters, camera exploration (the default world).
 - ``aapt/DoomTakeCover-v0``, ``aapt/DoomHealthGathering-v0``: ViZDoom scenarios with rewards.
+- ``aapt/NeuralDoom-v0``: the neural Doom world (``envs.neural.NeuralWorldEnv``); pass
+  ``world=<path to a world directory>`` until a default world ships at ``DEFAULT_WORLD``.
+  ``gym.make_vec("aapt/NeuralDoom-v0", num_envs=8, world=...)`` gives the natively batched
+  ``envs.vector.NeuralWorldVectorEnv`` (one generator forward per step for all envs).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import gymnasium as gym
 
 from envs.actions import FRAMES_PER_STEP
 
+# Where the default neural Doom world will ship (a later issue); absent until then.
+DEFAULT_WORLD = Path(__file__).parents[1] / "worlds" / "doom"
+
 _REAL_DOOM = "envs.doom:DoomEnv"
 
 
-def _register(env_id: str, entry_point: str, max_episode_steps: int | None, **kwargs) -> None:
+def _register(env_id: str, entry_point: str, max_episode_steps: int | None,
+              vector_entry_point: str | None = None, **kwargs) -> None:
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=entry_point, max_episode_steps=max_episode_steps,
-                     kwargs=kwargs)
+                     vector_entry_point=vector_entry_point, kwargs=kwargs)
 
 
 _register("aapt/Doom-v0", _REAL_DOOM, max_episode_steps=2100 // FRAMES_PER_STEP,
@@ -26,3 +36,6 @@ _register("aapt/DoomTakeCover-v0", _REAL_DOOM, max_episode_steps=None,
           scenario="take_cover", nomonsters=False)
 _register("aapt/DoomHealthGathering-v0", _REAL_DOOM, max_episode_steps=None,
           scenario="health_gathering", nomonsters=False)
+_register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
+          max_episode_steps=2100 // FRAMES_PER_STEP,
+          vector_entry_point="envs.vector:NeuralWorldVectorEnv")

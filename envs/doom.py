@@ -10,6 +10,9 @@ four, and the camera pose of each, are in ``info``:
   height and bobbing are included). Yaw grows counter-clockwise, pitch is positive looking down.
 - ``info["command"]``: float32 (4,) the canonical command the action was mapped to.
 
+``reset`` gives the same shapes, all 4 slots holding the start frame and pose (so vector envs
+can stack reset and step infos).
+
 Pitfalls of raw ViZDoom handled here: the terminal tic has no screen (ViZDoom gives ``None`` or
 a black frame), so the last rendered frame is repeated; the episode timeout ends a ViZDoom
 episode just like a death does, but only death is ``terminated`` — a timeout is ``truncated``.
@@ -177,7 +180,10 @@ class DoomEnv(gym.Env):
         self._game.make_action([0.0] * len(_BUTTONS), _SPAWN_TICS)
         frame, pose = self._read_state()
         self._last_frame, self._last_pose = frame, pose
-        info = {"frames": frame[None].copy(), "poses": pose[None].copy()}
+        # Same info shapes as step() (4 frames) so vector envs can batch reset and step infos
+        # in one array; at reset all 4 slots hold the start frame.
+        info = {"frames": np.repeat(frame[None], FRAMES_PER_STEP, axis=0),
+                "poses": np.repeat(pose[None], FRAMES_PER_STEP, axis=0)}
         return frame.copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

@@ -38,7 +38,8 @@ def test_registered_ids_make() -> None:
 
 def test_step_gives_four_frames_and_poses(doom: DoomEnv) -> None:
     obs, info = doom.reset(seed=0)
-    assert info["frames"].shape == (1, 96, 128, 3) and info["poses"].shape == (1, 5)
+    assert info["frames"].shape == (4, 96, 128, 3) and info["poses"].shape == (4, 5)
+    assert np.array_equal(info["frames"][0], obs) and np.array_equal(info["frames"][-1], obs)
     turn_right = DISCRETE_ACTION_NAMES.index("turn_right")
     obs, reward, terminated, truncated, info = doom.step(turn_right)
     assert info["frames"].shape == (FRAMES_PER_STEP, 96, 128, 3)

@@ -95,7 +95,7 @@ def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np
     rng = np.random.default_rng(seed)
     policy.reset(rng)
     obs, info = env.reset(seed=seed)
-    frames, poses = [info["frames"]], [info["poses"]]
+    frames, poses = [info["frames"][-1:]], [info["poses"][-1:]]  # frame 0: the reset frame
     actions, rewards, terminated = [], [], []
     for _ in range(steps):
         command = policy.act(obs, info)

@@ -1,0 +1,174 @@
+"""Benchmark: the neural world as an RL environment on this machine.
+
+    aapt-world bench env [--batch 1 8 32] [--steps 30] [--ppo-envs 8] [--ppo-steps 256]
+
+Reports, for a world at the ``small`` default sizes (128x96 video, dim-256 depth-8 DiT, light
+decoder, reward/termination heads) built with ``build_world`` — RANDOM weights: latency does
+not depend on weight values, and the termination head's bias is set so no episode ends while
+timing:
+
+- single env (``envs.neural.NeuralWorldEnv``): ``step`` latency p50 / p95 (action encoding,
+  1 generator forward, streaming decode, heads, numpy conversion);
+- natively batched env (``envs.vector.NeuralWorldVectorEnv``) at 1, 8 and 32 envs: step
+  latency and throughput in video frames/s (4 frames per env step) and env steps/s;
+- PPO (``PPO("CnnPolicy")`` on the SB3 adapter ``envs.sb3.NeuralWorldSB3VecEnv``): environment
+  steps per second of a short ``learn`` including policy inference and updates, and the share
+  of wall time spent inside the neural world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from aapt_world.conditions import ConditionConfig
+from aapt_world.heads import HeadsConfig
+from aapt_world.report import print_report
+from aapt_world.session import FRAMES_PER_STEP
+from aapt_world.transformer import count_parameters, dit_config
+from aapt_world.vae import VAEConfig
+from aapt_world.world import World, WorldConfig, build_world
+
+
+def small_world(seed: int = 0, num_start_frames: int = 4) -> World:
+    """The default CPU world's sizes (training/configs/model/small.yaml), random weights."""
+    torch.manual_seed(seed)
+    vae = VAEConfig(light_decoder=True)  # 128x96, the inference decoder a world ships with
+    dit = dit_config("small", latent_height=vae.height // 8, latent_width=vae.width // 8)
+    config = WorldConfig(
+        vae=vae, dit=dit,
+        condition=ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
+                                  hidden_dim=256),
+        heads=HeadsConfig(latent_channels=vae.latent_channels, action_dim=4))
+    starts = np.random.default_rng(seed).integers(
+        0, 256, (num_start_frames, vae.height, vae.width, 3), dtype=np.uint8)
+    world = build_world(config, starts, card={"name": "benchmark world (random weights)"})
+    with torch.no_grad():  # random heads would end episodes at random: keep them going
+        world.heads.out[-1].bias[1] = -1e4
+    return world
+
+
+def _ms(times: list[float]) -> tuple[float, float]:
+    arr = 1e3 * np.asarray(times)
+    return float(np.median(arr)), float(np.percentile(arr, 95))
+
+
+def time_single_env(world: World, steps: int, warmup: int = 5) -> dict:
+    from envs.neural import NeuralWorldEnv
+
+    env = NeuralWorldEnv(world)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    times = []
+    for i in range(warmup + steps):
+        action = int(rng.integers(env.action_space.n))
+        start = time.perf_counter()
+        env.step(action)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    p50, p95 = _ms(times)
+    return {"env": "NeuralWorldEnv", "num_envs": 1, "step_p50_ms": p50, "step_p95_ms": p95,
+            "env_steps_per_s": 1e3 / p50, "video_fps": FRAMES_PER_STEP * 1e3 / p50}
+
+
+def time_vector_env(world: World, num_envs: int, steps: int, warmup: int = 3) -> dict:
+    from envs.vector import NeuralWorldVectorEnv
+
+    venv = NeuralWorldVectorEnv(world, num_envs=num_envs)
+    venv.reset(seed=0)
+    venv.action_space.seed(0)
+    times = []
+    for i in range(warmup + steps):
+        actions = venv.action_space.sample()
+        start = time.perf_counter()
+        venv.step(actions)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    p50, p95 = _ms(times)
+    total = float(np.sum(times))
+    return {"env": "NeuralWorldVectorEnv", "num_envs": num_envs, "step_p50_ms": p50,
+            "step_p95_ms": p95, "env_steps_per_s": num_envs * len(times) / total,
+            "video_fps": num_envs * FRAMES_PER_STEP * len(times) / total}
+
+
+def time_ppo(world: World, num_envs: int, timesteps: int, n_steps: int,
+             device: str = "cpu") -> dict:
+    from stable_baselines3 import PPO
+
+    from envs.sb3 import NeuralWorldSB3VecEnv
+
+    venv = NeuralWorldSB3VecEnv.from_world(world, num_envs=num_envs)
+    in_world = [0.0]
+    step_wait = venv.step_wait
+
+    def timed_step_wait():
+        start = time.perf_counter()
+        out = step_wait()
+        in_world[0] += time.perf_counter() - start
+        return out
+
+    venv.step_wait = timed_step_wait
+    model = PPO("CnnPolicy", venv, n_steps=n_steps, batch_size=min(64, n_steps * num_envs),
+                n_epochs=1, seed=0, device=device)
+    start = time.perf_counter()
+    model.learn(timesteps)
+    seconds = time.perf_counter() - start
+    return {"env": "PPO(CnnPolicy) on NeuralWorldSB3VecEnv", "num_envs": num_envs,
+            "env_steps_per_s": model.num_timesteps / seconds,
+            "video_fps": FRAMES_PER_STEP * model.num_timesteps / seconds,
+            "ppo_timesteps": model.num_timesteps, "ppo_n_steps": n_steps,
+            "ppo_seconds": seconds, "share_in_world": in_world[0] / seconds}
+
+
+def run(batches: list[int], steps: int, ppo_envs: int, ppo_steps: int, ppo_n_steps: int,
+        threads: int, json_path: str | None, device: str = "cpu") -> dict:
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()
+    world = small_world()
+    for module in world.modules().values():
+        module.to(device)
+    rows = [time_single_env(world, steps)]
+    rows += [time_vector_env(world, n, max(5, steps if n <= 8 else steps // 3))
+             for n in batches]
+    if ppo_steps > 0:
+        rows.append(time_ppo(world, ppo_envs, ppo_steps, ppo_n_steps, device))
+    cfg = world.config
+    extra = {
+        "weights": "random (latency does not depend on weight values); termination head "
+                   "biased so that no episode ends while timing",
+        "resolution": f"{cfg.vae.width}x{cfg.vae.height}", "threads": threads,
+        "device": device,
+        "generator": f"small: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window "
+                     f"{cfg.dit.window}", "decoder": "light",
+        "generator_params": count_parameters(world.generator),
+        "heads_params": count_parameters(world.heads),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    return print_report(f"neural world env ({cfg.vae.width}x{cfg.vae.height}, small, random "
+                        f"weights, {device}, {threads} threads)", rows, extra, json_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aapt-world bench env")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32],
+                        help="num_envs of the batched env")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement "
+                        "(a third of it for more than 8 envs)")
+    parser.add_argument("--ppo-envs", type=int, default=8)
+    parser.add_argument("--ppo-steps", type=int, default=256, help="PPO timesteps (0: skip)")
+    parser.add_argument("--ppo-n-steps", type=int, default=16, help="PPO rollout length")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (world and PPO policy)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    run(args.batch, args.steps, args.ppo_envs, args.ppo_steps, args.ppo_n_steps, args.threads,
+        args.json, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""A natively batched neural world: ``num_envs`` streams, ONE generator forward per step.
+
+``NeuralWorldVectorEnv`` is a ``gymnasium.vector.VectorEnv`` (gymnasium 1.x) over one
+``StreamingSession`` of batch ``num_envs``: every ``step`` validates the batch of actions, maps
+each to its per-frame conditions (``envs.actions``, the same encoding as the real env), and runs
+one batched ``session.step`` (generator + decoder) and one batched call of the reward /
+termination heads for all envs.
+
+Autoreset is ``AutoresetMode.SAME_STEP`` (``metadata["autoreset_mode"]``), with exactly the
+conventions of gymnasium's ``SyncVectorEnv`` in that mode: when env ``i`` terminates (heads) or
+truncates (``max_episode_steps``, counted per env), ``rewards[i]`` / ``terminations[i]`` /
+``truncations[i]`` are those of the final step, ``infos["final_obs"]`` (object array, ``None``
+for other envs) and ``infos["final_info"]`` (a batched info dict with ``_key`` masks) hold its
+final observation and step info, ``infos["_final_obs"]`` / ``infos["_final_info"]`` mark which
+envs ended, and the returned observation ``obs[i]`` is already the first of its next episode.
+The reset info of such an env replaces its step info in ``infos`` (as in ``SyncVectorEnv``):
+``infos["frames"][i]`` is its start frame repeated over the 4 frame slots, ``infos["command"]``
+is masked out (``infos["_command"][i]`` False) and ``infos["start_index"]`` is set.
+A reset restarts only that stream (``session.reset(frames, items=[i], seeds=[...])``): the KV
+cache, latent and decoder state of the other envs are untouched.
+
+Seeding follows ``SyncVectorEnv`` of ``NeuralWorldEnv``: ``reset(seed=s)`` gives env ``i`` its
+own generator seeded with ``s + i`` (or a list of seeds), from which its start frames and noise
+seeds are drawn in the same order as the single env, so env ``i`` of a vector env behaves like a
+``NeuralWorldEnv`` reset with seed ``s + i`` (up to float rounding of the batched forward).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from aapt_world.session import SessionSnapshot
+from aapt_world.world import World
+from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions, make_action_space
+from envs.neural import (
+    RESET_OPTIONS,
+    SEED_HIGH,
+    check_start_frame,
+    check_start_index,
+    evaluate_heads,
+    new_session,
+    resolve_world,
+    validated_command,
+    world_device,
+)
+
+VECTOR_RESET_OPTIONS = ("frames", "reset_mask", *RESET_OPTIONS)
+
+
+@dataclass
+class NeuralVectorSnapshot:
+    session: SessionSnapshot
+    obs: np.ndarray
+    episode_steps: np.ndarray
+    rng_states: list[dict[str, Any] | None]
+
+
+class NeuralWorldVectorEnv(VectorEnv):
+    """``num_envs`` neural world streams advanced by one batched forward per step.
+
+    Args:
+        world: a ``World``, a path to a world directory, or None for the default world.
+        num_envs: number of streams.
+        max_episode_steps: per-env truncation after this many steps (None: never).
+        render_mode: None or ``"rgb_array"`` (``render()`` returns each env's newest frame).
+        device: where the models run (default: cpu for a path, the world's device for a World).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 35 // FRAMES_PER_STEP,
+                "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, world: World | str | os.PathLike | None = None, num_envs: int = 1,
+                 max_episode_steps: int | None = None, render_mode: str | None = None,
+                 device: str | torch.device | None = None) -> None:
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if max_episode_steps is not None and int(max_episode_steps) < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
+                             f"got {render_mode!r}")
+        self.world = resolve_world(world, device)
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.render_mode = render_mode
+        self.action_type = self.world.config.action_type
+        self.single_action_space = make_action_space(self.action_type)
+        self.single_observation_space = spaces.Box(0, 255, shape=self.world.frame_shape,
+                                                   dtype=np.uint8)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.metadata = {**self.metadata,
+                         "render_fps": self.world.config.fps // FRAMES_PER_STEP}
+        self.session = new_session(self.world, self.num_envs)
+        self._device = world_device(self.world)
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
+        self._obs = np.zeros((self.num_envs, *self.world.frame_shape), dtype=np.uint8)
+        self._started = np.zeros(self.num_envs, dtype=bool)
+        self.episode_steps = np.zeros(self.num_envs, dtype=np.int64)
+
+    # -- Gymnasium vector API ---------------------------------------------------------------
+
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset all envs, or those in ``options["reset_mask"]`` (bool (num_envs,)).
+
+        ``seed``: None, an int (env i gets seed + i) or a list with one seed (or None) per env.
+        ``options``: ``frames`` uint8 (num_envs, H, W, 3) start images (rows of masked-out envs
+        are ignored), or ``frame`` one image for all, or ``start_index`` (int) for all.
+        """
+        options = dict(options or {})
+        unknown = set(options) - set(VECTOR_RESET_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}: expected any of "
+                             f"{VECTOR_RESET_OPTIONS}")
+        mask = self._reset_mask(options.pop("reset_mask", None))
+        seeds = self._seed_list(seed)
+        frames, start_index = self._start_options(options)
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            super().reset(seed=int(seed))
+        for i in np.flatnonzero(mask):
+            if seeds[i] is not None:
+                self._rngs[i] = seeding.np_random(seeds[i])[0]
+        items = np.flatnonzero(mask)
+        obs, infos = self._reset_items(items, frames, start_index)
+        self._obs[items] = obs
+        return self._obs.copy(), infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        commands = self._commands(actions)  # validates everything before any state changes
+        if not self._started.all():
+            raise RuntimeError(f"reset() every env before step(): envs "
+                               f"{np.flatnonzero(~self._started).tolist()} never were")
+        conds = torch.from_numpy(
+            np.stack([command_to_frame_conditions(c) for c in commands])).to(self._device)
+        prev = self.session.prev.clone()
+        frames = self.session.step(conds).cpu().numpy()  # ONE batched forward: (B, 4, H, W, 3)
+        rewards, logits = evaluate_heads(self.world, prev, self.session.prev, conds)
+        self.episode_steps += 1
+        terminations = logits > 0
+        truncations = (self.episode_steps >= self.max_episode_steps
+                       if self.max_episode_steps is not None
+                       else np.zeros(self.num_envs, dtype=bool))
+        obs = np.ascontiguousarray(frames[:, -1])
+        ones = np.ones(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {"frames": frames, "_frames": ones,
+                                 "command": commands, "_command": ones.copy(),
+                                 "termination_logit": logits, "_termination_logit": ones.copy()}
+        done = np.flatnonzero(terminations | truncations)
+        if len(done):
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            ended = np.zeros(self.num_envs, dtype=bool)
+            ended[done] = True
+            final_info: dict[str, Any] = {}
+            for key in ("frames", "command", "termination_logit"):
+                value = np.zeros_like(infos[key])
+                value[done] = infos[key][done]
+                final_info[key], final_info[f"_{key}"] = value, ended.copy()
+            for i in done:
+                final_obs[i] = obs[i].copy()
+            infos.update(final_obs=final_obs, _final_obs=ended.copy(),
+                         final_info=final_info, _final_info=ended.copy())
+            reset_obs, reset_info = self._reset_items(done, None, None)
+            obs[done] = reset_obs
+            # the reset info replaces the ended envs' step info (SyncVectorEnv, SAME_STEP)
+            infos["frames"][done] = reset_info["frames"][done]  # start frame, broadcast over 4
+            for key in ("command", "termination_logit"):
+                infos[key][done] = 0
+                infos[f"_{key}"][done] = False
+            infos["start_index"] = reset_info["start_index"]
+            infos["_start_index"] = reset_info["_start_index"]
+            for key in ("command", "termination_logit"):  # no env has them: drop, as Sync does
+                if not infos[f"_{key}"].any():
+                    del infos[key], infos[f"_{key}"]
+        self._obs = obs
+        return (obs.copy(), rewards, terminations, np.asarray(truncations, dtype=bool), infos)
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode == "rgb_array":
+            return tuple(frame.copy() for frame in self._obs)
+        return None
+
+    # -- world state ------------------------------------------------------------------------
+
+    def snapshot(self) -> NeuralVectorSnapshot:
+        """All streams' state (session, observations, episode counters, per-env RNGs)."""
+        if not self._started.all():
+            raise RuntimeError("nothing to snapshot: reset() every env first")
+        return NeuralVectorSnapshot(
+            self.session.snapshot(), self._obs.copy(), self.episode_steps.copy(),
+            [None if g is None else copy.deepcopy(g.bit_generator.state) for g in self._rngs])
+
+    def restore(self, snap: NeuralVectorSnapshot) -> np.ndarray:
+        if not isinstance(snap, NeuralVectorSnapshot):
+            raise TypeError(f"expected a NeuralVectorSnapshot, got {type(snap).__name__}")
+        if self.session.cache is None:  # allocate the session's buffers once
+            self.session.reset(torch.from_numpy(
+                np.repeat(self.world.start_frames[:1], self.num_envs, axis=0)))
+        self.session.restore(snap.session)
+        self._obs = snap.obs.copy()
+        self.episode_steps = snap.episode_steps.copy()
+        for i, state in enumerate(snap.rng_states):
+            if state is None:
+                self._rngs[i] = None
+            else:
+                g = self._rngs[i] or np.random.Generator(np.random.PCG64())
+                g.bit_generator.state = copy.deepcopy(state)
+                self._rngs[i] = g
+        self._started[:] = True
+        return self._obs.copy()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _reset_items(self, items: np.ndarray, frames: np.ndarray | None,
+                     start_index: int | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Restart streams ``items`` in one session.reset; draws from each env's own RNG in the
+        order NeuralWorldEnv.reset does (noise seed, then start frame)."""
+        images, noise_seeds, indices = [], [], np.full(self.num_envs, 0, dtype=np.int64)
+        for i in items:
+            if self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random()[0]
+            rng = self._rngs[i]
+            noise_seeds.append(int(rng.integers(0, SEED_HIGH)))
+            if frames is not None:
+                images.append(frames[i])
+                indices[i] = -1
+            else:
+                index = start_index if start_index is not None else int(
+                    rng.integers(len(self.world.start_frames)))
+                images.append(self.world.start_frames[index])
+                indices[i] = index
+        decoded = self.session.reset(torch.from_numpy(np.stack(images)),
+                                     items=torch.as_tensor(items, dtype=torch.long),
+                                     seeds=noise_seeds).cpu().numpy()
+        self._started[items] = True
+        self.episode_steps[items] = 0
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[items] = True
+        start = np.zeros((self.num_envs, 1, *self.world.frame_shape), dtype=np.uint8)
+        start[items, 0] = decoded
+        return decoded, {"frames": start, "_frames": mask, "start_index": indices,
+                         "_start_index": mask.copy()}
+
+    def _commands(self, actions: Any) -> np.ndarray:
+        arr = np.asarray(actions)
+        shape = self.action_space.shape
+        if arr.shape != shape:
+            raise ValueError(f"expected a batch of actions of shape {shape} from "
+                             f"{self.action_space} (one {self.single_action_space} action per "
+                             f"env), got shape {arr.shape}")
+        commands = np.empty((self.num_envs, 4), dtype=np.float32)
+        for i in range(self.num_envs):
+            try:
+                commands[i] = validated_command(arr[i], self.action_type,
+                                                self.single_action_space)
+            except ValueError as err:
+                raise ValueError(f"env {i}: {err}") from None
+        return commands
+
+    def _reset_mask(self, mask: Any) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.num_envs, dtype=bool)
+        if not isinstance(mask, np.ndarray) or mask.shape != (self.num_envs,) \
+                or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape "
+                             f"({self.num_envs},) with at least one True, got {mask!r}")
+        return mask.copy()
+
+    def _seed_list(self, seed: Any) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed must be None, an int or a list of {self.num_envs} seeds, "
+                             f"got {seed!r}")
+        return seeds
+
+    def _start_options(self, options: dict[str, Any]) -> tuple[np.ndarray | None, int | None]:
+        given = [k for k in ("frames", "frame", "start_index") if k in options]
+        if len(given) > 1:
+            raise ValueError(f"pass at most one of options 'frames', 'frame', 'start_index', "
+                             f"got {given}")
+        shape = self.world.frame_shape
+        if "frames" in options:
+            return check_start_frame(options["frames"], (self.num_envs, *shape),
+                                     "options['frames']"), None
+        if "frame" in options:
+            frame = check_start_frame(options["frame"], shape)
+            return np.repeat(frame[None], self.num_envs, axis=0), None
+        if "start_index" in options:
+            return None, check_start_index(options["start_index"],
+                                            len(self.world.start_frames))
+        return None, None
