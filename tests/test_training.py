@@ -433,3 +433,24 @@ def test_cli_reports_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture) -
         sys.argv = argv
     assert exit_info.value.code != 0
     assert "stage must be one of" in capsys.readouterr().err
+
+
+def test_init_from_starts_a_fresh_stage_from_given_weights(tmp_path: Path) -> None:
+    """``run.init_from``: a new stage starts from shipped (fp16) weights; bad files are named."""
+    from aapt_world.checkpoint import CheckpointError, save_weights
+    from training.trainer import Dist, Trainer
+
+    cfg = TrainConfig(stage="heads")
+    cfg.run.out_dir = str(tmp_path / "run")
+    source = torch.nn.Linear(3, 2)
+    save_weights(tmp_path / "init.safetensors", {f"m.{k}": v for k, v in
+                                                 source.state_dict().items()}, {},
+                 dtype=torch.float16)
+    cfg.run.init_from = str(tmp_path / "init.safetensors")
+    target = torch.nn.Linear(3, 2)
+    trainer = Trainer(cfg, tmp_path / "run" / "heads", {"m": target}, {}, Dist())
+    assert trainer.resume() is False  # nothing to resume: initialised instead
+    torch.testing.assert_close(target.weight, source.weight.half().float())
+    cfg.run.init_from = str(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="missing.safetensors"):
+        Trainer(cfg, tmp_path / "run2" / "heads", {"m": target}, {}, Dist()).resume()

@@ -206,6 +206,8 @@ class Trainer:
         """Load the last checkpoint of this stage if one exists. Returns whether it did."""
         weights, state_path = self.dir / WEIGHTS, self.dir / STATE
         if not state_path.exists():
+            if self.cfg.run.init_from:
+                self.initialise_from(Path(self.cfg.run.init_from))
             return False
         state = torch.load(state_path, weights_only=True)
         if self.sharded:
@@ -235,6 +237,14 @@ class Trainer:
             for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
                 self._truncate_log(self.dir / file)
         return True
+
+    def initialise_from(self, path: Path) -> None:
+        """Fresh stage: load every module from ``path`` (tensors named ``<module>.<param>``)."""
+        tensors, _ = load_weights(path)
+        for name, m in self.modules.items():
+            prefix = f"{name}."
+            load_into(unwrap(m), {k[len(prefix):]: v for k, v in tensors.items()
+                                  if k.startswith(prefix)}, f"{path} [{name}]")
 
     # -- logging --------------------------------------------------------------------------------
 
