@@ -33,6 +33,7 @@ class WorldConfig:
     name: str = "doom"
     condition: str = "action"  # condition encoder kind: action | camera | pose
     action_dim: int = 4  # width of the per-frame command (Doom: forward, strafe, turn, look)
+    action_type: str = "discrete"  # the exported env's action space: discrete | continuous
     fps: int = 35
 
 
@@ -142,6 +143,8 @@ class TrainConfig:
             (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
             (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
              f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
+            (self.world.action_type in ("discrete", "continuous"),
+             f"world.action_type must be discrete or continuous, got {self.world.action_type!r}"),
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),

@@ -44,7 +44,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device, light_decoder: bool
                                   action_dim=cfg.world.action_dim),
         heads=HeadsConfig(latent_channels=cfg.model.vae.latent_channels,
                           action_dim=cfg.world.action_dim) if heads_trained else None,
-        action_type="discrete", fps=cfg.world.fps)
+        action_type=cfg.world.action_type, fps=cfg.world.fps)
     val = ClipDataset(cfg.data.root, 1, split="val")
     starts = np.stack([ep.arrays["frames"][0] for ep in val.episodes][:num_start_frames])
     world = build_world(config, starts)
@@ -60,7 +60,10 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device, light_decoder: bool
         load_stage_weights(cfg, "heads", {"heads": world.heads})
     world.card = {"name": f"{cfg.world.name} world ({cfg.model.name})",
                   "description": f"generator from stage {source[0]!r} of run {cfg.run.out_dir}",
-                  "data": {"root": cfg.data.root, "episodes": len(val.episodes)},
+                  "data": {"root": cfg.data.root, "scenario": val.manifest.get("scenario"),
+                           "map": val.episodes[0].entry.get("map"),
+                           "maps": sorted({str(e.get("map")) for e in val.manifest["episodes"]}),
+                           "episodes": val.manifest["num_episodes"]},
                   "training": {stage: _last_log_row(cfg, stage) for stage in
                                ("vae", "diffusion", "consistency", "adversarial", "heads")}}
     out = stage_dir(cfg, "world")

@@ -1,0 +1,598 @@
+"""PPO agents trained inside a neural world and evaluated in the real one (and in the world).
+
+    aapt-world agent train --world runs/doom/world --num-envs 8 --steps 20000 --out runs/ppo
+    aapt-world agent train --world runs/doom/world --steps 40000 --out runs/ppo --resume
+    aapt-world agent eval --model runs/ppo/model.zip --env real --episodes 5 --video ppo.mp4
+    aapt-world agent eval --policy explorer --env both --world runs/doom/world
+
+Training: stable-baselines3 ``PPO("CnnPolicy")`` on ``envs.sb3.NeuralWorldSB3VecEnv``, i.e. the
+natively batched neural world (one generator forward per step for all envs). The SB3 model is
+saved atomically (temporary file + ``os.replace``) to ``<out>/model.zip`` every
+``checkpoint_every`` timesteps (at the start of a rollout, right after a policy update, so the
+saved weights and timestep count belong together) and at the end. ``--resume`` loads it and
+continues with its timestep count up to ``--steps`` in total (optimizer state and PPO
+hyperparameters come from the checkpoint, ``--num-envs`` may change; the rollout buffer and the
+envs' streams start afresh, so a resumed run is not bit-identical to an uninterrupted one).
+SB3 logs to ``<out>/progress.csv`` (rows logged after the last checkpoint are dropped on
+resume, then appended to; ``time/iterations`` restarts at 1 in each run); a tqdm bar shows
+progress (SB3's own ``progress_bar=True`` needs ``rich``, which is not a dependency).
+``<out>/agent.json`` records the world and the frame size the policy was trained on.
+
+Observation preprocessing is the same in both worlds: the policy sees the newest frame,
+channels-last uint8 (H, W, 3) at the world's resolution (the real env renders at 320x240 and
+area-resizes to that size, exactly as the training data was recorded); SB3 transposes to
+channels-first for the CNN (``VecTransposeImage`` in training, ``maybe_transpose`` in
+``predict``). SB3's NatureCNN needs frames of at least 36x36 (8x8/4, 4x4/2, 3x3/1 convs; the tiny
+48x64 world gives a 2x4 map); smaller frames get ``SmallCNN`` (3x3 convs, stride 2, padded).
+
+Evaluation runs whole episodes (capped at ``max_steps``) of a trained model or a scripted policy
+(``agents.scripted``: continuous commands, mapped to the nearest discrete action in discrete
+worlds) in the real ViZDoom env (``envs.doom.DoomEnv`` at the world's resolution and action type;
+scenario and map from the world's card when it names them, else ``--scenario``/``--map``) and/or
+the neural world, and reports mean/std return and episode length per world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat, Logger
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from aapt_world.checkpoint import CheckpointError, atomic_replace
+from envs.actions import DISCRETE_ACTIONS
+
+MODEL_FILE = "model.zip"
+META_FILE = "agent.json"
+LOG_FILE = "progress.csv"
+NATURE_CNN_MIN_SIZE = 36  # smallest H and W NatureCNN's conv stack accepts
+ENV_KINDS = ("real", "neural", "both")
+SCRIPTED = ("explorer", "random")
+_COMMANDS = np.array([command for _, command in DISCRETE_ACTIONS], dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ policy network
+class SmallCNN(BaseFeaturesExtractor):
+    """A CNN for frames below NatureCNN's 36x36: three padded 3x3 convs (two of stride 2)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        channels = observation_space.shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1, padding=1), nn.ReLU(),
+            nn.Flatten())
+        with torch.no_grad():
+            n_flat = self.cnn(torch.zeros(1, *observation_space.shape)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(observations))
+
+
+def policy_kwargs_for(frame_shape: tuple[int, ...]) -> dict[str, Any]:
+    """CnnPolicy kwargs for channels-last frames (H, W, C): NatureCNN (SB3's default) when it
+    fits, ``SmallCNN`` below 36x36."""
+    height, width = frame_shape[:2]
+    if min(height, width) >= NATURE_CNN_MIN_SIZE:
+        return {}
+    return {"features_extractor_class": SmallCNN, "features_extractor_kwargs": {}}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ------------------------------------------------------------------------------------ training
+@dataclass
+class AgentTrainConfig:
+    """``aapt-world agent train`` (argparse flags use dashes: ``--num-envs``)."""
+
+    world: str
+    out: str = "runs/ppo"
+    num_envs: int = 8
+    steps: int = 20_000  # total environment steps (summed over envs), resumed runs included
+    max_episode_steps: int = 525  # per-env truncation (aapt/Doom-v0's limit)
+    n_steps: int = 128  # steps per env per rollout
+    batch_size: int = 256
+    n_epochs: int = 4
+    learning_rate: float = 2.5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.1
+    ent_coef: float = 0.01
+    checkpoint_every: int = 5_000  # timesteps between checkpoints
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:i]: world and policy
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        positive = ("num_envs", "steps", "max_episode_steps", "n_steps", "batch_size", "n_epochs",
+                    "checkpoint_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
+                                 f"{getattr(self, name)}")
+        if self.n_steps * self.num_envs < 2:
+            raise ValueError("--n-steps x --num-envs must be >= 2 (PPO normalises advantages)")
+        if self.batch_size > self.n_steps * self.num_envs:
+            raise ValueError(f"--batch-size {self.batch_size} exceeds the rollout size "
+                             f"--n-steps x --num-envs = {self.n_steps * self.num_envs}")
+
+
+def train(cfg: AgentTrainConfig) -> dict[str, Any]:
+    """Train (or resume) PPO in the neural world; returns a summary (no printing)."""
+    from envs.sb3 import NeuralWorldSB3VecEnv
+
+    cfg.validate()
+    out = Path(cfg.out)
+    model_path = out / MODEL_FILE
+    if cfg.resume and not model_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {model_path} (train without "
+                                f"--resume first, or point --out at the run)")
+    if not cfg.resume and model_path.exists():
+        raise FileExistsError(f"{model_path} exists: pass --resume to continue that run or "
+                              f"choose another --out")
+    device = resolve_device(cfg.device)
+    try:
+        venv = NeuralWorldSB3VecEnv.from_world(cfg.world, num_envs=cfg.num_envs,
+                                               max_episode_steps=cfg.max_episode_steps,
+                                               device=device)
+    except CheckpointError as err:
+        raise CheckpointError(f"--world: {err}") from err
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.resume:
+            model = _load_for_training(model_path, venv, device)
+            _trim_log(out / LOG_FILE, model.num_timesteps)
+        else:
+            model = _new_model(cfg, venv, device)
+            _write_meta(out, cfg, venv)
+        logger = Logger(str(out), [_CSVLog(str(out / LOG_FILE), append=cfg.resume)])
+        model.set_logger(logger)
+        start_steps, start_time = model.num_timesteps, time.perf_counter()
+        remaining = cfg.steps - model.num_timesteps
+        try:
+            if remaining > 0:
+                callbacks = [_CheckpointCallback(model_path, cfg.checkpoint_every),
+                             _ProgressCallback(cfg.progress)]
+                model.learn(remaining, callback=callbacks, reset_num_timesteps=False)
+                save_model(model, model_path)
+        finally:
+            logger.close()
+        seconds = time.perf_counter() - start_time
+    finally:
+        venv.close()
+    done = model.num_timesteps - start_steps
+    return {"model": str(model_path), "num_timesteps": int(model.num_timesteps),
+            "resumed_from": int(start_steps) if cfg.resume else None,
+            "steps_this_run": int(done), "seconds": round(seconds, 2),
+            "steps_per_second": round(done / seconds, 1) if done else 0.0,
+            "log": str(out / LOG_FILE)}
+
+
+def _new_model(cfg: AgentTrainConfig, venv: Any, device: str) -> PPO:
+    return PPO("CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
+               n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma,
+               gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
+               policy_kwargs=policy_kwargs_for(venv.observation_space.shape),
+               seed=cfg.seed, device=device, verbose=0)
+
+
+def _load_for_training(path: Path, venv: Any, device: str) -> PPO:
+    try:
+        return PPO.load(path, env=venv, device=device)
+    except ValueError as err:  # SB3: observation/action spaces differ
+        raise ValueError(f"{path} does not fit this world: {err}") from err
+
+
+def save_model(model: PPO, path: Path) -> None:
+    """``model.save`` to memory, then write atomically (temporary file + ``os.replace``)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    atomic_replace(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+
+
+def _write_meta(out: Path, cfg: AgentTrainConfig, venv: Any) -> None:
+    meta = {"world": str(Path(cfg.world).resolve()),
+            "frame_shape": list(venv.observation_space.shape),
+            "action_type": venv.venv.action_type, "config": asdict(cfg)}
+    atomic_replace(out / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+
+
+class _CSVLog(CSVOutputFormat):
+    """SB3's CSV writer; ``append=True`` continues an existing file (same columns) on resume."""
+
+    def __init__(self, filename: str, append: bool = False) -> None:
+        if not (append and os.path.isfile(filename) and os.path.getsize(filename) > 0):
+            super().__init__(filename)
+            return
+        self.file = open(filename, "r+")  # closed by Logger.close
+        self.keys = self.file.readline().rstrip("\n").split(",")
+        self.file.seek(0, os.SEEK_END)
+        self.separator, self.quotechar = ",", '"'
+
+
+def _trim_log(path: Path, num_timesteps: int) -> None:
+    """Drop log rows written after the checkpoint being resumed (they will be redone)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "time/total_timesteps" not in rows[0]:
+        return
+    col = rows[0].index("time/total_timesteps")
+    kept = [rows[0]] + [r for r in rows[1:]
+                        if len(r) > col and r[col] and float(r[col]) <= num_timesteps]
+    if len(kept) < len(rows):
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(kept)
+        atomic_replace(path, lambda tmp: Path(tmp).write_text(text.getvalue()))
+
+
+class _CheckpointCallback(BaseCallback):
+    """Save every ``every`` timesteps, at rollout start (just after an update)."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        super().__init__()
+        self.path, self.every = path, every
+        self._last = 0
+
+    def _on_training_start(self) -> None:
+        self._last = self.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps - self._last >= self.every:
+            save_model(self.model, self.path)
+            self._last = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class _ProgressCallback(BaseCallback):
+    """A tqdm bar over total timesteps (starting at the resumed count)."""
+
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def _on_training_start(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.model._total_timesteps, initial=self.num_timesteps,
+                        desc="ppo", unit="step", disable=not self.enabled)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.num_timesteps - self.bar.n)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------------------------- evaluation
+@dataclass
+class AgentEvalConfig:
+    """``aapt-world agent eval``: a trained ``model`` or a scripted ``policy``, not both."""
+
+    model: str | None = None
+    policy: str | None = None  # explorer | random
+    env: str = "real"  # real | neural | both
+    episodes: int = 5
+    world: str | None = None  # default: the world the model was trained on (agent.json)
+    max_steps: int = 525
+    scenario: str | None = None  # real env; default: the world card's, else freedoom2
+    doom_map: str | None = None  # default: the world card's, else MAP01
+    width: int | None = None  # real env frame size without a world or model; default 128x96
+    height: int | None = None
+    seed: int = 0
+    deterministic: bool = True
+    video: str | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if (self.model is None) == (self.policy is None):
+            raise ValueError("pass exactly one of --model PATH (a trained agent) or --policy "
+                             f"{{{','.join(SCRIPTED)}}} (a scripted baseline)")
+        if self.policy is not None and self.policy not in SCRIPTED:
+            raise ValueError(f"--policy must be one of {SCRIPTED}, got {self.policy!r}")
+        if self.env not in ENV_KINDS:
+            raise ValueError(f"--env must be one of {ENV_KINDS}, got {self.env!r}")
+        if self.episodes < 1 or self.max_steps < 1:
+            raise ValueError(f"--episodes and --max-steps must be >= 1, got {self.episodes} "
+                             f"and {self.max_steps}")
+        if self.model is not None and not Path(self.model).is_file():
+            raise FileNotFoundError(f"--model: no file {self.model} (expected the SB3 zip "
+                                    f"written by `aapt-world agent train`, e.g. runs/ppo/"
+                                    f"{MODEL_FILE})")
+        if self.world is not None and not Path(self.world).is_dir():
+            raise FileNotFoundError(f"--world: no world directory at {self.world}")
+
+
+class Actor(Protocol):
+    def reset(self, seed: int) -> None: ...
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any: ...
+
+
+class ModelActor:
+    """A trained SB3 model acting on channels-last uint8 frames."""
+
+    def __init__(self, model: PPO, deterministic: bool = True) -> None:
+        self.model, self.deterministic = model, deterministic
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
+        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        return action
+
+
+class ScriptedActor:
+    """A scripted policy (continuous commands) in a world of either action type."""
+
+    def __init__(self, name: str, action_type: str) -> None:
+        from agents.scripted import make_policy
+
+        self.policy, self.action_type = make_policy(name), action_type
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(np.random.default_rng(seed))
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
+        command = self.policy.act(obs, info)
+        return command if self.action_type == "continuous" else nearest_discrete(command)
+
+
+def nearest_discrete(command: np.ndarray) -> int:
+    """The discrete action whose command is closest (L2) to ``command``."""
+    return int(np.argmin(np.linalg.norm(_COMMANDS - command, axis=1)))
+
+
+@dataclass
+class EpisodeResult:
+    ret: float
+    length: int
+    terminated: bool
+    frames: list[np.ndarray] = field(default_factory=list)  # only when recorded
+
+
+def run_episode(env: gym.Env, actor: Actor, seed: int, max_steps: int,
+                record: bool = False) -> EpisodeResult:
+    """One episode, ended by the env or after ``max_steps`` steps."""
+    obs, info = env.reset(seed=seed)
+    actor.reset(seed)
+    result = EpisodeResult(0.0, 0, False, [obs[None]] if record else [])
+    for _ in range(max_steps):
+        obs, reward, terminated, truncated, info = env.step(actor.act(obs, info))
+        result.ret += float(reward)
+        result.length += 1
+        if record:
+            result.frames.append(info["frames"])
+        if terminated or truncated:
+            result.terminated = bool(terminated)
+            break
+    return result
+
+
+def load_model(path: str | os.PathLike, device: str = "auto") -> PPO:
+    try:
+        return PPO.load(Path(path), device=resolve_device(device))
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path} is not a readable SB3 model ({err})") from err
+
+
+def world_scenario(card: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(scenario, map) a world's card names (top level or under "data"), else (None, None)."""
+    data = card.get("data") if isinstance(card.get("data"), dict) else {}
+    return (card.get("scenario") or data.get("scenario"),
+            card.get("map") or card.get("doom_map") or data.get("map") or data.get("doom_map"))
+
+
+def _model_world(model_path: str | None) -> str | None:
+    if model_path is None:
+        return None
+    meta = Path(model_path).parent / META_FILE
+    if not meta.is_file():
+        return None
+    world = json.loads(meta.read_text()).get("world")
+    return world if world and Path(world).is_dir() else None
+
+
+def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
+    """(channels-last frame shape, action type) the model expects."""
+    shape = model.observation_space.shape
+    frame = (shape[1], shape[2], shape[0]) if shape[0] in (1, 3) else tuple(shape)
+    kind = "discrete" if isinstance(model.action_space, gym.spaces.Discrete) else "continuous"
+    return frame, kind  # type: ignore[return-value]
+
+
+def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
+    """Evaluate in the chosen world(s); returns ``{"rows": [...], "videos": [...]}``."""
+    from envs.neural import resolve_world
+
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    world_path = cfg.world or _model_world(cfg.model)
+    if cfg.env in ("neural", "both") and world_path is None:
+        raise ValueError("--env neural needs --world PATH (a world directory)")
+    world = resolve_world(world_path, device) if world_path is not None else None
+    model = load_model(cfg.model, device) if cfg.model is not None else None
+    frame_shape, action_type = _eval_spec(cfg, world, model)
+    actor: Actor = (ModelActor(model, cfg.deterministic) if model is not None
+                    else ScriptedActor(cfg.policy, action_type))
+    name = f"ppo:{cfg.model}" if model is not None else f"scripted:{cfg.policy}"
+    rows, videos = [], []
+    for kind in (("real", "neural") if cfg.env == "both" else (cfg.env,)):
+        env, label = _make_eval_env(kind, cfg, world, frame_shape, action_type)
+        try:
+            row, frames = _evaluate_in(env, actor, cfg)
+        finally:
+            env.close()
+        rows.append({"world": label, "policy": name, **row})
+        if cfg.video:
+            videos.append(_write_video(cfg.video, kind, cfg.env == "both", frames))
+    return {"rows": rows, "videos": videos, "frame_shape": list(frame_shape),
+            "action_type": action_type}
+
+
+def _eval_spec(cfg: AgentEvalConfig, world: Any, model: PPO | None
+               ) -> tuple[tuple[int, int, int], str]:
+    """The frame shape and action type both worlds use: the world's, checked against the
+    model's; else the model's; else --width/--height (default 128x96), continuous."""
+    if world is not None:
+        spec = (world.frame_shape, world.config.action_type)
+        if model is not None and _model_spec(model) != spec:
+            raise ValueError(f"--model {cfg.model} expects frames {_model_spec(model)[0]} and "
+                             f"{_model_spec(model)[1]} actions, but --world {cfg.world} has "
+                             f"{spec[0]} and {spec[1]} actions")
+        return spec
+    if model is not None:
+        return _model_spec(model)
+    return (cfg.height or 96, cfg.width or 128, 3), "continuous"
+
+
+def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tuple[int, ...],
+                   action_type: str) -> tuple[gym.Env, str]:
+    if kind == "neural":
+        from envs.neural import NeuralWorldEnv
+
+        return NeuralWorldEnv(world), "neural"
+    from envs.doom import DoomConfig, DoomEnv
+
+    card_scenario, card_map = world_scenario(world.card) if world is not None else (None, None)
+    scenario = cfg.scenario or card_scenario or "freedoom2"
+    doom_map = cfg.doom_map or card_map or "MAP01"
+    height, width = frame_shape[:2]
+    env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width, height=height,
+                             action_type=action_type, nomonsters=scenario == "freedoom2"))
+    label = f"real:{scenario}" + (f"/{doom_map}" if scenario == "freedoom2" else "")
+    return env, label
+
+
+def _evaluate_in(env: gym.Env, actor: Actor, cfg: AgentEvalConfig
+                 ) -> tuple[dict[str, Any], list[np.ndarray]]:
+    results, start = [], time.perf_counter()
+    for episode in range(cfg.episodes):
+        results.append(run_episode(env, actor, cfg.seed + episode, cfg.max_steps,
+                                   record=bool(cfg.video) and episode == 0))
+    seconds = time.perf_counter() - start
+    returns = np.array([r.ret for r in results])
+    lengths = np.array([r.length for r in results])
+    row = {"episodes": len(results), "return_mean": float(returns.mean()),
+           "return_std": float(returns.std()), "length_mean": float(lengths.mean()),
+           "length_std": float(lengths.std()),
+           "terminated": int(sum(r.terminated for r in results)),
+           "steps_per_s": float(lengths.sum() / seconds)}
+    return row, results[0].frames
+
+
+def _write_video(path: str, kind: str, suffixed: bool, frames: list[np.ndarray],
+                 fps: float = 35.0) -> str:
+    from aapt_world.video import write_mp4
+
+    out = Path(path)
+    if suffixed:
+        out = out.with_name(f"{out.stem}_{kind}{out.suffix or '.mp4'}")
+    width = frames[0].shape[-2]
+    write_mp4(out, np.concatenate(frames), fps=fps, scale=max(1, 256 // width))
+    return str(out)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def _train_parser() -> argparse.ArgumentParser:
+    d = AgentTrainConfig(world="")
+    p = argparse.ArgumentParser(prog="aapt-world agent train",
+                                description="PPO (stable-baselines3 CnnPolicy) inside a neural "
+                                            "world, batched; checkpoints to OUT/model.zip")
+    p.add_argument("--world", required=True, help="world directory (aapt-world train "
+                                                  "stage=export)")
+    p.add_argument("--out", default=d.out)
+    p.add_argument("--num-envs", type=int, default=d.num_envs)
+    p.add_argument("--steps", type=int, default=d.steps, help="total timesteps, resumed included")
+    p.add_argument("--max-episode-steps", type=int, default=d.max_episode_steps)
+    p.add_argument("--n-steps", type=int, default=d.n_steps, help="rollout steps per env")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--n-epochs", type=int, default=d.n_epochs)
+    p.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate)
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--ent-coef", type=float, default=d.ent_coef)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--resume", action="store_true", help="continue OUT/model.zip")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    d = AgentEvalConfig()
+    p = argparse.ArgumentParser(prog="aapt-world agent eval",
+                                description="evaluate a trained model or a scripted policy in "
+                                            "the real ViZDoom world and/or the neural world")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="SB3 zip from `aapt-world agent train`")
+    who.add_argument("--policy", choices=SCRIPTED, help="scripted baseline")
+    p.add_argument("--env", choices=ENV_KINDS, default=d.env)
+    p.add_argument("--episodes", type=int, default=d.episodes)
+    p.add_argument("--world", help="world directory (default: the model's, from agent.json)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--scenario", help="real env scenario (default: world card's, else "
+                                      "freedoom2)")
+    p.add_argument("--map", dest="doom_map", help="real env Freedoom2 map (default MAP01)")
+    p.add_argument("--width", type=int, help="real env frame width without world or model")
+    p.add_argument("--height", type=int)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--stochastic", dest="deterministic", action="store_false")
+    p.add_argument("--video", help="mp4 of the first episode (NAME_real/_neural with --env "
+                                   "both)")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--json", dest="json_path", help="also write the report JSON here")
+    return p
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    """``aapt-world agent train|eval ...``; errors in the inputs exit with their message."""
+    from aapt_world.report import print_report
+
+    if not argv or argv[0] not in ("train", "eval"):
+        raise SystemExit("usage: aapt-world agent {train,eval} [options] (-h for options)")
+    try:
+        if argv[0] == "train":
+            cfg = AgentTrainConfig(**vars(_train_parser().parse_args(argv[1:])))
+            summary = train(cfg)
+            print(json.dumps(summary))
+            return summary
+        args = vars(_eval_parser().parse_args(argv[1:]))
+        json_path = args.pop("json_path")
+        result = evaluate(AgentEvalConfig(**args))
+        extra = {k: v for k, v in result.items() if k != "rows"}
+        return print_report("agent eval", result["rows"], extra, json_path=json_path)
+    except (FileNotFoundError, FileExistsError, ValueError, CheckpointError) as err:
+        raise SystemExit(f"aapt-world agent {argv[0]}: error: {err}") from None
+
+
+__all__ = ["AgentEvalConfig", "AgentTrainConfig", "SmallCNN", "evaluate",
+           "main", "policy_kwargs_for", "save_model", "train"]

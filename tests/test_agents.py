@@ -1,0 +1,183 @@
+"""PPO agents: training in the batched neural world (checkpoints, resume), evaluation in the real
+ViZDoom world and the neural world, scripted baselines, input errors, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import agents.ppo as ppo
+from aapt_world.video import read_mp4
+from agents.ppo import (
+    AgentEvalConfig,
+    AgentTrainConfig,
+    SmallCNN,
+    evaluate,
+    nearest_discrete,
+    policy_kwargs_for,
+    train,
+)
+
+ROOT = Path(__file__).parents[1]
+SHAPE = (48, 64, 3)  # the tiny world of conftest.py
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_train_config(world: Path, out: Path, steps: int = 128, **kw) -> AgentTrainConfig:
+    """2 envs x 32 steps per rollout: a 64-step rollout, one epoch of 2 minibatches."""
+    return AgentTrainConfig(world=str(world), out=str(out), num_envs=2, steps=steps,
+                            max_episode_steps=50, n_steps=32, batch_size=32, n_epochs=1,
+                            checkpoint_every=64, device="cpu", progress=False, **kw)
+
+
+def logged_timesteps(out: Path) -> list[int]:
+    with open(out / "progress.csv", newline="") as f:
+        return [int(float(row["time/total_timesteps"])) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_world_dir, tmp_path_factory):
+    """A 192-step PPO run (3 rollouts); records the timestep count of every checkpoint written."""
+    out = tmp_path_factory.mktemp("ppo") / "run"
+    saves: list[int] = []
+    original = ppo.save_model
+
+    def recording_save(model, path):
+        saves.append(model.num_timesteps)
+        original(model, path)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ppo, "save_model", recording_save)
+        summary = train(tiny_train_config(tiny_world_dir, out, steps=192))
+    return out, summary, saves
+
+
+# ------------------------------------------------------------------------------- networks
+def test_nature_cnn_for_world_frames_small_cnn_below_36() -> None:
+    assert policy_kwargs_for(SHAPE) == {}  # 48x64: NatureCNN's conv stack leaves a 2x4 map
+    kwargs = policy_kwargs_for((16, 24, 3))
+    assert kwargs["features_extractor_class"] is SmallCNN
+    net = SmallCNN(spaces.Box(0, 255, (3, 16, 24), np.uint8))
+    assert net(torch.zeros(2, 3, 16, 24)).shape == (2, 256)
+
+
+# ------------------------------------------------------------------------------- training
+def test_train_writes_checkpoints_log_and_meta(trained_run) -> None:
+    out, summary, saves = trained_run
+    assert summary["num_timesteps"] == 192 and summary["resumed_from"] is None
+    assert saves == [64, 128, 192]  # at each interval (right after an update) and at the end
+    assert sorted(os.listdir(out)) == ["agent.json", "model.zip", "progress.csv"]  # no temps
+    assert logged_timesteps(out) == [64, 128, 192]
+    model = ppo.load_model(out / "model.zip", "cpu")
+    assert model.num_timesteps == 192
+    assert model.observation_space.shape == (3, 48, 64)  # SB3 transposed channels-last frames
+
+
+def test_resume_continues_timestep_count(trained_run, tiny_world_dir, tmp_path) -> None:
+    out, world = tmp_path / "run", tiny_world_dir
+    shutil.copytree(trained_run[0], out)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_train_config(world, out, steps=320))
+    summary = train(tiny_train_config(world, out, steps=320, resume=True))
+    assert summary["resumed_from"] == 192 and summary["num_timesteps"] == 320
+    assert ppo.load_model(out / "model.zip", "cpu").num_timesteps == 320
+    assert logged_timesteps(out) == [64, 128, 192, 256, 320]
+    with pytest.raises(FileNotFoundError, match="model.zip"):
+        train(tiny_train_config(world, tmp_path / "empty", resume=True))
+
+
+def test_resume_drops_log_rows_after_the_checkpoint(tmp_path) -> None:
+    path = tmp_path / "progress.csv"
+    path.write_text("time/fps,time/total_timesteps\n10,64\n10,128\n10,192\n")
+    ppo._trim_log(path, 128)
+    assert path.read_text() == "time/fps,time/total_timesteps\n10,64\n10,128\n"
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_eval_model_in_real_and_neural_world(trained_run, tiny_world_dir, tmp_path,
+                                             monkeypatch) -> None:
+    seen: list[tuple[int, ...]] = []
+    act = ppo.ModelActor.act
+    monkeypatch.setattr(ppo.ModelActor, "act",
+                        lambda self, obs, info: (seen.append(obs.shape), act(self, obs, info))[1])
+    result = evaluate(AgentEvalConfig(model=str(trained_run[0] / "model.zip"), env="both",
+                                      world=str(tiny_world_dir), episodes=1, max_steps=20,
+                                      video=str(tmp_path / "ppo.mp4")))
+    real, neural = result["rows"]
+    assert real["world"] == "real:freedoom2/MAP01" and neural["world"] == "neural"
+    assert real["length_mean"] == 20 and neural["length_mean"] == 20  # capped by max_steps
+    assert set(seen) == {SHAPE}  # the same frames in both worlds
+    for path in result["videos"]:
+        assert read_mp4(path).shape[0] == 1 + 4 * 20
+    assert sorted(Path(p).name for p in result["videos"]) == ["ppo_neural.mp4", "ppo_real.mp4"]
+
+
+def test_eval_finds_the_world_of_the_model(trained_run) -> None:
+    result = evaluate(AgentEvalConfig(model=str(trained_run[0] / "model.zip"), env="neural",
+                                      episodes=1, max_steps=3))
+    assert result["rows"][0]["length_mean"] == 3 and result["frame_shape"] == list(SHAPE)
+
+
+def test_scripted_policy_eval_in_both_worlds(tiny_world_dir) -> None:
+    result = evaluate(AgentEvalConfig(policy="explorer", env="both", world=str(tiny_world_dir),
+                                      episodes=2, max_steps=5))
+    assert [r["episodes"] for r in result["rows"]] == [2, 2]
+    assert all(r["policy"] == "scripted:explorer" for r in result["rows"])
+    # scripted commands map to the nearest discrete action in discrete worlds
+    assert nearest_discrete(np.array([0.8, 0.0, 0.2, 0.0])) == 1  # forward
+    assert nearest_discrete(np.array([0.0, 0.0, -0.9, 0.1])) == 5  # turn_left
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_inputs_name_the_file_or_option(trained_run, tmp_path, capsys) -> None:
+    model = str(trained_run[0] / "model.zip")
+    with pytest.raises(SystemExit, match="--model: no file .*missing.zip"):
+        ppo.main(["eval", "--model", str(tmp_path / "missing.zip")])
+    with pytest.raises(SystemExit, match="--world: no world directory at .*nowhere"):
+        ppo.main(["eval", "--model", model, "--world", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="--world: no world at .*nowhere"):
+        ppo.main(["train", "--world", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    (tmp_path / "bad.zip").write_text("not a zip")
+    with pytest.raises(SystemExit, match="bad.zip is not a readable SB3 model"):
+        ppo.main(["eval", "--model", str(tmp_path / "bad.zip")])
+    with pytest.raises(SystemExit) as exc:
+        ppo.main(["eval", "--model", model, "--env", "rael"])
+    assert exc.value.code == 2
+    assert "argument --env: invalid choice: 'rael'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--env must be one of"):
+        AgentEvalConfig(policy="random", env="rael").validate()
+    with pytest.raises(ValueError, match="exactly one of --model"):
+        AgentEvalConfig().validate()
+    with pytest.raises(SystemExit, match="--env neural needs --world"):
+        ppo.main(["eval", "--policy", "random", "--env", "neural"])
+    with pytest.raises(ValueError, match="--batch-size 512 exceeds"):
+        AgentTrainConfig(world="w", num_envs=2, n_steps=8, batch_size=512).validate()
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_agent_train_exits_0(tiny_world_dir, tmp_path) -> None:
+    out = tmp_path / "cli_run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aapt_world.cli", "agent", "train", "--world",
+         str(tiny_world_dir), "--out", str(out), "--num-envs", "2", "--steps", "32",
+         "--n-steps", "16", "--batch-size", "16", "--n-epochs", "1", "--device", "cpu",
+         "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.zip").is_file() and '"num_timesteps": 32' in proc.stdout
