@@ -61,3 +61,14 @@ def tiny_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_world_factory():
     """``make_tiny_world`` for tests that need a World object (e.g. with forced heads)."""
     return make_tiny_world
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are per-op-overhead bound: on the shared 2-core CI machine 1 torch thread is
+    up to ~10x faster than 2 (threads spin-wait under contention). Use via
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

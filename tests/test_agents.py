@@ -31,12 +31,7 @@ ROOT = Path(__file__).parents[1]
 SHAPE = (48, 64, 3)  # the tiny world of conftest.py
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_train_config(world: Path, out: Path, steps: int = 128, **kw) -> AgentTrainConfig:

@@ -10,13 +10,7 @@ import torch.nn.functional as F
 
 from training import losses as L
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core machine: 2 threads collapse under contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- flow matching ---------------------------------------------------------------------------------

@@ -45,14 +45,7 @@ def rollout(env: NeuralWorldEnv, seed: int, actions=ACTIONS) -> np.ndarray:
     return np.concatenate(frames)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are per-op-overhead bound: 1 thread is ~10x faster than 2 on the shared
-    2-core CI machine (thread spin-waits under contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
