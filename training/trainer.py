@@ -131,6 +131,16 @@ def warmup_lr(opt: torch.optim.Optimizer, optim_cfg: Any, step: int, lr: float |
         group["lr"] = (lr if lr is not None else optim_cfg.lr) * scale
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any,
+                   grad_clip: float) -> torch.Tensor:
+    """zero_grad -> backward -> clip the gradient norm -> step; returns the norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return norm
+
+
 def config_metadata(cfg: TrainConfig) -> dict[str, Any]:
     return {"config": dataclasses.asdict(cfg), "stage": cfg.stage}
 

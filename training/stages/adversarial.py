@@ -36,6 +36,7 @@ from training.trainer import (
     autocast,
     eval_mode,
     load_stage_weights,
+    optimizer_step,
     stage_dir,
     step_rng,
     warmup_lr,
@@ -105,10 +106,7 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
         r1 = penalty(disc, real, real_conds, t, a.r1_sigma, d_real, seed)
         r2 = penalty(disc, fake.detach(), fake_conds, t, a.r1_sigma, d_fake, seed + 1)
         d_loss = relativistic_d_loss(d_real, d_fake) + a.r1_weight * (r1 + r2)
-    d_opt.zero_grad(set_to_none=True)
-    d_loss.backward()
-    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
-    d_opt.step()
+    optimizer_step(d_opt, d_loss, disc.parameters(), cfg.optim.grad_clip)
 
     warmup_lr(g_opt, cfg.optim, step, a.g_lr)
     disc.requires_grad_(False)  # G's loss must not touch D's gradients
@@ -116,11 +114,8 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
         gen = torch.Generator(device).manual_seed(seed + 2)
         g_loss = relativistic_g_loss(d_logits(disc, real, real_conds, t, gen).detach(),
                                      d_logits(disc, fake, fake_conds, t, gen))
-    g_opt.zero_grad(set_to_none=True)
-    g_loss.backward()
+    g_norm = optimizer_step(g_opt, g_loss, generator.parameters(), cfg.optim.grad_clip)
     disc.requires_grad_(True)
-    g_norm = torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.optim.grad_clip)
-    g_opt.step()
     return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item(),
             "r2": r2.item(), "g_grad_norm": g_norm.item(),
             "d_real_minus_fake": (d_real - d_fake).mean().item()}

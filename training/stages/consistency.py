@@ -25,6 +25,7 @@ from training.trainer import (
     autocast,
     eval_mode,
     load_stage_weights,
+    optimizer_step,
     stage_dir,
     step_rng,
     warmup_lr,
@@ -77,10 +78,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         n = torch.from_numpy(rng.integers(0, c.teacher_steps, z.shape[0])).to(device)
         with autocast(device):
             loss = consistency_loss(ddp, teacher, z, conds, n, schedule, c.loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, student.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 
     def evaluate() -> dict[str, float]:

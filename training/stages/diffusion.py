@@ -24,6 +24,7 @@ from training.trainer import (
     adamw,
     autocast,
     eval_mode,
+    optimizer_step,
     stage_dir,
     step_rng,
     warmup_lr,
@@ -85,10 +86,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         t = shift_timesteps(torch.from_numpy(rng.random(z.shape[0])).float().to(device), shift)
         with autocast(device):
             loss = diffusion_loss(ddp, z, conds, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, model.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 
     def evaluate() -> dict[str, float]:

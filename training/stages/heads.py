@@ -18,6 +18,7 @@ from training.trainer import (
     Trainer,
     adamw,
     eval_mode,
+    optimizer_step,
     stage_dir,
     step_rng,
     warmup_lr,
@@ -62,9 +63,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         z, conds, rewards, terminated = latent_batch(train, step_rng(cfg, ranks, step),
                                                      cfg.run.batch_size, device)
         parts = heads_losses(cfg, ddp, z, conds, rewards, terminated)
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        opt.step()
+        optimizer_step(opt, parts["loss"], heads.parameters(), cfg.optim.grad_clip)
         return {k: v.detach() for k, v in parts.items()}
 
     def evaluate() -> dict[str, float]:

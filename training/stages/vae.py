@@ -22,6 +22,7 @@ from training.trainer import (
     Trainer,
     adamw,
     eval_mode,
+    optimizer_step,
     stage_dir,
     step_rng,
     warmup_lr,
@@ -79,10 +80,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         light_parts = reconstruction_loss(cfg, light_recon, batch.video)
         kl = posterior.kl()
         loss = main["total"] + light_parts["total"] + cfg.vae.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, params, cfg.optim.grad_clip)
         with torch.no_grad():
             quality = psnr(recon.transpose(1, 2).flatten(0, 1),
                            batch.video.transpose(1, 2).flatten(0, 1)).mean()
