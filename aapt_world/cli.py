@@ -7,6 +7,7 @@
     aapt-world rollout --steps 360       a scripted real-world rollout to mp4
     aapt-world play --world DIR          play a neural world with the keyboard (pygame-ce)
     aapt-world agent train|eval ...      PPO in a neural world; eval in the real / neural world
+    aapt-world drift --world DIR         long-horizon drift of a neural world vs the real game
     aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
 """
 
@@ -95,8 +96,15 @@ def _agent(argv: list[str]) -> None:
     main(argv)
 
 
+def _drift(argv: list[str]) -> None:
+    from agents.drift import main
+
+    main(argv)
+
+
 COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "plot": _plot,
-            "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent}
+            "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
+            "drift": _drift}
 
 
 def main(argv: list[str] | None = None) -> None:
