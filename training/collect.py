@@ -2,11 +2,12 @@
 
     aapt-world collect root=data/doom num_episodes=64 steps_per_episode=500 workers=2
 
-The collection is a fixed plan: episode i runs map ``maps[i % len(maps)]`` with seed
-``seed + i`` and policy ``policies[i % len(policies)]``. Re-running the same command skips
+The collection is a fixed plan (``plan_episodes``): episode i runs map ``maps[i % len(maps)]``
+with seed ``seed + i``, every map meets every policy, and validation episodes rotate over maps
+and policies. Re-running the same command skips
 the episodes already on disk and records only what is missing; a crash leaves at most a
 temporary directory, which the next run deletes. Every ``val_every``-th episode goes to the
-validation split.
+validation split (its position in each block of ``val_every`` rotates).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class CollectConfig:
         from envs.actions import COMMAND_NAMES
         from envs.doom import POSE_NAMES
 
-        return {"world": "doom", "scenario": self.scenario, "width": self.width,
+        return {"world": "doom", "plan_version": 2, "scenario": self.scenario, "width": self.width,
                 "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": 35,
                 "action_names": list(COMMAND_NAMES), "pose_names": list(POSE_NAMES)}
 
@@ -82,10 +83,15 @@ class EpisodePlan:
 
 
 def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
+    """Episode i: map i mod M; the policy list shifts by one every round of maps, so every map
+    meets every policy; one validation episode per block of ``val_every``, at a position that
+    moves back by one each block, so validation covers every map and policy too (a fixed
+    position would correlate with the map/policy cycles)."""
+    m, p, v = len(cfg.maps), len(cfg.policies), cfg.val_every
     return [
-        EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % len(cfg.maps)],
-                    seed=cfg.seed + i, policy=cfg.policies[i % len(cfg.policies)],
-                    split="val" if i % cfg.val_every == cfg.val_every - 1 else "train")
+        EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % m], seed=cfg.seed + i,
+                    policy=cfg.policies[(i + i // m) % p],
+                    split="val" if i % v == (v - 1 - i // v) % v else "train")
         for i in range(cfg.num_episodes)
     ]
 
