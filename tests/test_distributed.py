@@ -165,6 +165,7 @@ DDP_SCRIPT = textwrap.dedent("""
     }
     with open(sys.argv[1] + f".{ranks.rank}.json", "w") as f:
         json.dump(result, f)
+    dist.barrier()  # both ranks done before teardown (gloo can abort on an uneven exit)
     dist.destroy_process_group()
 """)
 
@@ -217,6 +218,7 @@ FSDP_SCRIPT = textwrap.dedent("""
     expected = torch.cat([p.detach().flatten() for p in reference.parameters()]) - 0.1 * grads / 2
     with open(sys.argv[1] + f".{ranks.rank}.json", "w") as f:
         json.dump({"sharded": sharded, "err": (full - expected).abs().max().item()}, f)
+    dist.barrier()  # both ranks done before teardown (gloo can abort on an uneven exit)
     dist.destroy_process_group()
 """)
 
