@@ -170,15 +170,19 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_ddp_averages_gradients(tmp_path: Path) -> None:
-    script = tmp_path / "ddp_check.py"
-    script.write_text(DDP_SCRIPT)
+def run_rank_script(tmp_path: Path, source: str) -> list[dict]:
+    """Run ``source`` under torchrun on 2 processes; each rank writes ``<argv[1]>.<rank>.json``."""
+    script = tmp_path / "rank_check.py"
+    script.write_text(source)
     result = tmp_path / "result"
     done = subprocess.run([*TORCHRUN, str(script), str(result)], cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
-    for rank in (0, 1):
-        r = json.loads(Path(f"{result}.{rank}.json").read_text())
+    return [json.loads(Path(f"{result}.{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_ddp_averages_gradients(tmp_path: Path) -> None:
+    for r in run_rank_script(tmp_path, DDP_SCRIPT):
         assert r["init_differed"] and r["synced_at_wrap"]  # rank 0's weights broadcast
         assert r["losses_differ"] and r["local_grads_differ"]  # the ranks saw different data
         assert r["grad_is_mean_err"] <= 1e-6 * max(1.0, r["grad_scale"]), r  # DDP averaged
@@ -226,14 +230,7 @@ FSDP_SCRIPT = textwrap.dedent("""
 def test_fsdp2_fully_shard_step_matches_averaged_gradient(tmp_path: Path) -> None:
     """FSDP2 (``fully_shard`` per block) on 2 gloo CPU processes: one optimizer step equals a
     single-process step on the mean of both ranks' gradients."""
-    script = tmp_path / "fsdp_check.py"
-    script.write_text(FSDP_SCRIPT)
-    result = tmp_path / "result"
-    done = subprocess.run([*TORCHRUN, str(script), str(result)], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
-    for rank in (0, 1):
-        r = json.loads(Path(f"{result}.{rank}.json").read_text())
+    for r in run_rank_script(tmp_path, FSDP_SCRIPT):
         assert r["sharded"] == "DTensor", r
         assert r["err"] < 1e-5, r
 
