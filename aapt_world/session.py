@@ -4,7 +4,8 @@ One :meth:`StreamingSession.step` per latent frame, for every batch item at once
 
 1. the per-frame conditions of the step (B, 4, A) are folded into one condition per item,
 2. ONE generator forward over the new latent frame's tokens against the KV cache, fed pure
-   noise at t = 1 (1 NFE): ``x_{k+1} = eps - v(eps, x_k, c_{k+1})``,
+   noise at t = 1 (1 NFE): ``x_{k+1} = eps - v(eps, x_k, c_{k+1})`` (baselines: ``sample_steps``
+   = N Euler steps of a diffusion model, one KV cache per step, see ``WorldModel.sample_step``),
 3. the new latent is recycled as the next step's previous frame and streamed through the
    causal VAE decoder, which returns its 4 video frames.
 
@@ -24,14 +25,14 @@ from torch import Tensor
 
 from .kv_cache import KVCache, KVCacheState
 from .vae import CausalVideoVAE, StreamState, reset_items
-from .world_model import WorldModel
+from .world_model import WorldModel, euler_schedule
 
 FRAMES_PER_STEP = 4
 
 
 @dataclass
 class SessionSnapshot:
-    cache: KVCacheState
+    caches: list[KVCacheState]
     prev: Tensor
     decode_state: StreamState
     steps: Tensor
@@ -77,25 +78,31 @@ class StreamingSession:
 
     ``generator``: the 1-NFE world model (condition encoder + block-causal DiT); ``vae``: its
     encoder turns start images into latent frame 0, its (light) decoder streams latents back
-    to frames.
+    to frames. ``sample_steps`` > 1 samples each frame with N Euler steps instead (the
+    diffusion baseline; ``timestep_shift`` as in training).
     """
 
     generator: WorldModel
     vae: CausalVideoVAE
     batch_size: int
     seed: int = 0
+    sample_steps: int = 1
+    timestep_shift: float = 1.0
     timing: StepTiming = field(default_factory=StepTiming)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
         param = next(self.generator.parameters())
         self.device, self.dtype = param.device, param.dtype
         # One noise generator per stream: a stream's frames depend on its own seed only, not
         # on which other streams share the batch or when they were reset.
         self._rngs = [torch.Generator(device=self.device).manual_seed(self.seed + i)
                       for i in range(self.batch_size)]
-        self.cache: KVCache | None = None
+        self.caches: list[KVCache] = []  # one per sampling step (1 for the 1-NFE generator)
+        self.timesteps = euler_schedule(self.sample_steps, self.timestep_shift).tolist()
         self.prev: Tensor | None = None
         self.decode_state: StreamState | None = None
         self.steps = torch.zeros(self.batch_size, dtype=torch.long)
@@ -118,7 +125,7 @@ class StreamingSession:
                              f"got {tuple(start_frames.shape)}")
         video = from_uint8_frames(start_frames.to(self.device)).to(self.dtype).unsqueeze(2)
         z0 = self.vae.normalize(self.vae.encode(video).mode())[:, :, 0]  # (n, C, h, w)
-        if self.cache is None:
+        if not self.caches:
             self._allocate(z0)
         elif z0.shape[1:] != self.prev.shape[1:]:
             raise ValueError(f"start frames encode to latents {tuple(z0.shape[1:])}, but this "
@@ -130,7 +137,8 @@ class StreamingSession:
                 self._rngs[i].manual_seed(int(seed))
         mask = torch.zeros(self.batch_size, dtype=torch.bool)
         mask[idx] = True
-        self.cache.reset(mask)
+        for cache in self.caches:
+            cache.reset(mask)
         self.prev[idx.to(self.device)] = z0
         self.steps[idx] = 0
         self._started[idx] = True
@@ -148,7 +156,7 @@ class StreamingSession:
 
         Returns uint8 (B, 4, H, W, 3): the 4 new video frames of each stream.
         """
-        if self.cache is None or not bool(self._started.all()):
+        if not self.caches or not bool(self._started.all()):
             raise RuntimeError("reset() every stream before step()")
         if conditions.ndim != 3 or conditions.shape[:2] != (self.batch_size, FRAMES_PER_STEP):
             raise ValueError(f"conditions must be ({self.batch_size}, {FRAMES_PER_STEP}, A), "
@@ -157,8 +165,12 @@ class StreamingSession:
         shape = self.prev.shape[1:]
         noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                              for g in self._rngs])
-        x = self.generator.generate_step(noise, self.prev, conditions.to(self.device, self.dtype),
-                                         self.cache)
+        conditions = conditions.to(self.device, self.dtype)
+        if self.sample_steps == 1:
+            x = self.generator.generate_step(noise, self.prev, conditions, self.caches[0])
+        else:
+            x = self.generator.sample_step(noise, self.prev, conditions, self.caches,
+                                           self.timesteps)
         self.prev = x
         t1 = time.perf_counter()
         frames, self.decode_state = self.vae.decode_step(self.vae.denormalize(x.unsqueeze(2)),
@@ -172,17 +184,18 @@ class StreamingSession:
 
     @torch.inference_mode()
     def snapshot(self) -> SessionSnapshot:
-        if self.cache is None:
+        if not self.caches:
             raise RuntimeError("nothing to snapshot: reset() the session first")
-        return SessionSnapshot(self.cache.snapshot(), self.prev.clone(),
+        return SessionSnapshot([c.snapshot() for c in self.caches], self.prev.clone(),
                                self.decode_state.clone(), self.steps.clone(),
                                [g.get_state() for g in self._rngs])
 
     @torch.inference_mode()
     def restore(self, snap: SessionSnapshot) -> None:
-        if self.cache is None:
+        if not self.caches:
             raise RuntimeError("restore() needs a session that was reset() once")
-        self.cache.restore(snap.cache)
+        for cache, state in zip(self.caches, snap.caches, strict=True):
+            cache.restore(state)
         self.prev = snap.prev.clone()
         self.decode_state = snap.decode_state.clone()
         self.steps = snap.steps.clone()
@@ -193,20 +206,27 @@ class StreamingSession:
     def fork(self, seed: int | None = None) -> StreamingSession:
         """An independent copy sharing the models; with ``seed`` its noise diverges from here
         (stream i of the fork then draws from seed + i)."""
-        other = StreamingSession(self.generator, self.vae, self.batch_size, self.seed)
-        if self.cache is not None:
-            other.cache = self.cache.clone()
+        other = StreamingSession(self.generator, self.vae, self.batch_size, self.seed,
+                                 self.sample_steps, self.timestep_shift)
+        if self.caches:
+            other.caches = [c.clone() for c in self.caches]
             other.restore(self.snapshot())
         if seed is not None:
             for i, g in enumerate(other._rngs):
                 g.manual_seed(seed + i)
         return other
 
+    @property
+    def cache(self) -> KVCache | None:
+        """The generator's KV cache (the first sampling step's); None before the first reset."""
+        return self.caches[0] if self.caches else None
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _allocate(self, z0: Tensor) -> None:
         _, c, h, w = z0.shape
-        self.cache = self.generator.init_cache(self.batch_size, latent_size=(h, w))
+        self.caches = [self.generator.init_cache(self.batch_size, latent_size=(h, w))
+                       for _ in range(self.sample_steps)]
         self.prev = torch.zeros(self.batch_size, c, h, w, device=self.device, dtype=self.dtype)
         frame_h, frame_w = h * 8, w * 8
         self.decode_state = self.vae.decoder.init_state(self.batch_size, frame_h, frame_w)

@@ -46,6 +46,8 @@ class WorldConfig:
     action_type: str = "discrete"  # the env's action space: discrete | continuous (Doom)
     fps: int = 35
     frames_per_step: int = 4
+    sample_steps: int = 1  # NFE per latent frame: 1 for the AAPT / consistency generators,
+    timestep_shift: float = 1.0  # N (Euler, shifted schedule) for a diffusion baseline
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,7 +59,9 @@ class WorldConfig:
             condition=ConditionConfig(**data["condition"]),
             heads=HeadsConfig(**data["heads"]) if data.get("heads") else None,
             action_type=data["action_type"], fps=data["fps"],
-            frames_per_step=data["frames_per_step"])
+            frames_per_step=data["frames_per_step"],
+            sample_steps=data.get("sample_steps", 1),
+            timestep_shift=data.get("timestep_shift", 1.0))
 
 
 @dataclass
@@ -144,7 +148,8 @@ def render_card(world: World) -> str:
              f"- frames: {cfg.vae.width}x{cfg.vae.height}, {cfg.fps} fps, "
              f"{cfg.frames_per_step} frames per latent step",
              f"- action space: {cfg.action_type}; condition: {cfg.condition.kind}",
-             f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}",
+             f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
+             f"{cfg.sample_steps} NFE per latent frame",
              f"- start frames: {len(world.start_frames)}", ""]
     for key in ("data", "training", "compute", "metrics"):
         if key in card:

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from .conditions import ConditionConfig, build_condition_encoder
 from .kv_cache import KVCache
 from .transformer import BlockCausalDiT, DiTConfig
+
+
+def shift_timesteps(t: Tensor, shift: float) -> Tensor:
+    """``shift(t, s) = s t / (1 + (s - 1) t)``: moves timesteps toward high noise for s > 1."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def euler_schedule(steps: int, shift: float, device: torch.device | None = None) -> Tensor:
+    """Timesteps 1 = t_0 > t_1 > ... > t_steps = 0, uniform then shifted (sampling and CD)."""
+    return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
 
 
 class WorldModel(nn.Module):
@@ -47,6 +58,25 @@ class WorldModel(nn.Module):
         """The 1-NFE generator step used by inference AND student-forcing training:
         ``x_{k+1} = eps - v(eps, x_k, c_{k+1}; t = 1)`` (flow matching's one step from t=1 to 0)."""
         return noise - self.step(noise, prev, frame_conds, 1.0, cache)
+
+    def sample_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor,
+                    caches: Sequence[KVCache], timesteps: Sequence[float]) -> Tensor:
+        """N-step Euler sampling of one latent frame, N = len(caches) = len(timesteps) - 1:
+        ``x <- x + (t_{i+1} - t_i) v(x, x_k, c_{k+1}; t_i)`` from ``x = eps`` at t_0 = 1.
+
+        Stage 1 trains with ONE noise level per clip, so the frames a query at t_i attends to
+        were themselves at t_i. Cache i therefore keeps every past frame's keys at t_i (written
+        by that frame's own i-th Euler step): N cached steps per frame, exact in distribution,
+        no window recomputation. With N = 1 this is :meth:`generate_step`.
+        """
+        if len(timesteps) != len(caches) + 1:
+            raise ValueError(f"need len(caches) + 1 timesteps, got {len(timesteps)} for "
+                             f"{len(caches)} caches")
+        x = noise
+        for i, cache in enumerate(caches):
+            t, t_next = timesteps[i], timesteps[i + 1]
+            x = x + (t_next - t) * self.step(x, prev, frame_conds, t, cache)
+        return x
 
     def init_cache(self, batch_size: int, latent_size: tuple[int, int] | None = None) -> KVCache:
         return self.dit.init_cache(batch_size, latent_size=latent_size)

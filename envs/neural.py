@@ -136,7 +136,9 @@ def world_device(world: World) -> torch.device:
 
 
 def new_session(world: World, batch_size: int) -> StreamingSession:
-    return StreamingSession(world.generator, world.vae, batch_size=batch_size)
+    return StreamingSession(world.generator, world.vae, batch_size=batch_size,
+                            sample_steps=world.config.sample_steps,
+                            timestep_shift=world.config.timestep_shift)
 
 
 # ------------------------------------------------------------------------------ the env

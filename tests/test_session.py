@@ -9,7 +9,7 @@ from aapt_world.conditions import ConditionConfig
 from aapt_world.session import StreamingSession, from_uint8_frames
 from aapt_world.transformer import dit_config
 from aapt_world.vae import CausalVideoVAE, VAEConfig
-from aapt_world.world_model import WorldModel
+from aapt_world.world_model import WorldModel, euler_schedule
 
 H, W = 32, 48  # latent 4 x 6
 
@@ -78,6 +78,43 @@ def test_matches_parallel_generation(models) -> None:
         v = generator(noise, prev, conds.transpose(0, 1), torch.ones(2))
         parallel = noise - v
     torch.testing.assert_close(parallel, torch.stack(latents, dim=2), atol=1e-5, rtol=0)
+
+
+def test_multistep_sampling_matches_parallel(models) -> None:
+    """N-step Euler sampling with one KV cache per step equals the parallel model run, per step
+    i, over the clip with EVERY frame at t_i (stage 1's one-t-per-clip training) — past frames
+    entering as their own i-th Euler iterates. Also: snapshot/fork stay exact with N caches."""
+    generator, vae = models
+    steps, n = 6, 3  # window 3: the caches slide
+    session = StreamingSession(generator, vae, batch_size=2, seed=5, sample_steps=n,
+                               timestep_shift=2.0)
+    session.reset(images(2))
+    z0 = session.prev.clone()
+    conds = commands(steps, 2)
+    ts = euler_schedule(n, 2.0).tolist()
+    iterates: list[list[torch.Tensor]] = [[] for _ in range(n)]  # x^(i)_k per step i
+    prev, latents = [z0], []
+    for k in range(steps):
+        rngs_before = [g.get_state() for g in session._rngs]
+        session.step(conds[k])
+        latents.append(session.prev.clone())
+        gens = [torch.Generator().set_state(s) for s in rngs_before]
+        x = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens])
+        with torch.no_grad():
+            for i in range(n):
+                iterates[i].append(x)
+                v = generator(torch.stack(iterates[i], 2), torch.stack(prev, 2),
+                              conds[:k + 1].transpose(0, 1), torch.full((2,), ts[i]))[:, :, -1]
+                x = x + (ts[i + 1] - ts[i]) * v
+        torch.testing.assert_close(session.prev, x, atol=1e-5, rtol=0)
+        prev.append(x)
+    snap = session.snapshot()
+    fork = session.fork()
+    a = run(session, conds[:3])
+    session.restore(snap)
+    assert torch.equal(a, run(session, conds[:3])) and torch.equal(a, run(fork, conds[:3]))
+    with pytest.raises(ValueError, match="sample_steps"):
+        StreamingSession(generator, vae, batch_size=1, sample_steps=0)
 
 
 def test_snapshot_restore_and_fork(models) -> None:

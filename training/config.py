@@ -71,6 +71,11 @@ class OptimConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0
     warmup_steps: int = 50
+    # Optional linear decay to min_lr_ratio * lr over decay_steps, starting at decay_start
+    # (-1 = constant after warm-up). Set it when resuming a run to anneal what is there.
+    decay_start: int = -1
+    decay_steps: int = 1000
+    min_lr_ratio: float = 0.1
 
 
 @dataclass
@@ -116,6 +121,17 @@ class HeadsStageConfig:
 
 
 @dataclass
+class ExportConfig:
+    source: str = "auto"  # generator stage: auto (latest of adversarial > consistency >
+    # diffusion) | adversarial | consistency | diffusion
+    sample_steps: int = 0  # Euler steps per frame; 0 = 1 (1 NFE), or diffusion.sample_steps
+    # when source=diffusion (the N-step baseline of the drift evaluation)
+    out: str = ""  # world directory; "" = <run.out_dir>/world (auto) or world-<source>
+    light_decoder: bool = True  # ship the light decoder (faster) instead of the full one
+    start_frames: int = 16  # first frames of validation episodes, the env's reset images
+
+
+@dataclass
 class TrainConfig:
     stage: str = "vae"
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -128,6 +144,7 @@ class TrainConfig:
     consistency: ConsistencyStageConfig = field(default_factory=ConsistencyStageConfig)
     adversarial: AdversarialStageConfig = field(default_factory=AdversarialStageConfig)
     heads: HeadsStageConfig = field(default_factory=HeadsStageConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that makes no sense."""
@@ -141,6 +158,10 @@ class TrainConfig:
             (self.data.clip_steps >= 1,
              f"data.clip_steps must be >= 1, got {self.data.clip_steps}"),
             (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
+            (self.optim.decay_steps >= 1,
+             f"optim.decay_steps must be >= 1, got {self.optim.decay_steps}"),
+            (0 <= self.optim.min_lr_ratio <= 1,
+             f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}"),
             (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
              f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
             (self.world.action_type in ("discrete", "continuous"),
@@ -148,6 +169,13 @@ class TrainConfig:
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),
+            (self.export.source in ("auto", "adversarial", "consistency", "diffusion"),
+             f"export.source must be auto, adversarial, consistency or diffusion, got "
+             f"{self.export.source!r}"),
+            (self.export.sample_steps >= 0,
+             f"export.sample_steps must be >= 0, got {self.export.sample_steps}"),
+            (self.export.start_frames >= 1,
+             f"export.start_frames must be >= 1, got {self.export.start_frames}"),
             (self.consistency.teacher_steps >= 2, "consistency.teacher_steps must be >= 2"),
             (self.consistency.loss in ("pseudo_huber", "l2"),
              f"consistency.loss must be pseudo_huber or l2, got {self.consistency.loss!r}"),

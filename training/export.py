@@ -1,11 +1,13 @@
 """Assemble a shippable world (``aapt_world.world``) from a training run's stage checkpoints.
 
     aapt-world train stage=export run.out_dir=runs/doom   # -> runs/doom/world
+    aapt-world train stage=export export.source=diffusion  # -> runs/doom/world-diffusion,
+                                                           #    sampled with N Euler steps
 
 Takes the VAE encoder and the light (or full) decoder from the ``vae`` stage, the latent
 normalisation from ``latents/stats.json``, the generator from the latest finished stage among
-adversarial > consistency > diffusion, the heads if trained, and start frames from the first
-frames of the validation episodes.
+adversarial > consistency > diffusion (or ``export.source``), the heads if trained, and start
+frames from the first frames of the validation episodes.
 """
 
 from __future__ import annotations
@@ -26,15 +28,26 @@ from training.trainer import WEIGHTS, Dist, load_stage_weights, stage_dir
 GENERATOR_STAGES = (("adversarial", "generator"), ("consistency", "model"), ("diffusion", "model"))
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device, light_decoder: bool = True,
-        num_start_frames: int = 16) -> dict[str, float]:
+def _source(cfg: TrainConfig) -> tuple[str, str]:
+    """(stage, module prefix) of the generator to export."""
+    wanted = [(s, n) for s, n in GENERATOR_STAGES if cfg.export.source in ("auto", s)]
+    source = next(((s, n) for s, n in wanted if (stage_dir(cfg, s) / WEIGHTS).exists()), None)
+    if source is None:
+        which = "stage=diffusion (and later stages)" if cfg.export.source == "auto" else \
+            f"stage={cfg.export.source}"
+        raise FileNotFoundError(f"no generator checkpoint for export.source="
+                                f"{cfg.export.source} under {cfg.run.out_dir}: train {which} first")
+    return source
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
     if not ranks.is_main:
         return {}
-    source = next(((stage, name) for stage, name in GENERATOR_STAGES
-                   if (stage_dir(cfg, stage) / WEIGHTS).exists()), None)
-    if source is None:
-        raise FileNotFoundError(f"no generator checkpoint under {cfg.run.out_dir}: train "
-                                f"stage=diffusion (and later stages) first")
+    ex = cfg.export
+    light_decoder = ex.light_decoder
+    source = _source(cfg)
+    sample_steps = ex.sample_steps or (cfg.diffusion.sample_steps if source[0] == "diffusion"
+                                       else 1)
     heads_trained = (stage_dir(cfg, "heads") / WEIGHTS).exists()
     config = WorldConfig(
         vae=dataclasses.replace(cfg.model.vae, light_decoder=light_decoder),
@@ -44,9 +57,10 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device, light_decoder: bool
                                   action_dim=cfg.world.action_dim),
         heads=HeadsConfig(latent_channels=cfg.model.vae.latent_channels,
                           action_dim=cfg.world.action_dim) if heads_trained else None,
-        action_type=cfg.world.action_type, fps=cfg.world.fps)
+        action_type=cfg.world.action_type, fps=cfg.world.fps, sample_steps=sample_steps,
+        timestep_shift=cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0)
     val = ClipDataset(cfg.data.root, 1, split="val")
-    starts = np.stack([ep.arrays["frames"][0] for ep in val.episodes][:num_start_frames])
+    starts = np.stack([ep.arrays["frames"][0] for ep in val.episodes][:ex.start_frames])
     world = build_world(config, starts)
     # the VAE: encoder from the vae stage, decoder = the light (or full) decoder
     load_stage_weights(cfg, "vae", {"vae.encoder": world.vae.encoder,
@@ -59,14 +73,16 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device, light_decoder: bool
     if heads_trained:
         load_stage_weights(cfg, "heads", {"heads": world.heads})
     world.card = {"name": f"{cfg.world.name} world ({cfg.model.name})",
-                  "description": f"generator from stage {source[0]!r} of run {cfg.run.out_dir}",
+                  "description": f"generator from stage {source[0]!r} of run {cfg.run.out_dir}, "
+                                 f"{sample_steps} NFE per latent frame",
+                  "generator_stage": source[0],
                   "data": {"root": cfg.data.root, "scenario": val.manifest.get("scenario"),
                            "map": val.episodes[0].entry.get("map"),
                            "maps": sorted({str(e.get("map")) for e in val.manifest["episodes"]}),
                            "episodes": val.manifest["num_episodes"]},
                   "training": {stage: _last_log_row(cfg, stage) for stage in
                                ("vae", "diffusion", "consistency", "adversarial", "heads")}}
-    out = stage_dir(cfg, "world")
+    out = ex.out or stage_dir(cfg, "world" if ex.source == "auto" else f"world-{ex.source}")
     save_world(out, world)
     return {"generator_stage": float(GENERATOR_STAGES.index(source))}
 

@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# Shared with inference (N-step sampling of the diffusion model), defined next to the model.
+from aapt_world.world_model import euler_schedule, shift_timesteps  # noqa: F401
+
 # -- flow matching ----------------------------------------------------------------------------
-
-
-def shift_timesteps(t: Tensor, shift: float) -> Tensor:
-    return shift * t / (1 + (shift - 1) * t)
 
 
 def add_noise(x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
@@ -31,11 +30,6 @@ def add_noise(x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
 
 def flow_matching_loss(v_pred: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
     return F.mse_loss(v_pred, eps - x0)
-
-
-def euler_schedule(steps: int, shift: float, device: torch.device | None = None) -> Tensor:
-    """Timesteps 1 = t_0 > t_1 > ... > t_steps = 0, uniform then shifted (sampling and CD)."""
-    return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
 
 
 # -- consistency distillation -------------------------------------------------------------------

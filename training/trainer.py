@@ -125,8 +125,12 @@ def adamw(cfg: TrainConfig, params: Any) -> torch.optim.AdamW:
 
 def warmup_lr(opt: torch.optim.Optimizer, optim_cfg: Any, step: int, lr: float | None = None
               ) -> None:
-    """Linear warm-up over ``optim.warmup_steps``, then constant."""
+    """Linear warm-up over ``optim.warmup_steps``, then constant, then (if ``optim.decay_start``
+    >= 0) a linear decay to ``min_lr_ratio`` over ``decay_steps``."""
     scale = min(1.0, (step + 1) / max(1, optim_cfg.warmup_steps))
+    if optim_cfg.decay_start >= 0 and step >= optim_cfg.decay_start:
+        progress = min(1.0, (step - optim_cfg.decay_start) / optim_cfg.decay_steps)
+        scale *= 1.0 - (1.0 - optim_cfg.min_lr_ratio) * progress
     for group in opt.param_groups:
         group["lr"] = (lr if lr is not None else optim_cfg.lr) * scale
 
