@@ -1,6 +1,6 @@
 """The ``aapt-world`` command: one entry point for every user-facing job.
 
-    aapt-world demo                      the main job (see README)
+    aapt-world demo                      the main job: neural vs real Doom, 1440 frames, mp4
     aapt-world collect key=value ...     record real-world data (hydra overrides)
     aapt-world train stage=... ...       train a world, stage by stage (hydra overrides)
     aapt-world plot runs/doom            training curves of a run, one PNG per stage
@@ -18,24 +18,9 @@ import sys
 
 
 def _demo(argv: list[str]) -> None:
-    """Main job until a trained world ships: record a small dataset and a real rollout video."""
-    parser = argparse.ArgumentParser(prog="aapt-world demo")
-    parser.add_argument("--out", default="outputs/demo")
-    parser.add_argument("--steps", type=int, default=360, help="steps of 4 frames (360 = 1440)")
-    parser.add_argument("--episodes", type=int, default=4)
-    args = parser.parse_args(argv)
+    from agents.demo import main
 
-    from agents.rollout import write_real_rollout
-    from training.collect import CollectConfig, collect
-
-    summary = collect(CollectConfig(root=f"{args.out}/dataset", num_episodes=args.episodes,
-                                    steps_per_episode=250))
-    print(f"dataset: {summary['total_episodes']} episodes, {summary['total_frames']} frames in "
-          f"{summary['root']} ({summary['frames_per_second']:.0f} frames/s this run)")
-    video = f"{args.out}/real_rollout.mp4"
-    result = write_real_rollout(video, args.steps)
-    fps = (len(result.frames) - 1) / result.seconds
-    print(f"real rollout: {len(result.frames)} frames at {fps:.0f} fps -> {video}")
+    main(argv)
 
 
 def _rollout(argv: list[str]) -> None:

@@ -8,8 +8,9 @@ no discrete-action rounding). Frames are then compared: PSNR/SSIM per time bucke
 statistics vs the real video's 5-95 % range in the late window, flicker, action following
 (yaw from phase correlation vs the commanded turn) and generation speed.
 
-Only 1-NFE streaming worlds are evaluated; N-step diffusion sampling of a stage-1 model is not
-implemented here (export it as a world to compare its 1-step output).
+Baselines are worlds too: ``aapt-world train stage=export export.source=diffusion`` exports the
+stage-1 model sampled with N Euler steps per frame (N KV caches, see ``WorldModel.sample_step``),
+``export.source=consistency`` the stage-2 model at 1 NFE; pass them with ``--compare``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from aapt_world import metrics as M
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 
 N_BUCKETS = 10
-LATE_FRACTION = 0.1
+LATE_FRACTION = 0.3  # late window: frames ~1000-1440 of a 1440-frame run
 
 
 # -- action families --------------------------------------------------------------------------
@@ -133,9 +134,9 @@ def real_run(commands: np.ndarray | None, doom_map: str, width: int, height: int
 
 
 def neural_run(world: Any, start_frame: np.ndarray, commands: np.ndarray, seed: int,
-               desc: str = "neural") -> tuple[np.ndarray, float]:
+               desc: str = "neural") -> tuple[np.ndarray, np.ndarray]:
     """Stream ``world`` from ``start_frame`` with ``commands``. Returns (frames (1 + 4 S, H, W,
-    3) uint8 with the decoded start frame first, video fps of generation)."""
+    3) uint8 with the decoded start frame first, wall seconds of each step (generate + decode))."""
     import torch
 
     from envs.neural import new_session
@@ -144,17 +145,25 @@ def neural_run(world: Any, start_frame: np.ndarray, commands: np.ndarray, seed: 
     first = session.reset(torch.from_numpy(np.ascontiguousarray(start_frame)[None]),
                           seeds=[seed])
     out = [first[0].cpu().numpy()]
-    seconds = 0.0
+    seconds = []
     for cmd in tqdm(commands, desc=desc, leave=False):
         conds = torch.from_numpy(command_to_frame_conditions(cmd))[None]
         t0 = time.perf_counter()
         frames = session.step(conds)
         if frames.is_cuda:
             torch.cuda.synchronize()
-        seconds += time.perf_counter() - t0
+        seconds.append(time.perf_counter() - t0)
         out.extend(frames[0].cpu().numpy())
-    fps = len(commands) * FRAMES_PER_STEP / seconds if seconds > 0 else math.inf
-    return np.stack(out), fps
+    return np.stack(out), np.asarray(seconds)
+
+
+def speed(step_seconds: np.ndarray) -> dict[str, float]:
+    """Video fps, real-time factor at 35 fps and step latency percentiles (ms)."""
+    total = float(step_seconds.sum())
+    fps = len(step_seconds) * FRAMES_PER_STEP / total if total > 0 else math.inf
+    ms = step_seconds * 1e3 if len(step_seconds) else np.full(1, math.nan)
+    return {"fps": fps, "rtf": fps / 35.0, "latency_ms_p50": float(np.percentile(ms, 50)),
+            "latency_ms_p95": float(np.percentile(ms, 95))}
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -268,12 +277,26 @@ def _markdown(report: dict[str, Any]) -> str:
              f"- world: `{report['world']}`; map {report['map']}; seed {report['seed']}; "
              f"{report['width']}x{report['height']}",
              "- fidelity: PSNR (dB, capped at 100) and SSIM per time bucket (10 buckets over "
-             "the run); late window = last 10 % of frames",
+             "the run); late window = last 30 % of frames (~1000-1440 of 1440)",
              "- action following: per-step yaw from phase correlation (90 deg HFOV) vs the "
              "commanded turn; sign accuracy over steps with |turn| > 0.3; `real video` is the "
              "same estimator on the real frames (its ceiling), `real pose` uses the game's yaw",
-             "- N-step diffusion sampling (stage-1 teacher) is not implemented: only 1-NFE "
-             "streaming worlds are compared", ""]
+             "- NFE: generator forwards per latent frame (4 video frames)", "",
+             "## Summary", "",
+             "| family | generator | NFE | video fps | PSNR first | PSNR last | SSIM last | "
+             "late stats in real 5-95 % (bright/sat/HF) | flicker ratio | yaw sign acc | "
+             "yaw corr |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for family, res in report["families"].items():
+        for gen, ev in res["generators"].items():
+            st, af = ev["stats"], ev["action_following"]["neural"]
+            in_range = "/".join(_fmt(st[k]["late_in_range"]) for k in st)
+            lines.append(f"| {family} | {gen} | {ev.get('nfe', 1)} | {_fmt(ev['fps'], '.1f')} | "
+                         f"{_fmt(ev['psnr_buckets'][0] if ev['psnr_buckets'] else None)} | "
+                         f"{_fmt(ev['psnr_buckets'][-1] if ev['psnr_buckets'] else None)} | "
+                         f"{_fmt(ev['ssim_buckets'][-1] if ev['ssim_buckets'] else None, '.3f')} | "
+                         f"{in_range} | {_fmt(ev['flicker']['ratio'])} | "
+                         f"{_fmt(af['sign_accuracy'])} | {_fmt(af['pearson'])} |")
+    lines.append("")
     for family, res in report["families"].items():
         lines += [f"## {family} ({res['steps']} steps, {res['frames']} frames)", ""]
         for gen, ev in res["generators"].items():
@@ -312,7 +335,7 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
     from aapt_world.video import write_mp4
     from aapt_world.world import load_world
 
-    families = families or list(FAMILIES)
+    families = list(FAMILIES) if families is None else families
     worlds = {"neural": load_world(world_dir, device)}
     for name, path in (compare or {}).items():
         worlds[name] = load_world(path, device)
@@ -329,7 +352,7 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
     plan: list[tuple[str, np.ndarray | None, int]] = [
         (f, family_commands(f, steps, seed), steps) for f in families]
     if long_steps > 0:
-        plan.append(("long_explorer", None, long_steps))
+        plan.append((f"explorer_{long_steps}", None, long_steps))  # policy reads the real game
 
     results: dict[str, dict[str, Any]] = {}
     video_path = None
@@ -343,9 +366,11 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
         cmds = real.commands  # what the game applied (stops early if the episode ended)
         gens = {}
         for gname, wd in worlds.items():
-            frames, fps = neural_run(wd, real.frames[0], cmds, seed, desc=f"{family}/{gname}")
+            frames, step_seconds = neural_run(wd, real.frames[0], cmds, seed,
+                                              desc=f"{family}/{gname}")
             ev = evaluate(real, frames, cmds)
-            ev["fps"] = fps
+            ev.update(speed(step_seconds))
+            ev["nfe"] = wd.config.sample_steps
             gens[gname] = ev
             if video and video_path is None and gname == "neural":
                 video_path = str(outdir / f"side_by_side_{family}.mp4")
@@ -358,7 +383,6 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
     plots = _plots(outdir, results)
     report = {"world": str(world_dir), "map": doom_map, "seed": seed, "width": w, "height": h,
               "compare": compare or {}, "video": video_path, "plots": plots,
-              "n_step_diffusion": "not implemented",
               "families": {f: {**{k: v for k, v in r.items() if k != "generators"},
                                "generators": {g: {k: v for k, v in ev.items() if k != "_series"}
                                               for g, ev in r["generators"].items()}}
@@ -376,7 +400,7 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
                          "flicker_ratio": ev["flicker"]["ratio"],
                          "yaw_sign_acc": ev["action_following"]["neural"]["sign_accuracy"],
                          "yaw_corr": ev["action_following"]["neural"]["pearson"],
-                         "fps": ev["fps"]})
+                         "nfe": ev["nfe"], "fps": ev["fps"]})
     print_report("drift", rows, {"out": str(outdir)})
     return report
 

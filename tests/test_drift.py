@@ -84,10 +84,24 @@ def test_drift_cli_on_tiny_world(tiny_world_dir, tmp_path):
     from aapt_world.cli import main
     from agents.drift import family_commands
 
+    import dataclasses
+
+    from aapt_world.world import load_world, save_world
+
     out = tmp_path / "drift"
+    # an N-step "diffusion baseline": the same world sampled with 3 Euler steps per frame
+    base = load_world(tiny_world_dir)
+    base.config = dataclasses.replace(base.config, sample_steps=3, timestep_shift=2.0)
+    save_world(tmp_path / "diffusion", base)
     main(["drift", "--world", str(tiny_world_dir), "--steps", "8", "--families", "spin,walk",
-          "--out", str(out), "--video", "--map", "MAP01"])
+          "--out", str(out), "--video", "--map", "MAP01",
+          "--compare", f"diffusion={tmp_path / 'diffusion'}"])
     report = json.loads((out / "report.json").read_text())
+    for res in report["families"].values():
+        assert [g["nfe"] for g in res["generators"].values()] == [1, 3]
+        one, three = res["generators"]["neural"], res["generators"]["diffusion"]
+        assert one["psnr_buckets"] != three["psnr_buckets"]  # 3 NFE sample other frames
+        assert three["latency_ms_p50"] > 0 and three["rtf"] > 0
     assert set(report["families"]) == {"spin", "walk"}
     assert (report["width"], report["height"]) == (64, 48)
     for family, res in report["families"].items():
@@ -102,10 +116,39 @@ def test_drift_cli_on_tiny_world(tiny_world_dir, tmp_path):
     # the real game turned the way the spin commanded (pose yaw), right then left
     real_pose = report["families"]["spin"]["generators"]["neural"]["action_following"]["real_pose"]
     assert real_pose["sign_accuracy"] == 1.0
-    assert (out / "report.md").read_text().startswith("# Drift evaluation")
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# Drift evaluation") and "| spin | diffusion | 3 |" in markdown
     for png in ["psnr.png", "stats_spin.png", "stats_walk.png"]:
         assert (out / png).stat().st_size > 1000
     from aapt_world.video import read_mp4
 
     video = read_mp4(out / "side_by_side_spin.mp4")
     assert len(video) == 33 and video.shape[2] == 2 * video.shape[1] * 64 // 48
+
+
+def test_demo_main_job_on_tiny_world(tiny_world_dir, tmp_path, capsys):
+    """`aapt-world demo`: explorer rollout in the real game, the neural world driven with the
+    same commands, side-by-side mp4 and a printed summary."""
+    from aapt_world.cli import main
+
+    out = tmp_path / "demo"
+    main(["demo", "--world", str(tiny_world_dir), "--steps", "6", "--out", str(out),
+          "--map", "MAP01"])
+    text = capsys.readouterr().out
+    for key in ("== aapt-world demo ==", "speed:", "real-time factor", "latency p50", "PSNR",
+                "late-window", "yaw sign accuracy", "side_by_side_explorer_6.mp4"):
+        assert key in text, key
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["families"]) == ["explorer_6"]
+    assert report["families"]["explorer_6"]["frames"] == 24
+    from aapt_world.video import read_mp4
+
+    assert len(read_mp4(out / "side_by_side_explorer_6.mp4")) == 25
+
+
+def test_demo_without_world_names_the_path(tmp_path):
+    from aapt_world.checkpoint import CheckpointError
+    from aapt_world.cli import main
+
+    with pytest.raises(CheckpointError, match="no world at"):
+        main(["demo", "--world", str(tmp_path / "missing"), "--steps", "2"])

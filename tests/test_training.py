@@ -174,6 +174,50 @@ def test_exported_world_matches_training(pipeline: dict, data_root: Path) -> Non
     torch.testing.assert_close(session.prev[0], torch.from_numpy(expected), atol=0.05, rtol=0.02)
 
 
+def test_export_baselines_and_their_sampling(pipeline: dict, data_root: Path,
+                                             tmp_path: Path) -> None:
+    """export.source picks the stage; the diffusion baseline is sampled with N Euler steps."""
+    from aapt_world.world import load_world
+    from envs.neural import new_session
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "diffusion", "consistency")
+    run_stage(make_cfg(overrides(data_root, out, "stage=export", "export.source=diffusion",
+                                 "export.sample_steps=4", "diffusion.timestep_shift=2.0")))
+    run_stage(make_cfg(overrides(data_root, out, "stage=export")))  # auto: latest = consistency
+    diffusion, latest = load_world(out / "world-diffusion"), load_world(out / "world")
+    assert (diffusion.config.sample_steps, diffusion.config.timestep_shift) == (4, 2.0)
+    assert latest.config.sample_steps == 1 and latest.card["generator_stage"] == "consistency"
+    trained, _ = load_weights(out / "diffusion" / "model.safetensors")
+    for key, value in diffusion.generator.state_dict().items():
+        torch.testing.assert_close(value, trained[f"model.{key}"], atol=1e-3, rtol=1e-3)
+    session = new_session(diffusion, 1)
+    assert len(session.timesteps) == 5 and session.sample_steps == 4
+    with pytest.raises(FileNotFoundError, match="export.source=adversarial"):
+        run_stage(make_cfg(overrides(data_root, out, "stage=export",
+                                     "export.source=adversarial")))
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_lr_decays(pipeline: dict, data_root: Path,
+                                                          tmp_path: Path) -> None:
+    from training.trainer import warmup_lr
+
+    out = fresh_run_dir(pipeline, tmp_path, "latents")
+    items = ["stage=diffusion", "run.steps=50", "run.ckpt_every=100"]
+    run_stage(make_cfg(overrides(data_root, out, *items, "run.max_minutes=1e-9")))
+    assert [row["step"] for row in read_log(out / "diffusion" / "log.csv")] == [1]
+    assert torch.load(out / "diffusion" / "trainer_state.pt", weights_only=False)["step"] == 1
+    run_stage(make_cfg(overrides(data_root, out, *items[:1], "run.steps=3")))  # resumes
+    assert [row["step"] for row in read_log(out / "diffusion" / "log.csv")] == [1, 2, 3]
+    cfg = make_cfg(overrides(data_root, out, "optim.lr=1.0", "optim.decay_start=10",
+                             "optim.decay_steps=10", "optim.min_lr_ratio=0.1"))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lrs = []
+    for step in (5, 10, 15, 20, 30):
+        warmup_lr(opt, cfg.optim, step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+
+
 # -- resume after kill -9 --------------------------------------------------------------------------
 
 

@@ -61,6 +61,8 @@ class RunConfig:
     fsdp: bool = False  # under torchrun: FSDP2 fully_shard per block instead of DDP
     # (diffusion, consistency, heads; the VAE pair and stage 3 use DDP / one process)
     progress: bool = True
+    max_minutes: float = 0.0  # stop (checkpoint + eval) after this much wall time in this
+    # invocation, 0 = no limit; rerun to continue (a CPU time budget per session)
 
 
 @dataclass
@@ -152,6 +154,8 @@ class TrainConfig:
             (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
             (self.run.steps >= 0, f"run.steps must be >= 0, got {self.run.steps}"),
             (self.run.batch_size >= 1, f"run.batch_size must be >= 1, got {self.run.batch_size}"),
+            (self.run.max_minutes >= 0,
+             f"run.max_minutes must be >= 0, got {self.run.max_minutes}"),
             (self.run.ckpt_every >= 1, f"run.ckpt_every must be >= 1, got {self.run.ckpt_every}"),
             (self.run.device in ("auto", "cpu", "cuda"),
              f"run.device must be auto, cpu or cuda, got {self.run.device!r}"),

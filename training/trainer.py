@@ -293,7 +293,9 @@ class Trainer:
 
     def run(self, train_step: Any, units_per_step: int = 0, unit: str = "frames",
             evaluate: Any = None) -> dict[str, float]:
-        """Call ``train_step(step)`` until ``run.steps``; returns the last metrics."""
+        """Call ``train_step(step)`` until ``run.steps`` (or ``run.max_minutes`` of wall time:
+        then the last step is logged, evaluated and checkpointed like the final one); returns the
+        last metrics."""
         run = self.cfg.run
         bar = tqdm(total=run.steps, initial=self.step, desc=self.cfg.stage,
                    disable=not (run.progress and self.ranks.is_main), dynamic_ncols=True)
@@ -303,18 +305,34 @@ class Trainer:
             metrics = {k: float(v) for k, v in train_step(self.step).items()}
             self.step += 1
             bar.update(1)
+            elapsed = time.perf_counter() - start
             if units_per_step:
-                rate = units_per_step * (self.step - start_step) / (time.perf_counter() - start)
+                rate = units_per_step * (self.step - start_step) / elapsed
                 metrics[f"{unit}_per_s"] = rate * self.ranks.world_size
-            if self.step % run.log_every == 0 or self.step == run.steps:
+            last = self.step == run.steps or self._out_of_time(elapsed)
+            if self.step % run.log_every == 0 or last:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()})
                 self.log(metrics)
-            if evaluate is not None and (self.step % run.eval_every == 0 or self.step == run.steps):
+            if evaluate is not None and (self.step % run.eval_every == 0 or last):
                 self.log(evaluate(), file=VAL_LOG)
-            if self.step % run.ckpt_every == 0 or self.step == run.steps:
+            if self.step % run.ckpt_every == 0 or last:
                 self.save()
+            if last:
+                break
         bar.close()
         return metrics
+
+
+    def _out_of_time(self, elapsed: float) -> bool:
+        """``run.max_minutes`` reached? Decided on rank 0 and shared, so all ranks stop together."""
+        limit = self.cfg.run.max_minutes
+        if limit <= 0:
+            return False
+        flag = torch.tensor([float(elapsed >= 60.0 * limit)])
+        if self.ranks.world_size > 1:
+            flag = flag.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+            dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
 
 def autocast(device: torch.device) -> Any:
