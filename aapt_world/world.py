@@ -109,6 +109,15 @@ def save_world(directory: str | Path, world: World, dtype: torch.dtype = torch.f
     atomic_replace(directory / CARD, lambda tmp: Path(tmp).write_text(render_card(world)))
 
 
+def update_card(directory: str | Path, **sections: Any) -> World:
+    """Merge ``sections`` (e.g. ``metrics={...}``) into a world's card: the weights' metadata
+    and MODEL_CARD.md are rewritten (fp16 round trip: the weights do not change)."""
+    world = load_world(directory)
+    world.card = {**world.card, **sections}
+    save_world(directory, world)
+    return world
+
+
 def load_world(directory: str | Path, device: str | torch.device = "cpu") -> World:
     """Load a world directory; raises CheckpointError naming the missing or corrupt file."""
     directory = Path(directory)

@@ -330,7 +330,8 @@ def _markdown(report: dict[str, Any]) -> str:
 def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = None,
               long_steps: int = 0, out: str = "outputs/drift", video: bool = False,
               seed: int = 0, doom_map: str | None = None,
-              compare: dict[str, str] | None = None, device: str = "cpu") -> dict[str, Any]:
+              compare: dict[str, str] | None = None, device: str = "cpu",
+              card: bool = False) -> dict[str, Any]:
     from aapt_world.report import print_report
     from aapt_world.video import write_mp4
     from aapt_world.world import load_world
@@ -402,7 +403,28 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
                          "yaw_corr": ev["action_following"]["neural"]["pearson"],
                          "nfe": ev["nfe"], "fps": ev["fps"]})
     print_report("drift", rows, {"out": str(outdir)})
+    if card:
+        from aapt_world.world import update_card
+
+        update_card(world_dir, metrics={"drift": card_metrics(report)})
     return report
+
+
+def card_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The evaluated world's headline numbers per family, for its model card."""
+    out: dict[str, Any] = {"map": report["map"], "seed": report["seed"]}
+    for family, res in report["families"].items():
+        ev = res["generators"]["neural"]
+        out[family] = {
+            "frames": res["frames"], "fps": ev["fps"], "rtf": ev["rtf"],
+            "psnr_first": ev["psnr_buckets"][0] if ev["psnr_buckets"] else None,
+            "psnr_last": ev["psnr_buckets"][-1] if ev["psnr_buckets"] else None,
+            "ssim_last": ev["ssim_buckets"][-1] if ev["ssim_buckets"] else None,
+            "late_in_range": {k: v["late_in_range"] for k, v in ev["stats"].items()},
+            "flicker_ratio": ev["flicker"]["ratio"],
+            "yaw_sign_accuracy": ev["action_following"]["neural"]["sign_accuracy"],
+            "yaw_pearson": ev["action_following"]["neural"]["pearson"]}
+    return _clean(out)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -420,6 +442,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--compare", nargs="*", default=[], metavar="NAME=DIR",
                         help="extra worlds evaluated side by side")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--card", action="store_true",
+                        help="write the headline numbers into the evaluated world's model card")
     args = parser.parse_args(argv)
     compare = {}
     for item in args.compare:
@@ -432,7 +456,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if f not in FAMILIES:
             parser.error(f"unknown family {f!r}: expected some of {','.join(FAMILIES)}")
     return run_drift(args.world, args.steps, families, args.long_steps, args.out, args.video,
-                     args.seed, args.map, compare, args.device)
+                     args.seed, args.map, compare, args.device, args.card)
 
 
 def _cuda() -> bool:

@@ -152,3 +152,25 @@ def test_demo_without_world_names_the_path(tmp_path):
 
     with pytest.raises(CheckpointError, match="no world at"):
         main(["demo", "--world", str(tmp_path / "missing"), "--steps", "2"])
+
+
+def test_drift_card_writes_metrics_into_the_model_card(tiny_world_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    from aapt_world.cli import main
+    from aapt_world.world import load_world
+
+    world_dir = tmp_path / "world"
+    shutil.copytree(tiny_world_dir, world_dir)
+    before = load_world(world_dir).generator.state_dict()
+    main(["drift", "--world", str(world_dir), "--steps", "4", "--families", "spin",
+          "--out", str(tmp_path / "drift"), "--map", "MAP01", "--card"])
+    world = load_world(world_dir)
+    spin = world.card["metrics"]["drift"]["spin"]
+    assert spin["frames"] == 16 and spin["fps"] > 0 and 0 < spin["psnr_last"] <= M.PSNR_CAP
+    assert world.card["name"] == "tiny test world"  # the rest of the card is kept
+    assert "## metrics" in (world_dir / "MODEL_CARD.md").read_text()
+    for key, value in world.generator.state_dict().items():
+        assert torch.equal(value, before[key])

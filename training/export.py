@@ -80,17 +80,49 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                            "map": val.episodes[0].entry.get("map"),
                            "maps": sorted({str(e.get("map")) for e in val.manifest["episodes"]}),
                            "episodes": val.manifest["num_episodes"]},
-                  "training": {stage: _last_log_row(cfg, stage) for stage in
-                               ("vae", "diffusion", "consistency", "adversarial", "heads")}}
+                  "training": {stage: summary for stage in
+                               ("vae", "diffusion", "consistency", "adversarial", "heads")
+                               if (summary := _stage_summary(cfg, stage)) is not None},
+                  "compute": _compute(device, cfg.run.threads)}
     out = ex.out or stage_dir(cfg, "world" if ex.source == "auto" else f"world-{ex.source}")
     save_world(out, world)
     return {"generator_stage": float(GENERATOR_STAGES.index(source))}
 
 
-def _last_log_row(cfg: TrainConfig, stage: str) -> dict | None:
-    path = stage_dir(cfg, stage) / "log.csv"
+def _rows(path) -> list[dict[str, float]]:
     if not path.exists():
-        return None
+        return []
     header, *rows = path.read_text().strip().splitlines()
-    return dict(zip(header.split(","), rows[-1].split(","))) if rows else None
+    return [{k: float(v) for k, v in zip(header.split(","), row.split(","))} for row in rows]
+
+
+def _stage_summary(cfg: TrainConfig, stage: str, max_gap_s: float = 600.0) -> dict | None:
+    """Steps, wall time (sum of gaps between log rows, pauses between sessions left out), the
+    last training log row and the last validation row of a stage."""
+    rows = _rows(stage_dir(cfg, stage) / "log.csv")
+    if not rows:
+        return None
+    gaps = [b["time"] - a["time"] for a, b in zip(rows, rows[1:])]
+    wall = sum(g for g in gaps if g < max_gap_s)
+    val = _rows(stage_dir(cfg, stage) / "val_log.csv")
+    drop = ("time",)
+    return {"steps": int(rows[-1]["step"]), "wall_minutes": round(wall / 60, 1),
+            "last": {k: round(v, 4) for k, v in rows[-1].items() if k not in drop},
+            "val": {k: round(v, 4) for k, v in val[-1].items() if k not in drop} if val else None}
+
+
+def _compute(device: torch.device, threads: int) -> dict[str, str | int]:
+    import platform
+
+    if device.type == "cuda":
+        return {"device": torch.cuda.get_device_name(device)}
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"device": f"CPU: {cpu}", "threads": threads or torch.get_num_threads()}
 
