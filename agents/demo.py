@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from envs.neural import DEFAULT_WORLD
+from envs import DEFAULT_WORLD
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -429,7 +429,10 @@ def card_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="aapt-world drift", description=__doc__.split("\n")[0])
-    parser.add_argument("--world", required=True, help="world directory to evaluate")
+    from envs import DEFAULT_WORLD
+
+    parser.add_argument("--world", default=str(DEFAULT_WORLD),
+                        help="world directory to evaluate (default: the shipped world)")
     parser.add_argument("--steps", type=int, default=360, help="steps per family (4 frames each)")
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help=f"comma-separated, of {','.join(FAMILIES)}")

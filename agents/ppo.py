@@ -527,8 +527,11 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aapt-world agent train",
                                 description="PPO (stable-baselines3 CnnPolicy) inside a neural "
                                             "world, batched; checkpoints to OUT/model.zip")
-    p.add_argument("--world", required=True, help="world directory (aapt-world train "
-                                                  "stage=export)")
+    from envs import DEFAULT_WORLD
+
+    p.add_argument("--world", default=str(DEFAULT_WORLD),
+                   help="world directory (default: the shipped world; or from aapt-world train "
+                        "stage=export)")
     p.add_argument("--out", default=d.out)
     p.add_argument("--num-envs", type=int, default=d.num_envs)
     p.add_argument("--steps", type=int, default=d.steps, help="total timesteps, resumed included")

@@ -619,9 +619,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         from envs import DEFAULT_WORLD
 
         if not DEFAULT_WORLD.is_dir():
-            raise SystemExit(f"aapt-world play: no default world is shipped yet (it will live "
-                             f"at {DEFAULT_WORLD}): pass --world DIR, a world directory (e.g. "
-                             f"from `aapt-world train stage=export`)")
+            raise SystemExit(f"aapt-world play: no default world at {DEFAULT_WORLD} (the repo "
+                             f"ships it there: is the checkout complete?): pass --world DIR, a "
+                             f"world directory (e.g. from `aapt-world train stage=export`)")
     if args.threads:
         import torch
 

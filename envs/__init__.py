@@ -3,9 +3,9 @@
 Registered ids:
 - ``aapt/Doom-v0``: Freedoom2 MAP01 without monsters, camera exploration (the default world).
 - ``aapt/DoomTakeCover-v0``, ``aapt/DoomHealthGathering-v0``: ViZDoom scenarios with rewards.
-- ``aapt/NeuralDoom-v0``: the neural Doom world (``envs.neural.NeuralWorldEnv``); pass
-  ``world=<path to a world directory>`` until a default world ships at ``DEFAULT_WORLD``.
-  ``gym.make_vec("aapt/NeuralDoom-v0", num_envs=8, world=...)`` gives the natively batched
+- ``aapt/NeuralDoom-v0``: the neural Doom world (``envs.neural.NeuralWorldEnv``), by default
+  the trained world shipped at ``DEFAULT_WORLD``; ``world=<path to a world directory>`` picks
+  another. ``gym.make_vec("aapt/NeuralDoom-v0", num_envs=8)`` gives the natively batched
   ``envs.vector.NeuralWorldVectorEnv`` (one generator forward per step for all envs).
 """
 
@@ -17,7 +17,7 @@ import gymnasium as gym
 
 from envs.actions import FRAMES_PER_STEP
 
-# Where the default neural Doom world will ship (a later issue); absent until then.
+# The default neural Doom world, shipped in the repo (fp16, see its MODEL_CARD.md).
 DEFAULT_WORLD = Path(__file__).parents[1] / "worlds" / "doom"
 
 _REAL_DOOM = "envs.doom:DoomEnv"

@@ -56,12 +56,12 @@ SEED_HIGH = 2**31 - 1
 def resolve_world(world: World | str | os.PathLike | None,
                   device: str | torch.device | None = None) -> World:
     """A ``World``, or a path to a world directory (loaded with ``load_world``), or ``None`` for
-    the default world (not shipped yet: a clear error says to pass ``world=<path>``)."""
+    the default world shipped in the repo (``worlds/doom``)."""
     if world is None:
         if not DEFAULT_WORLD.is_dir():
             raise FileNotFoundError(
-                f"no default neural world is shipped yet (it will live at {DEFAULT_WORLD}): "
-                f"pass world=<path to a world directory>, e.g. "
+                f"no default neural world at {DEFAULT_WORLD} (the repo ships it there: is the "
+                f"checkout complete?): pass world=<path to a world directory>, e.g. "
                 f"gym.make('aapt/NeuralDoom-v0', world='runs/doom/world') after "
                 f"`aapt-world train stage=export`")
         world = DEFAULT_WORLD

@@ -173,6 +173,6 @@ def test_cli_agent_train_exits_0(tiny_world_dir, tmp_path) -> None:
         [sys.executable, "-m", "aapt_world.cli", "agent", "train", "--world",
          str(tiny_world_dir), "--out", str(out), "--num-envs", "2", "--steps", "32",
          "--n-steps", "16", "--batch-size", "16", "--n-epochs", "1", "--device", "cpu",
-         "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+         "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.zip").is_file() and '"num_timesteps": 32' in proc.stdout

@@ -17,9 +17,9 @@ $T stage=vae run.steps=3200 run.batch_size=4 data.clip_steps=4 run.log_every=25 
    optim.decay_start=2300 optim.decay_steps=900 optim.min_lr_ratio=0.05
 $T stage=latents
 # stage 1: diffusion adaptation (from scratch: no pretrained video model offline)
-$T stage=diffusion run.steps=1300 run.batch_size=8 data.clip_steps=8 run.log_every=10 \
+$T stage=diffusion run.steps=1700 run.batch_size=8 data.clip_steps=8 run.log_every=10 \
    run.eval_every=250 run.ckpt_every=25 optim.lr=5e-4 optim.warmup_steps=50 \
-   optim.decay_start=850 optim.decay_steps=450 run.max_minutes=55
+   optim.decay_start=1150 optim.decay_steps=550 run.max_minutes=60
 # stage 2: consistency distillation into a 1-step generator
 $T stage=consistency run.steps=150 run.batch_size=8 data.clip_steps=8 run.log_every=5 \
    run.eval_every=75 run.ckpt_every=10 optim.lr=2e-4 optim.warmup_steps=10 run.max_minutes=15
