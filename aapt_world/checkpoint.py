@@ -43,6 +43,21 @@ def atomic_replace(path: Path, write: Any) -> None:
         raise
 
 
+def _index_path(path: Path) -> Path:
+    return path.with_name(path.name + ".index.json")
+
+
+def _shard_paths(path: Path) -> list[Path]:
+    stem = path.name[: -len(".safetensors")]
+    return sorted(path.parent.glob(f"{stem}-*-of-*.safetensors"))
+
+
+def weights_exist(path: str | Path) -> bool:
+    """Is there a checkpoint at ``path``, as one file or sharded (its index)?"""
+    path = Path(path)
+    return path.exists() or _index_path(path).exists()
+
+
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
                  dtype: torch.dtype | None = None, max_shard_bytes: int = 15 * 2**20) -> list[Path]:
     """Save ``tensors`` (optionally cast to ``dtype``) with JSON-able ``metadata``.
@@ -64,8 +79,12 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
             size = 0
         shards[-1][name] = tensor
         size += nbytes
+    index = _index_path(path)
+    stale = [index, *_shard_paths(path)]  # the other layout: removed once the new one is in
     if len(shards) == 1:
         atomic_replace(path, lambda tmp: save_file(shards[0], tmp, metadata=meta))
+        for old in stale:
+            old.unlink(missing_ok=True)
         return [path]
     stem = path.name[: -len(".safetensors")]
     files, weight_map = [], {}
@@ -74,16 +93,18 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         atomic_replace(shard_path, lambda tmp, s=shard: save_file(s, tmp, metadata=meta))
         files.append(shard_path)
         weight_map.update({name: shard_path.name for name in shard})
-    index = path.with_name(path.name + ".index.json")
     index_text = json.dumps({"metadata": meta, "weight_map": weight_map}, indent=1)
     atomic_replace(index, lambda tmp: Path(tmp).write_text(index_text))
+    for old in [path, *stale[1:]]:
+        if old not in files:
+            old.unlink(missing_ok=True)
     return [*files, index]
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a single-file or sharded checkpoint; returns (tensors, metadata with JSON decoded)."""
     path = Path(path)
-    index = path.with_name(path.name + ".index.json")
+    index = _index_path(path)
     try:
         if path.exists():
             from safetensors import safe_open

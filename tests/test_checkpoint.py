@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from aapt_world.checkpoint import CheckpointError, load_into, load_weights, save_weights
+from aapt_world.checkpoint import (
+    CheckpointError,
+    load_into,
+    load_weights,
+    save_weights,
+    weights_exist,
+)
 
 
 def tensors() -> dict[str, torch.Tensor]:
@@ -36,6 +42,26 @@ def test_sharded_round_trip(tmp_path: Path) -> None:
     files[1].unlink()
     with pytest.raises(CheckpointError, match="model-00002-of-00004.safetensors.*missing"):
         load_weights(path)
+
+
+def test_layout_switch_leaves_no_stale_files(tmp_path: Path) -> None:
+    """A checkpoint that grows past one shard (or shrinks back) replaces the other layout:
+    loading never picks up stale weights, and weights_exist sees both layouts."""
+    path = tmp_path / "model.safetensors"
+    assert not weights_exist(path)
+    save_weights(path, tensors(), {"config": {"v": 1}})
+    big = {k: v + 1 if v.is_floating_point() else v for k, v in tensors().items()}
+    save_weights(path, big, {"config": {"v": 2}}, max_shard_bytes=20_000)
+    assert not path.exists() and weights_exist(path)
+    loaded, meta = load_weights(path)
+    assert meta["config"] == {"v": 2} and torch.equal(loaded["layer0.weight"], big["layer0.weight"])
+    save_weights(path, big, {"config": {"v": 3}}, max_shard_bytes=40_000)  # fewer shards
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))  # 4 -> 2 shards
+    assert shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert load_weights(path)[1]["config"] == {"v": 3}
+    save_weights(path, tensors(), {"config": {"v": 4}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    assert load_weights(path)[1]["config"] == {"v": 4}
 
 
 def test_missing_and_corrupt(tmp_path: Path) -> None:

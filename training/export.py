@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from aapt_world.checkpoint import weights_exist
 from aapt_world.conditions import ConditionConfig
 from aapt_world.heads import HeadsConfig
 from aapt_world.world import WorldConfig, build_world, save_world
@@ -31,7 +32,7 @@ GENERATOR_STAGES = (("adversarial", "generator"), ("consistency", "model"), ("di
 def _source(cfg: TrainConfig) -> tuple[str, str]:
     """(stage, module prefix) of the generator to export."""
     wanted = [(s, n) for s, n in GENERATOR_STAGES if cfg.export.source in ("auto", s)]
-    source = next(((s, n) for s, n in wanted if (stage_dir(cfg, s) / WEIGHTS).exists()), None)
+    source = next(((s, n) for s, n in wanted if weights_exist(stage_dir(cfg, s) / WEIGHTS)), None)
     if source is None:
         which = "stage=diffusion (and later stages)" if cfg.export.source == "auto" else \
             f"stage={cfg.export.source}"
@@ -48,7 +49,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     source = _source(cfg)
     sample_steps = ex.sample_steps or (cfg.diffusion.sample_steps if source[0] == "diffusion"
                                        else 1)
-    heads_trained = (stage_dir(cfg, "heads") / WEIGHTS).exists()
+    heads_trained = weights_exist(stage_dir(cfg, "heads") / WEIGHTS)
     config = WorldConfig(
         vae=dataclasses.replace(cfg.model.vae, light_decoder=light_decoder),
         dit=cfg.model.dit,

@@ -36,7 +36,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from aapt_world.checkpoint import atomic_replace, load_into, load_weights, save_weights
+from aapt_world.checkpoint import (
+    atomic_replace,
+    load_into,
+    load_weights,
+    save_weights,
+    weights_exist,
+)
 from training.config import TrainConfig
 
 WEIGHTS = "model.safetensors"
@@ -152,7 +158,7 @@ def config_metadata(cfg: TrainConfig) -> dict[str, Any]:
 def load_stage_weights(cfg: TrainConfig, stage: str, modules: dict[str, torch.nn.Module]) -> None:
     """Load modules saved by an earlier stage of this run (``<out_dir>/<stage>``)."""
     path = stage_dir(cfg, stage) / WEIGHTS
-    if not path.exists():
+    if not weights_exist(path):
         raise FileNotFoundError(f"stage {cfg.stage!r} needs the {stage!r} stage's weights at "
                                 f"{path}: run `aapt-world train stage={stage}` first")
     tensors, _ = load_weights(path)
@@ -235,7 +241,7 @@ class Trainer:
         elif "modules" in state:
             for name, m in self.modules.items():
                 load_into(unwrap(m), state["modules"][name], f"{state_path} [{name}]")
-        elif weights.exists():  # checkpoints written before the weights joined the state
+        elif weights_exist(weights):  # checkpoints written before the weights joined the state
             load_stage_weights(self.cfg, self.dir.name,
                                {name: unwrap(m) for name, m in self.modules.items()})
         else:
@@ -246,7 +252,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         if self.ranks.is_main:
-            if not weights.exists() or load_weights(weights)[1].get("step") != self.step:
+            if not weights_exist(weights) or load_weights(weights)[1].get("step") != self.step:
                 self.export(state.get("modules"))  # killed between the state and the export
             for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
                 self._truncate_log(self.dir / file)
