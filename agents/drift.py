@@ -406,7 +406,9 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
     if card:
         from aapt_world.world import update_card
 
-        update_card(world_dir, metrics={"drift": card_metrics(report)})
+        metrics = worlds["neural"].card.get("metrics", {})  # keep families of earlier runs
+        drift = {**metrics.get("drift", {}), **card_metrics(report)}
+        update_card(world_dir, metrics={**metrics, "drift": drift})
     return report
 
 

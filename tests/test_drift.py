@@ -167,7 +167,10 @@ def test_drift_card_writes_metrics_into_the_model_card(tiny_world_dir, tmp_path)
     before = load_world(world_dir).generator.state_dict()
     main(["drift", "--world", str(world_dir), "--steps", "4", "--families", "spin",
           "--out", str(tmp_path / "drift"), "--map", "MAP01", "--card"])
+    main(["drift", "--world", str(world_dir), "--steps", "3", "--families", "walk",
+          "--out", str(tmp_path / "drift2"), "--map", "MAP01", "--card"])  # merges, keeps spin
     world = load_world(world_dir)
+    assert world.card["metrics"]["drift"]["walk"]["frames"] == 12
     spin = world.card["metrics"]["drift"]["spin"]
     assert spin["frames"] == 16 and spin["fps"] > 0 and 0 < spin["psnr_last"] <= M.PSNR_CAP
     assert world.card["name"] == "tiny test world"  # the rest of the card is kept

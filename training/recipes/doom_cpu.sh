@@ -32,7 +32,7 @@ stage_consistency() {  # stage 2: a short distillation, it only initialises stag
     run.eval_every=40 run.ckpt_every=10 optim.lr=2e-4 optim.warmup_steps=10 run.max_minutes=9
 }
 stage_adversarial() {  # stage 3: AAPT with student forcing, what the CPU budget allows
-  train stage=adversarial run.steps=400 run.batch_size=2 data.clip_steps=6 \
+  train stage=adversarial run.steps=550 run.batch_size=2 data.clip_steps=6 \
     adversarial.rollout_steps=6 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
     run.log_every=5 run.eval_every=50 run.ckpt_every=5 optim.warmup_steps=10 \
     run.max_minutes=40
