@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from agents.drift import fmt, run_drift
 from envs import DEFAULT_WORLD
 
 
@@ -23,7 +24,6 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     late = ", ".join(f"{k} {s['late_mean']:.1f} (real 5-95 %: {s['real_p5']:.1f}-"
                      f"{s['real_p95']:.1f}, {100 * s['late_in_range']:.0f} % of late frames in)"
                      for k, s in stats.items())
-    fmt = lambda x, spec=".2f": "n/a" if x is None else format(x, spec)  # noqa: E731
     return [
         f"world:      {report['world']} ({ev.get('nfe', 1)} NFE per 4 video frames), "
         f"{report['width']}x{report['height']}, map {report['map']}",
@@ -55,8 +55,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-
-    from agents.drift import run_drift
 
     report = run_drift(args.world, families=[], long_steps=args.steps, out=args.out, video=True,
                        seed=args.seed, doom_map=args.map)

@@ -267,7 +267,7 @@ def _plots(out: Path, results: dict[str, dict[str, Any]]) -> list[str]:
     return written
 
 
-def _fmt(x: Any, spec: str = ".2f") -> str:
+def fmt(x: Any, spec: str = ".2f") -> str:
     missing = x is None or (isinstance(x, float) and not math.isfinite(x))
     return "n/a" if missing else format(x, spec)
 
@@ -289,36 +289,36 @@ def _markdown(report: dict[str, Any]) -> str:
     for family, res in report["families"].items():
         for gen, ev in res["generators"].items():
             st, af = ev["stats"], ev["action_following"]["neural"]
-            in_range = "/".join(_fmt(st[k]["late_in_range"]) for k in st)
-            lines.append(f"| {family} | {gen} | {ev.get('nfe', 1)} | {_fmt(ev['fps'], '.1f')} | "
-                         f"{_fmt(ev['psnr_buckets'][0] if ev['psnr_buckets'] else None)} | "
-                         f"{_fmt(ev['psnr_buckets'][-1] if ev['psnr_buckets'] else None)} | "
-                         f"{_fmt(ev['ssim_buckets'][-1] if ev['ssim_buckets'] else None, '.3f')} | "
-                         f"{in_range} | {_fmt(ev['flicker']['ratio'])} | "
-                         f"{_fmt(af['sign_accuracy'])} | {_fmt(af['pearson'])} |")
+            in_range = "/".join(fmt(st[k]["late_in_range"]) for k in st)
+            lines.append(f"| {family} | {gen} | {ev.get('nfe', 1)} | {fmt(ev['fps'], '.1f')} | "
+                         f"{fmt(ev['psnr_buckets'][0] if ev['psnr_buckets'] else None)} | "
+                         f"{fmt(ev['psnr_buckets'][-1] if ev['psnr_buckets'] else None)} | "
+                         f"{fmt(ev['ssim_buckets'][-1] if ev['ssim_buckets'] else None, '.3f')} | "
+                         f"{in_range} | {fmt(ev['flicker']['ratio'])} | "
+                         f"{fmt(af['sign_accuracy'])} | {fmt(af['pearson'])} |")
     lines.append("")
     for family, res in report["families"].items():
         lines += [f"## {family} ({res['steps']} steps, {res['frames']} frames)", ""]
         for gen, ev in res["generators"].items():
             nb = len(ev["psnr_buckets"])
-            lines += [f"### {gen} — {_fmt(ev['fps'], '.1f')} video fps", "",
+            lines += [f"### {gen} — {fmt(ev['fps'], '.1f')} video fps", "",
                       "| bucket | " + " | ".join(str(i + 1) for i in range(nb)) + " |",
                       "|---|" + "---|" * nb,
-                      "| PSNR | " + " | ".join(_fmt(v) for v in ev["psnr_buckets"]) + " |",
-                      "| SSIM | " + " | ".join(_fmt(v, ".3f") for v in ev["ssim_buckets"]) + " |",
+                      "| PSNR | " + " | ".join(fmt(v) for v in ev["psnr_buckets"]) + " |",
+                      "| SSIM | " + " | ".join(fmt(v, ".3f") for v in ev["ssim_buckets"]) + " |",
                       "", "| stat | real p5 | real p95 | late mean | late in range |",
                       "|---|---|---|---|---|"]
             for name, s in ev["stats"].items():
-                lines.append(f"| {name} | {_fmt(s['real_p5'])} | {_fmt(s['real_p95'])} | "
-                             f"{_fmt(s['late_mean'])} | {_fmt(s['late_in_range'])} |")
+                lines.append(f"| {name} | {fmt(s['real_p5'])} | {fmt(s['real_p95'])} | "
+                             f"{fmt(s['late_mean'])} | {fmt(s['late_in_range'])} |")
             fl, af = ev["flicker"], ev["action_following"]
-            lines += ["", f"- flicker: neural {_fmt(fl['neural'])}, real {_fmt(fl['real'])}, "
-                      f"ratio {_fmt(fl['ratio'])}",
+            lines += ["", f"- flicker: neural {fmt(fl['neural'])}, real {fmt(fl['real'])}, "
+                      f"ratio {fmt(fl['ratio'])}",
                       "", "| action following | sign acc | pearson | turn steps |",
                       "|---|---|---|---|"]
             for who in ("neural", "real_video", "real_pose"):
                 a = af[who]
-                lines.append(f"| {who} | {_fmt(a['sign_accuracy'])} | {_fmt(a['pearson'])} | "
+                lines.append(f"| {who} | {fmt(a['sign_accuracy'])} | {fmt(a['pearson'])} | "
                              f"{a['n_turn_steps']} |")
             lines.append("")
     if report.get("video"):

@@ -81,12 +81,11 @@ def test_flicker_and_range_fraction_and_buckets():
 
 
 def test_drift_cli_on_tiny_world(tiny_world_dir, tmp_path):
-    from aapt_world.cli import main
-    from agents.drift import family_commands
-
     import dataclasses
 
+    from aapt_world.cli import main
     from aapt_world.world import load_world, save_world
+    from agents.drift import family_commands
 
     out = tmp_path / "drift"
     # an N-step "diffusion baseline": the same world sampled with 3 Euler steps per frame
