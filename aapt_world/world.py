@@ -159,7 +159,9 @@ def render_card(world: World) -> str:
              f"- action space: {cfg.action_type}; condition: {cfg.condition.kind}",
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
              f"{cfg.sample_steps} NFE per latent frame",
-             f"- start frames: {len(world.start_frames)}", ""]
+             f"- start frames: {len(world.start_frames)}"]
+    lines += [f"- {key}: `{card[key]}`" for key in ("recipe", "evaluation") if key in card]
+    lines.append("")
     for key in ("data", "training", "compute", "metrics"):
         if key in card:
             lines += [f"## {key}", "", "```json", json.dumps(card[key], indent=1), "```", ""]
