@@ -165,12 +165,8 @@ class StreamingSession:
         shape = self.prev.shape[1:]
         noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                              for g in self._rngs])
-        conditions = conditions.to(self.device, self.dtype)
-        if self.sample_steps == 1:
-            x = self.generator.generate_step(noise, self.prev, conditions, self.caches[0])
-        else:
-            x = self.generator.sample_step(noise, self.prev, conditions, self.caches,
-                                           self.timesteps)
+        x = self.generator.sample_step(noise, self.prev, conditions.to(self.device, self.dtype),
+                                       self.caches, self.timesteps)
         self.prev = x
         t1 = time.perf_counter()
         frames, self.decode_state = self.vae.decode_step(self.vae.denormalize(x.unsqueeze(2)),

@@ -27,6 +27,9 @@ def euler_schedule(steps: int, shift: float, device: torch.device | None = None)
     return shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, device=device), shift)
 
 
+ONE_STEP = (1.0, 0.0)  # the 1-NFE generator's schedule: t = 1 -> 0 in one Euler step
+
+
 class WorldModel(nn.Module):
     def __init__(self, dit: DiTConfig, condition: ConditionConfig) -> None:
         super().__init__()
@@ -56,8 +59,9 @@ class WorldModel(nn.Module):
     def generate_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor, cache: KVCache
                       ) -> Tensor:
         """The 1-NFE generator step used by inference AND student-forcing training:
-        ``x_{k+1} = eps - v(eps, x_k, c_{k+1}; t = 1)`` (flow matching's one step from t=1 to 0)."""
-        return noise - self.step(noise, prev, frame_conds, 1.0, cache)
+        ``x_{k+1} = eps - v(eps, x_k, c_{k+1}; t = 1)`` (flow matching's one step from t=1 to 0),
+        i.e. :meth:`sample_step` with one cache and the schedule (1, 0)."""
+        return self.sample_step(noise, prev, frame_conds, (cache,), ONE_STEP)
 
     def sample_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor,
                     caches: Sequence[KVCache], timesteps: Sequence[float]) -> Tensor:
@@ -67,7 +71,7 @@ class WorldModel(nn.Module):
         Stage 1 trains with ONE noise level per clip, so the frames a query at t_i attends to
         were themselves at t_i. Cache i therefore keeps every past frame's keys at t_i (written
         by that frame's own i-th Euler step): N cached steps per frame, exact in distribution,
-        no window recomputation. With N = 1 this is :meth:`generate_step`.
+        no window recomputation. With N = 1 and (1, 0) this is :meth:`generate_step`.
         """
         if len(timesteps) != len(caches) + 1:
             raise ValueError(f"need len(caches) + 1 timesteps, got {len(timesteps)} for "

@@ -220,20 +220,20 @@ def test_make_vec_gives_the_native_batched_env(tiny_world_dir) -> None:
 def test_one_batched_forward_per_step(tiny_world_dir, monkeypatch) -> None:
     venv = NeuralWorldVectorEnv(tiny_world_dir, num_envs=4, max_episode_steps=2)
     calls = {"session": 0, "generator": 0}
-    session_step, generate_step = venv.session.step, venv.world.generator.generate_step
+    session_step, generator_step = venv.session.step, venv.world.generator.step
 
     def count_session(conds):
         calls["session"] += 1
         assert conds.shape[0] == 4
         return session_step(conds)
 
-    def count_generator(noise, *args):
+    def count_generator(noise, *args):  # one DiT forward over the new frame, all envs at once
         calls["generator"] += 1
         assert noise.shape[0] == 4
-        return generate_step(noise, *args)
+        return generator_step(noise, *args)
 
     monkeypatch.setattr(venv.session, "step", count_session)
-    monkeypatch.setattr(venv.world.generator, "generate_step", count_generator)
+    monkeypatch.setattr(venv.world.generator, "step", count_generator)
     venv.reset(seed=0)
     for _ in range(5):  # includes two same-step autoresets
         venv.step(np.array([1, 2, 3, 4]))

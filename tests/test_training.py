@@ -8,7 +8,6 @@ All runs are tiny (64x48 video, a 2-block DiT, batch 2, a few steps) and single-
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shutil
@@ -35,6 +34,7 @@ from training.latents import LatentClipDataset
 from training.stages import adversarial as adv
 from training.stages.diffusion import build_world_model, diffusion_loss, latent_batch
 from training.train import run_stage
+from training.trainer import read_log
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
@@ -65,11 +65,6 @@ def make_cfg(items: list[str]) -> TrainConfig:
         cfg = OmegaConf.to_object(compose("train", overrides=items))
     assert isinstance(cfg, TrainConfig)
     return cfg
-
-
-def read_log(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def randomize(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:

@@ -24,7 +24,15 @@ from aapt_world.world import WorldConfig, build_world, save_world
 from training.config import TrainConfig
 from training.dataset import ClipDataset
 from training.latents import read_stats
-from training.trainer import WEIGHTS, Dist, load_stage_weights, stage_dir
+from training.trainer import (
+    LOG,
+    VAL_LOG,
+    WEIGHTS,
+    Dist,
+    load_stage_weights,
+    read_log,
+    stage_dir,
+)
 
 GENERATOR_STAGES = (("adversarial", "generator"), ("consistency", "model"), ("diffusion", "model"))
 
@@ -45,7 +53,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     if not ranks.is_main:
         return {}
     ex = cfg.export
-    light_decoder = ex.light_decoder
+    light_decoder = ex.light_decoder  # also picks which decoder is loaded below
     source = _source(cfg)
     sample_steps = ex.sample_steps or (cfg.diffusion.sample_steps if source[0] == "diffusion"
                                        else 1)
@@ -90,22 +98,15 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     return {"generator_stage": float(GENERATOR_STAGES.index(source))}
 
 
-def _rows(path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    header, *rows = path.read_text().strip().splitlines()
-    return [{k: float(v) for k, v in zip(header.split(","), row.split(","))} for row in rows]
-
-
 def _stage_summary(cfg: TrainConfig, stage: str, max_gap_s: float = 600.0) -> dict | None:
     """Steps, wall time (sum of gaps between log rows, pauses between sessions left out), the
     last training log row and the last validation row of a stage."""
-    rows = _rows(stage_dir(cfg, stage) / "log.csv")
+    rows = read_log(stage_dir(cfg, stage) / LOG)
     if not rows:
         return None
     gaps = [b["time"] - a["time"] for a, b in zip(rows, rows[1:])]
     wall = sum(g for g in gaps if g < max_gap_s)
-    val = _rows(stage_dir(cfg, stage) / "val_log.csv")
+    val = read_log(stage_dir(cfg, stage) / VAL_LOG)
     drop = ("time",)
     return {"steps": int(rows[-1]["step"]), "wall_minutes": round(wall / 60, 1),
             "last": {k: round(v, 4) for k, v in rows[-1].items() if k not in drop},

@@ -334,11 +334,20 @@ class Trainer:
         limit = self.cfg.run.max_minutes
         if limit <= 0:
             return False
-        flag = torch.tensor([float(elapsed >= 60.0 * limit)])
-        if self.ranks.world_size > 1:
-            flag = flag.to("cuda" if dist.get_backend() == "nccl" else "cpu")
-            dist.broadcast(flag, src=0)
+        done = elapsed >= 60.0 * limit
+        if self.ranks.world_size == 1:
+            return done
+        flag = torch.tensor([float(done)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.broadcast(flag, src=0)
         return bool(flag.item())
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    """The rows of a stage's ``log.csv`` / ``val_log.csv`` as floats ([] if absent)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def autocast(device: torch.device) -> Any:
