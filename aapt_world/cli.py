@@ -8,6 +8,8 @@
     aapt-world play --world DIR          play a neural world with the keyboard (pygame-ce)
     aapt-world agent train|eval ...      PPO in a neural world; eval in the real / neural world
     aapt-world drift --world DIR         long-horizon drift of a neural world vs the real game
+    aapt-world ladder --world DIR        the fidelity ladder: VAE, teacher-forced, no-op hold,
+                                         loop closure, rollouts, with baselines; image strip
     aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
 """
 
@@ -87,9 +89,15 @@ def _drift(argv: list[str]) -> None:
     main(argv)
 
 
+def _ladder(argv: list[str]) -> None:
+    from agents.ladder import main
+
+    main(argv)
+
+
 COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
-            "drift": _drift}
+            "drift": _drift, "ladder": _ladder}
 
 
 def main(argv: list[str] | None = None) -> None:

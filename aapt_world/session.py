@@ -151,16 +151,23 @@ class StreamingSession:
         return to_uint8_frames(frames[:, :, -1])
 
     @torch.inference_mode()
-    def step(self, conditions: Tensor) -> Tensor:
+    def step(self, conditions: Tensor, recycled: Tensor | None = None) -> Tensor:
         """Advance every stream by one latent frame. ``conditions``: (B, 4, A) per-frame.
 
-        Returns uint8 (B, 4, H, W, 3): the 4 new video frames of each stream.
+        ``recycled`` (B, C, h, w), normalised latents: teacher forcing, condition on this as
+        the previous frame (e.g. the encoder's latent of the real frames) instead of the
+        stream's own last output. Returns uint8 (B, 4, H, W, 3): the 4 new video frames.
         """
         if not self.caches or not bool(self._started.all()):
             raise RuntimeError("reset() every stream before step()")
         if conditions.ndim != 3 or conditions.shape[:2] != (self.batch_size, FRAMES_PER_STEP):
             raise ValueError(f"conditions must be ({self.batch_size}, {FRAMES_PER_STEP}, A), "
                              f"got {tuple(conditions.shape)}")
+        if recycled is not None:
+            if recycled.shape != self.prev.shape:
+                raise ValueError(f"recycled must be {tuple(self.prev.shape)} latents, got "
+                                 f"{tuple(recycled.shape)}")
+            self.prev = recycled.to(self.device, self.dtype)
         t0 = time.perf_counter()
         shape = self.prev.shape[1:]
         noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)

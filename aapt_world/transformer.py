@@ -56,6 +56,14 @@ class DiTConfig:
     timestep_scale: float = 1000.0  # t in [0, 1] is scaled by this before the sinusoid
     timestep_max_period: float = 10000.0
     norm_eps: float = 1e-6
+    # Skip to the recycled frame: v = net + t (x_t - prev), so the one-step (t = 1) prediction
+    # x0 = x_t - t v starts as the previous latent ("nothing moved") and the net learns the
+    # change; at t -> 0 it is the plain v-prediction.
+    prev_skip: bool = False
+    # Context-noise augmentation (GameNGen): the recycled frame may be noised to a level in
+    # [0, context_noise_max], given to the model in this many buckets (0 = no level input).
+    context_noise_buckets: int = 0
+    context_noise_max: float = 0.7
 
     def __post_init__(self) -> None:
         if self.dim % self.heads != 0:
@@ -195,6 +203,8 @@ class BlockCausalDiT(nn.Module):
         if cfg.cond_dim > 0:
             self.cond_tokens = nn.Linear(cfg.cond_dim, d)  # == channel concat of the condition
             self.cond_embed = _embed_mlp(cfg.cond_dim, d)  # -> adaLN
+        if cfg.context_noise_buckets > 0:  # one learned adaLN offset per context-noise bucket
+            self.context_noise_embed = nn.Embedding(cfg.context_noise_buckets, d)
         if cfg.context_tokens > 0:
             self.context_in = nn.Linear(cfg.context_dim or d, d)
             self.context_pos = nn.Parameter(torch.zeros(cfg.context_tokens, d))
@@ -215,6 +225,8 @@ class BlockCausalDiT(nn.Module):
         for m in self.t_embed:
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02)
+        if self.cfg.context_noise_buckets > 0:
+            nn.init.normal_(self.context_noise_embed.weight, std=0.02)
         if self.cfg.context_tokens > 0:
             nn.init.normal_(self.context_pos, std=0.02)
             nn.init.normal_(self.context_cond, std=0.02)
@@ -232,8 +244,23 @@ class BlockCausalDiT(nn.Module):
             raise ValueError(f"latent size {h}x{w} not divisible by patch_size {p}")
         return h // p, w // p
 
+    def context_noise_bucket(self, level: Tensor) -> Tensor:
+        """Context-noise levels in [0, context_noise_max] -> bucket indices (nearest)."""
+        n, top = self.cfg.context_noise_buckets, self.cfg.context_noise_max
+        return (level.float() / top * (n - 1)).round().clamp(0, n - 1).long()
+
+    def _skip(self, v: Tensor, noisy: Tensor, prev: Tensor, t: Tensor | float) -> Tensor:
+        """Add the skip t (x_t - prev) to v (B, C, T, h, w) when ``prev_skip`` is on."""
+        if not self.cfg.prev_skip:
+            return v
+        t = torch.as_tensor(t, device=v.device, dtype=v.dtype)
+        b, nt = v.shape[0], v.shape[2]
+        t = t.view(b, 1, 1, 1, 1) if t.dim() == 1 else t.expand(b, nt).reshape(b, 1, nt, 1, 1)
+        return v + t * (noisy - prev)
+
     def _embed(
-        self, noisy: Tensor, prev: Tensor, cond: Tensor | None, t: Tensor | float
+        self, noisy: Tensor, prev: Tensor, cond: Tensor | None, t: Tensor | float,
+        context_level: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """-> tokens (B, T, S, dim), activated conditioning (B, T, dim)."""
         b, _, nt, h, w = noisy.shape
@@ -253,6 +280,11 @@ class BlockCausalDiT(nn.Module):
                 raise ValueError(f"cond must have shape {(b, nt, self.cfg.cond_dim)}, got {got}")
             x = x + self.cond_tokens(cond)[:, :, None, :]
             c = c + self.cond_embed(cond)
+        if self.cfg.context_noise_buckets > 0:  # no level given = a clean context
+            level = (torch.zeros(b, nt, device=x.device) if context_level is None
+                     else torch.as_tensor(context_level, device=x.device).float())
+            level = level.view(b, 1).expand(b, nt) if level.dim() == 1 else level.expand(b, nt)
+            c = c + self.context_noise_embed(self.context_noise_bucket(level)).to(c.dtype)
         return x, F.silu(c)
 
     def _context_stream(self, context: Tensor) -> Stream:
@@ -294,6 +326,7 @@ class BlockCausalDiT(nn.Module):
         t: Tensor | float,
         context: Tensor | None = None,
         return_hidden: Sequence[int] | None = None,
+        context_level: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Whole clip in parallel under the block-causal sliding-window mask.
 
@@ -303,7 +336,7 @@ class BlockCausalDiT(nn.Module):
         b, _, nt, h, w = noisy.shape
         hp, wp = self._grid(h, w)
         n = hp * wp
-        x, c = self._embed(noisy, prev, cond, t)
+        x, c = self._embed(noisy, prev, cond, t, context_level)
         n_ctx = self.cfg.context_tokens if context is not None else 0
         layout = parallel_layout(nt, n, self.cfg.window, n_ctx)
         dev, dt = x.device, x.dtype
@@ -333,7 +366,7 @@ class BlockCausalDiT(nn.Module):
             return [o[:, :, :n_ctx], o[:, :, n_ctx:]] if n_ctx else [o]
 
         xs, hidden = self._run_blocks(streams, attend_fn, return_hidden)
-        v = self._unpatchify(xs[-1], c, h, w)
+        v = self._skip(self._unpatchify(xs[-1], c, h, w), noisy, prev, t)
         return (v, hidden) if return_hidden is not None else v
 
     # ------------------------------------------------------------------ cached path
@@ -382,6 +415,7 @@ class BlockCausalDiT(nn.Module):
         t: Tensor | float,
         cache: KVCache,
         return_hidden: Sequence[int] | None = None,
+        context_level: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """One latent frame per item: ``noisy``/``prev`` (B, C, h, w), ``cond`` (B, cond_dim),
         ``t`` float or (B,). Writes this frame into ``cache`` and returns v (B, C, h, w)
@@ -391,7 +425,7 @@ class BlockCausalDiT(nn.Module):
         if hp * wp != cache.tokens_per_frame:
             raise ValueError("latent size does not match the cache's tokens_per_frame")
         x, c = self._embed(noisy.unsqueeze(2), prev.unsqueeze(2),
-                           None if cond is None else cond.unsqueeze(1), t)
+                           None if cond is None else cond.unsqueeze(1), t, context_level)
         plan: StepPlan = cache.begin_step()
         dev, dt = x.device, x.dtype
         spatial = self.rope.spatial_rotation(hp, wp, dev, dt)
@@ -406,7 +440,8 @@ class BlockCausalDiT(nn.Module):
             return [self.blocks[layer].attn.attend(q, keys, cache.v[layer], plan.key_valid)]
 
         xs, hidden = self._run_blocks([(x, c, spatial)], attend_fn, return_hidden)
-        v = self._unpatchify(xs[-1], c, h, w).squeeze(2)
+        v = self._unpatchify(xs[-1], c, h, w)
+        v = self._skip(v, noisy.unsqueeze(2), prev.unsqueeze(2), t).squeeze(2)
         return (v, hidden) if return_hidden is not None else v
 
 

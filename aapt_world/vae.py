@@ -48,7 +48,9 @@ class VAEConfig:
     dec_temporal_blocks: int = 2
     dec_channels: int = 64  # per-frame 2D decoder width at H/8
     dec_blocks: int = 1
-    temporal_kernel: int = 3  # causal kernel over latent steps; k-1 steps are cached
+    temporal_kernel: int = 3  # causal kernel over latent steps; k-1 steps are cached. 1 = each
+    # latent frame is encoded/decoded from its own 4 frames only: a per-group latent, so that
+    # consecutive latents are close when the frames are (what a world model can predict)
     norm_groups: int = 8
     light_decoder: bool = False  # build the LightDecoder as `CausalVideoVAE.decoder`
     light_temporal_channels: int = 64
@@ -94,6 +96,25 @@ class DiagonalGaussian:
     def kl(self) -> Tensor:
         """Mean per-element KL to N(0, I) (scalar)."""
         return kl_divergence(self.mean, self.logvar).mean()
+
+
+def adapt_temporal_kernel(tensors: dict[str, Tensor], kernel: int) -> dict[str, Tensor]:
+    """VAE weights for another ``temporal_kernel``: each causal temporal conv keeps the weights
+    of the steps both kernels see (the newest ones); steps a larger kernel adds start at zero.
+    Lets a VAE trained with one kernel initialise one with another (e.g. 3 -> 1)."""
+    out = dict(tensors)
+    for name, w in tensors.items():
+        if not name.endswith(".tconv.weight"):
+            continue
+        c = w.shape[0]
+        old = w.shape[1] // c  # the conv's input stacks k steps of c channels, oldest first
+        if old == kernel:
+            continue
+        keep = min(old, kernel)
+        new = w.new_zeros(c, kernel * c, *w.shape[2:])
+        new[:, (kernel - keep) * c:] = w[:, (old - keep) * c:]
+        out[name] = new
+    return out
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:

@@ -45,26 +45,31 @@ class WorldModel(nn.Module):
         return self.dit.cfg
 
     def forward(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
-                return_hidden: Sequence[int] | None = None) -> Tensor | tuple[Tensor, list]:
-        """Whole clip: latents (B, C, T, h, w), frame_conds (B, T, 4, ...) -> v (B, C, T, h, w)."""
-        return self.dit(noisy, prev, self.cond(frame_conds), t, return_hidden=return_hidden)
+                return_hidden: Sequence[int] | None = None, context_level: Tensor | None = None
+                ) -> Tensor | tuple[Tensor, list]:
+        """Whole clip: latents (B, C, T, h, w), frame_conds (B, T, 4, ...) -> v (B, C, T, h, w).
+        ``context_level`` (B,) or (B, T): how much noise the recycled frames carry (None = 0)."""
+        return self.dit(noisy, prev, self.cond(frame_conds), t, return_hidden=return_hidden,
+                        context_level=context_level)
 
     def step(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
-             cache: KVCache, return_hidden: Sequence[int] | None = None
-             ) -> Tensor | tuple[Tensor, list]:
+             cache: KVCache, return_hidden: Sequence[int] | None = None,
+             context_level: Tensor | None = None) -> Tensor | tuple[Tensor, list]:
         """One latent frame: (B, C, h, w) latents, frame_conds (B, 4, ...) -> v (B, C, h, w)."""
         cond = self.cond(frame_conds.unsqueeze(1))[:, 0]
-        return self.dit.step(noisy, prev, cond, t, cache, return_hidden=return_hidden)
+        return self.dit.step(noisy, prev, cond, t, cache, return_hidden=return_hidden,
+                             context_level=context_level)
 
-    def generate_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor, cache: KVCache
-                      ) -> Tensor:
+    def generate_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor, cache: KVCache,
+                      context_level: Tensor | None = None) -> Tensor:
         """The 1-NFE generator step used by inference AND student-forcing training:
         ``x_{k+1} = eps - v(eps, x_k, c_{k+1}; t = 1)`` (flow matching's one step from t=1 to 0),
         i.e. :meth:`sample_step` with one cache and the schedule (1, 0)."""
-        return self.sample_step(noise, prev, frame_conds, (cache,), ONE_STEP)
+        return self.sample_step(noise, prev, frame_conds, (cache,), ONE_STEP, context_level)
 
     def sample_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor,
-                    caches: Sequence[KVCache], timesteps: Sequence[float]) -> Tensor:
+                    caches: Sequence[KVCache], timesteps: Sequence[float],
+                    context_level: Tensor | None = None) -> Tensor:
         """N-step Euler sampling of one latent frame, N = len(caches) = len(timesteps) - 1:
         ``x <- x + (t_{i+1} - t_i) v(x, x_k, c_{k+1}; t_i)`` from ``x = eps`` at t_0 = 1.
 
@@ -79,7 +84,8 @@ class WorldModel(nn.Module):
         x = noise
         for i, cache in enumerate(caches):
             t, t_next = timesteps[i], timesteps[i + 1]
-            x = x + (t_next - t) * self.step(x, prev, frame_conds, t, cache)
+            x = x + (t_next - t) * self.step(x, prev, frame_conds, t, cache,
+                                             context_level=context_level)
         return x
 
     def init_cache(self, batch_size: int, latent_size: tuple[int, int] | None = None) -> KVCache:

@@ -86,12 +86,17 @@ class VAEStageConfig:
     l1_weight: float = 1.0
     ssim_weight: float = 0.5  # multi-scale SSIM: sharpness without a downloaded perceptual net
     gradient_weight: float = 0.5  # L1 on image gradients: keeps edges crisp
+    decoder_noise: float = 0.0  # decoders also train on latents + s * std(latent) * n with
+    # s ~ U(0, decoder_noise) per clip: an imperfect predicted latent then decodes to a
+    # plausible frame rather than mush (0 = off)
 
 
 @dataclass
 class DiffusionStageConfig:
     timestep_shift: float = 3.0  # shift(t, s) = s t / (1 + (s - 1) t); paper: 24 at 736x416
     sample_steps: int = 32  # Euler steps when sampling the diffusion model (eval, baselines)
+    context_noise: float = 0.0  # max context-noise level of the recycled frames in training
+    # (per frame, U(0, max)); give the model the level with model.dit.context_noise_buckets
 
 
 @dataclass
@@ -173,6 +178,8 @@ class TrainConfig:
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),
+            (0 <= self.diffusion.context_noise < 1,
+             f"diffusion.context_noise must be in [0, 1), got {self.diffusion.context_noise}"),
             (self.export.source in ("auto", "adversarial", "consistency", "diffusion"),
              f"export.source must be auto, adversarial, consistency or diffusion, got "
              f"{self.export.source!r}"),

@@ -26,7 +26,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -172,9 +172,12 @@ class Trainer:
     """Runs one stage: resume, step loop, logging, atomic checkpoints."""
 
     def __init__(self, cfg: TrainConfig, stage_dir: Path, modules: dict[str, torch.nn.Module],
-                 optimizers: dict[str, torch.optim.Optimizer], ranks: Dist) -> None:
+                 optimizers: dict[str, torch.optim.Optimizer], ranks: Dist,
+                 adapt_init: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+                 | None = None) -> None:
         self.cfg, self.dir, self.ranks = cfg, stage_dir, ranks
         self.modules, self.optimizers = modules, optimizers
+        self.adapt_init = adapt_init  # maps run.init_from tensors onto this stage's layout
         self.step = 0
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -261,6 +264,8 @@ class Trainer:
     def initialise_from(self, path: Path) -> None:
         """Fresh stage: load every module from ``path`` (tensors named ``<module>.<param>``)."""
         tensors, _ = load_weights(path)
+        if self.adapt_init is not None:
+            tensors = self.adapt_init(tensors)
         for name, m in self.modules.items():
             prefix = f"{name}."
             load_into(unwrap(m), {k[len(prefix):]: v for k, v in tensors.items()

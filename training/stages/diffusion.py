@@ -61,12 +61,28 @@ def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_siz
     return z.contiguous(), frame_conds, rewards, terminated
 
 
+def noise_context(prev: torch.Tensor, max_level: float, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Context-noise augmentation of the recycled frames (B, C, T, h, w): each frame is moved
+    toward noise, ``(1 - s) x + s n`` with s ~ U(0, max_level) per frame. -> (noised, s (B, T)),
+    or (prev, None) when off."""
+    if max_level <= 0:
+        return prev, None
+    b, _, nt = prev.shape[:3]
+    s = torch.rand(b, nt, generator=generator, device=prev.device) * max_level
+    n = torch.randn(prev.shape, generator=generator, device=prev.device, dtype=prev.dtype)
+    return add_noise(prev, n, s.to(prev.dtype)), s
+
+
 def diffusion_loss(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.Tensor,
-                   t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Teacher-forced flow-matching loss of a clip batch at per-clip timesteps ``t`` (B,)."""
+                   t: torch.Tensor, generator: torch.Generator | None = None,
+                   context_noise: float = 0.0) -> torch.Tensor:
+    """Teacher-forced flow-matching loss of a clip batch at per-clip timesteps ``t`` (B,),
+    with the recycled frames noised up to ``context_noise`` (0 = clean, the paper's stage 1)."""
     prev, x0 = z[:, :, :-1], z[:, :, 1:]
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    v = model(add_noise(x0, eps, t), prev, frame_conds, t)
+    prev, level = noise_context(prev, context_noise, generator)
+    v = model(add_noise(x0, eps, t), prev, frame_conds, t, context_level=level)
     return flow_matching_loss(v, x0, eps)
 
 
@@ -85,7 +101,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         z, conds, _, _ = latent_batch(train, rng, cfg.run.batch_size, device)
         t = shift_timesteps(torch.from_numpy(rng.random(z.shape[0])).float().to(device), shift)
         with autocast(device):
-            loss = diffusion_loss(ddp, z, conds, t)
+            loss = diffusion_loss(ddp, z, conds, t, context_noise=cfg.diffusion.context_noise)
         grad_norm = optimizer_step(opt, loss, model.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aapt_world.vae import CausalVideoVAE, LightDecoder
+from aapt_world.vae import CausalVideoVAE, LightDecoder, adapt_temporal_kernel
 from training.batches import video_batch
 from training.config import TrainConfig
 from training.dataset import ClipDataset
@@ -53,10 +53,19 @@ class VAEPair(nn.Module):
         self.vae = CausalVideoVAE(cfg.model.vae)
         self.light_decoder = LightDecoder(cfg.model.vae)
 
-    def forward(self, video: torch.Tensor):
+    def forward(self, video: torch.Tensor, noise: float = 0.0):
         posterior = self.vae.encode(video)
-        z = posterior.sample()
+        z = perturb_latents(posterior.sample(), noise)
         return self.vae.decode(z), self.light_decoder.decode(z.detach()), posterior
+
+
+def perturb_latents(z: torch.Tensor, max_level: float) -> torch.Tensor:
+    """z + s * std_c(z) * n, s ~ U(0, max_level) per clip, std per channel over the batch."""
+    if max_level <= 0:
+        return z
+    std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
+    s = torch.rand(z.shape[0], 1, 1, 1, 1, device=z.device, dtype=z.dtype) * max_level
+    return z + s * std * torch.randn_like(z)
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
@@ -67,15 +76,17 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     _check_frame_size(cfg, train)
     params = list(pair.parameters())
     opt = adamw(cfg, params)
+    kernel = cfg.model.vae.temporal_kernel
     trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"vae": vae, "light_decoder": light},
-                      {"opt": opt}, ranks)
+                      {"opt": opt}, ranks,
+                      adapt_init=lambda tensors: adapt_temporal_kernel(tensors, kernel))
     trainer.resume()
     model = wrap_distributed(pair, ranks)
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
         batch = video_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
-        recon, light_recon, posterior = model(batch.video)
+        recon, light_recon, posterior = model(batch.video, cfg.vae.decoder_noise)
         main = reconstruction_loss(cfg, recon, batch.video)
         light_parts = reconstruction_loss(cfg, light_recon, batch.video)
         kl = posterior.kl()

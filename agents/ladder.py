@@ -1,0 +1,429 @@
+"""The fidelity ladder (``aapt-world ladder``): how good is a neural world, rung by rung.
+
+Each rung isolates one way a world can fail, always next to baselines measured on the same
+frames, so a change to the recipe can be judged by one command:
+
+1. ``vae``: held-out reconstruction PSNR / SSIM of the world's own VAE (the ceiling every
+   other rung is bounded by) and how predictable its latent is: the copy-previous latent MSE
+   relative to predicting zero (per-channel normalised latents; 1 = a copy is worthless).
+2. ``teacher_forced``: one generated latent step from the REAL previous latent and the real
+   command, decoded and compared with the real next 4 frames; baselines: copy the previous
+   real frame, and the VAE ceiling of those frames.
+3. ``noop_hold``: N noop steps from real start frames (the camera does not move): PSNR against
+   the real game's frames, last quarter, next to the VAE ceiling.
+4. ``loop_closure``: a full-speed 360 degree turn (15 steps) must bring the start view back;
+   the real game's own end-vs-start PSNR is the reference.
+5. ``rollouts``: the drift families (``agents.drift``) over 1440 frames, with two baselines in
+   every bucket: the frozen start frame and the VAE ceiling; late-window frame statistics in the
+   real 5-95 % range, flicker and yaw following.
+
+Plus an image strip, real above each neural world, at video frames 0, 4, 40, 400, 1400. Held-out
+clips are explorer-policy runs at seeds the collection never used (it uses 0 .. episodes-1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aapt_world import metrics as M
+from agents.drift import (FAMILIES, LATE_FRACTION, RealRun, _clean, evaluate, family_commands,
+                          fmt, neural_run, real_run)
+from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
+
+FULL_TURN_STEPS = 15  # a full-speed turn is 24 degrees per step: 360 degrees in 15 steps
+STRIP_FRAMES = (0, 4, 40, 400, 1400)
+
+
+@dataclass
+class LadderConfig:
+    steps: int = 360  # rollout steps per drift family (4 video frames each)
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    maps: list[str] = field(default_factory=lambda: ["MAP01", "MAP02", "MAP03", "MAP04"])
+    clip_steps: int = 60  # held-out explorer clip per map (VAE and teacher-forced rungs)
+    noop_steps: int = 90
+    seed: int = 1000  # held-out: the collection plan uses seeds 0 .. num_episodes - 1
+    rollout_map: str = ""  # map of the drift families; "" = the world card's map or MAP01
+    strip_family: str = "walk"
+    strip_frames: tuple[int, ...] = STRIP_FRAMES
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _video(frames: np.ndarray, device: str) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> (1, 3, T, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float() / 127.5 - 1.0
+    return x.permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def _uint8(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    x = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+@torch.inference_mode()
+def encode_latents(world: Any, frames: np.ndarray, device: str) -> torch.Tensor:
+    """Real frames (1 + 4 S, H, W, 3) -> normalised posterior-mean latents (1, C, 1 + S, h, w),
+    streamed one group at a time (equal to whole-clip encoding, light on memory)."""
+    vae = world.vae
+    state = vae.init_encode_state(1)
+    latents = []
+    for k in range((len(frames) - 1) // FRAMES_PER_STEP + 1):
+        group = frames[:1] if k == 0 else frames[1 + 4 * (k - 1): 1 + 4 * k]
+        post, state = vae.encode_step(_video(group, device), state)
+        latents.append(post.mode())
+    return vae.normalize(torch.cat(latents, 2))
+
+
+@torch.inference_mode()
+def decode_latents(world: Any, z: torch.Tensor) -> np.ndarray:
+    """Normalised latents (1, C, L, h, w) -> uint8 frames (1 + 4 (L - 1), H, W, 3), streamed."""
+    vae = world.vae
+    state = vae.init_decode_state(1)
+    out = []
+    for k in range(z.shape[2]):
+        frames, state = vae.decode_step(vae.denormalize(z[:, :, k:k + 1]), state)
+        out.append(_uint8(frames[:, :, :1] if k == 0 else frames))
+    return np.concatenate(out)
+
+
+def latent_predictability(z: torch.Tensor) -> dict[str, Any]:
+    """Copy-previous latent MSE / zero-prediction MSE over latents 1.. (normalised latents are
+    ~zero-mean, so zero is the unconditional guess); per channel too."""
+    x = z[0, :, 1:].float()  # (C, L, h, w), the first-frame latent excluded
+    x = x - x.mean(dim=(1, 2, 3), keepdim=True)
+    copy = (x[:, 1:] - x[:, :-1]).square().mean(dim=(1, 2, 3))
+    zero = x[:, 1:].square().mean(dim=(1, 2, 3))
+    return {"copy_over_zero": float(copy.sum() / zero.sum()),
+            "per_channel": (copy / zero.clamp_min(1e-12)).tolist()}
+
+
+def _steps_psnr(pred: np.ndarray, real: np.ndarray) -> float:
+    return float(M.psnr(pred, real).mean())
+
+
+# -- rungs --------------------------------------------------------------------------------------
+
+def held_out_clips(cfg: LadderConfig, width: int, height: int) -> list[RealRun]:
+    from agents.scripted import ExplorerPolicy
+
+    return [real_run(None, m, width, height, cfg.seed + i, policy=ExplorerPolicy(),
+                     steps=cfg.clip_steps) for i, m in enumerate(cfg.maps)]
+
+
+@torch.inference_mode()
+def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
+                                seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    from envs.neural import new_session
+
+    vae_psnr, vae_ssim, tf, copy, ceiling, pred = [], [], [], [], [], []
+    latents = []
+    for i, clip in enumerate(clips):
+        real = clip.frames
+        z = encode_latents(world, real, device)
+        latents.append(z)
+        recon = decode_latents(world, z)
+        vae_psnr.append(M.psnr(recon[1:], real[1:]))
+        vae_ssim.append(M.ssim(recon[1:], real[1:]))
+        session = new_session(world, 1)
+        session.reset(torch.from_numpy(real[:1]), seeds=[seed + i])
+        for k, cmd in enumerate(clip.commands):
+            conds = torch.from_numpy(command_to_frame_conditions(cmd))[None]
+            frames = session.step(conds, recycled=z[:, :, k])[0].cpu().numpy()
+            target = real[1 + 4 * k: 5 + 4 * k]
+            tf.append(_steps_psnr(frames, target))
+            copy.append(_steps_psnr(np.repeat(real[4 * k][None], FRAMES_PER_STEP, 0), target))
+            ceiling.append(_steps_psnr(recon[1 + 4 * k: 5 + 4 * k], target))
+        pred.append(latent_predictability(z))
+    per_channel = np.mean([p["per_channel"] for p in pred], axis=0)
+    vae = {"psnr": float(np.concatenate(vae_psnr).mean()),
+           "ssim": float(np.concatenate(vae_ssim).mean()),
+           "latent_copy_over_zero": float(np.mean([p["copy_over_zero"] for p in pred])),
+           "latent_copy_over_zero_per_channel": per_channel.tolist(),
+           "frames": int(sum(len(c.frames) - 1 for c in clips))}
+    teacher = {"psnr": float(np.mean(tf)), "copy_previous": float(np.mean(copy)),
+               "vae_ceiling": float(np.mean(ceiling)), "steps": len(tf)}
+    return vae, teacher
+
+
+def _hold_stats(world: Any, real: RealRun, commands: np.ndarray, device: str,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    neural, _ = neural_run(world, real.frames[0], commands, seed, desc="hold")
+    recon = decode_latents(world, encode_latents(world, real.frames, device))
+    return neural, recon
+
+
+def rung_noop_hold(world: Any, reals: list[RealRun], device: str, seed: int) -> dict[str, Any]:
+    last, ceiling, frozen, first_step = [], [], [], []
+    for i, real in enumerate(reals):
+        neural, recon = _hold_stats(world, real, real.commands, device, seed + i)
+        n = len(real.frames) - 1
+        q = slice(1 + (3 * n) // 4, n + 1)  # the last quarter of the frames
+        last.append(_steps_psnr(neural[q], real.frames[q]))
+        ceiling.append(_steps_psnr(recon[q], real.frames[q]))
+        frozen.append(_steps_psnr(np.repeat(real.frames[:1], q.stop - q.start, 0),
+                                  real.frames[q]))
+        first_step.append(_steps_psnr(neural[1:5], real.frames[1:5]))
+    return {"steps": int(len(reals[0].commands)), "starts": len(reals),
+            "psnr_first_step": float(np.mean(first_step)),
+            "psnr_last_quarter": float(np.mean(last)),
+            "vae_ceiling_last_quarter": float(np.mean(ceiling)),
+            "frozen_last_quarter": float(np.mean(frozen))}
+
+
+def rung_loop_closure(world: Any, reals: list[RealRun], device: str,
+                      seed: int) -> dict[str, Any]:
+    neural_end, real_end, ceiling = [], [], []
+    for i, real in enumerate(reals):
+        neural, recon = _hold_stats(world, real, real.commands, device, seed + i)
+        start = real.frames[:1]
+        neural_end.append(_steps_psnr(neural[-1:], start))
+        real_end.append(_steps_psnr(real.frames[-1:], start))
+        ceiling.append(_steps_psnr(recon[-1:], start))
+    return {"steps": FULL_TURN_STEPS, "starts": len(reals),
+            "neural_end_vs_start": float(np.mean(neural_end)),
+            "real_end_vs_start": float(np.mean(real_end)),
+            "vae_ceiling_end_vs_start": float(np.mean(ceiling))}
+
+
+def rung_rollouts(world: Any, reals: dict[str, RealRun], device: str,
+                  seed: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    out, videos = {}, {}
+    for family, real in reals.items():
+        neural, _ = neural_run(world, real.frames[0], real.commands, seed, desc=family)
+        ev = evaluate(real, neural, real.commands)
+        recon = decode_latents(world, encode_latents(world, real.frames, device))
+        n = min(len(real.frames), len(neural))
+        frozen = M.psnr(np.repeat(real.frames[:1], n - 1, 0), real.frames[1:n])
+        ceiling = M.psnr(recon[1:n], real.frames[1:n])
+        out[family] = {
+            "frames": ev["frames"], "psnr_buckets": ev["psnr_buckets"],
+            "frozen_buckets": M.bucket_means(frozen), "vae_buckets": M.bucket_means(ceiling),
+            "margin_over_frozen_min": float(np.min(np.subtract(ev["psnr_buckets"],
+                                                               M.bucket_means(frozen)))),
+            "late_in_range": {k: v["late_in_range"] for k, v in ev["stats"].items()},
+            "flicker_ratio": ev["flicker"]["ratio"],
+            "yaw_sign_accuracy": ev["action_following"]["neural"]["sign_accuracy"],
+            "yaw_pearson": ev["action_following"]["neural"]["pearson"]}
+        videos[family] = neural
+    return out, videos
+
+
+# -- targets ------------------------------------------------------------------------------------
+
+def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets for the default world, each as value / threshold / met."""
+    vae, tf, hold = r["vae"], r["teacher_forced"], r["noop_hold"]
+    rolls = r["rollouts"]
+    out = {
+        "vae_psnr >= 28": (vae["psnr"], 28.0),
+        "teacher_forced >= vae - 2": (tf["psnr"], tf["vae_ceiling"] - 2.0),
+        "teacher_forced >= copy + 3": (tf["psnr"], tf["copy_previous"] + 3.0),
+        "noop last quarter >= vae - 3": (hold["psnr_last_quarter"],
+                                         hold["vae_ceiling_last_quarter"] - 3.0),
+    }
+    if rolls:
+        out["rollout margin over frozen >= 2 dB (min bucket)"] = (
+            min(v["margin_over_frozen_min"] for v in rolls.values()), 2.0)
+        late = [min(v["late_in_range"].values()) for v in rolls.values()]
+        out["late stats in real range >= 0.8 (worst stat, mean family)"] = (
+            float(np.mean(late)), 0.8)
+        yaw = [v["yaw_sign_accuracy"] for v in rolls.values()
+               if v["yaw_sign_accuracy"] is not None and math.isfinite(v["yaw_sign_accuracy"])]
+        if yaw:
+            out["yaw sign accuracy >= 0.9 (mean family)"] = (float(np.mean(yaw)), 0.9)
+    return {k: {"value": v, "threshold": t, "met": bool(v >= t)} for k, (v, t) in out.items()}
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def strip(real: np.ndarray, neural: dict[str, np.ndarray], frames: tuple[int, ...],
+          scale: int = 2) -> np.ndarray:
+    """Image grid uint8: the real row above one row per world, at the given video frames."""
+    import cv2
+
+    rows = {"real": real, **neural}
+    h, w = real.shape[1:3]
+    cols = [f for f in frames if f < min(len(v) for v in rows.values())]
+    label_w = 90
+    grid = np.full((len(rows) * (h * scale + 4), label_w + len(cols) * (w * scale + 4), 3), 255,
+                   np.uint8)
+    for r, (name, video) in enumerate(rows.items()):
+        y = r * (h * scale + 4)
+        cv2.putText(grid, name[:11], (4, y + h * scale // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+        for c, f in enumerate(cols):
+            x = label_w + c * (w * scale + 4)
+            grid[y:y + h * scale, x:x + w * scale] = cv2.resize(
+                video[f], (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+            if r == 0:
+                cv2.putText(grid, f"frame {f}", (x + 2, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                            (255, 255, 255), 1, cv2.LINE_AA)
+    return grid
+
+
+def markdown(report: dict[str, Any]) -> str:
+    names = list(report["worlds"])
+    paths = ", ".join(f"`{n}` = `{report['paths'][n]}`" for n in names)
+    lines = ["# Fidelity ladder", "",
+             f"Worlds: {paths}. "
+             f"Held-out explorer clips: {report['config']['clip_steps']} steps on each of "
+             f"{', '.join(report['config']['maps'])}, seeds from {report['config']['seed']}. "
+             "PSNR in dB against the real game's frames.", "",
+             "| rung | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+
+    def row(label: str, get: Any, spec: str = ".2f") -> None:
+        lines.append(f"| {label} | " + " | ".join(fmt(get(report["worlds"][n]), spec)
+                                                  for n in names) + " |")
+
+    row("VAE held-out PSNR (ceiling)", lambda w: w["vae"]["psnr"])
+    row("VAE held-out SSIM", lambda w: w["vae"]["ssim"], ".3f")
+    row("latent copy-prev MSE / zero MSE", lambda w: w["vae"]["latent_copy_over_zero"], ".3f")
+    row("teacher-forced 1 step PSNR", lambda w: w["teacher_forced"]["psnr"])
+    row("  copy-previous baseline", lambda w: w["teacher_forced"]["copy_previous"])
+    row("  VAE ceiling (same frames)", lambda w: w["teacher_forced"]["vae_ceiling"])
+    row("no-op hold: first step PSNR", lambda w: w["noop_hold"]["psnr_first_step"])
+    row("no-op hold: last quarter PSNR", lambda w: w["noop_hold"]["psnr_last_quarter"])
+    row("  VAE ceiling (last quarter)", lambda w: w["noop_hold"]["vae_ceiling_last_quarter"])
+    row("  frozen start frame (last quarter)", lambda w: w["noop_hold"]["frozen_last_quarter"])
+    row("loop closure: neural end vs start", lambda w: w["loop_closure"]["neural_end_vs_start"])
+    row("  real game end vs start", lambda w: w["loop_closure"]["real_end_vs_start"])
+    row("NFE per latent frame", lambda w: w["nfe"], "d")
+    fams = list(next(iter(report["worlds"].values()))["rollouts"])
+    if fams:
+        lines += ["", "## Free rollouts (PSNR per time bucket: first / middle / last)", "",
+                  "| family | world | neural | frozen start frame | VAE ceiling | min margin "
+                  "over frozen | late in range (bright/sat/HF) | flicker ratio | yaw sign acc |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for f in fams:
+            for n in names:
+                v = report["worlds"][n]["rollouts"][f]
+
+                def three(b: list[float]) -> str:
+                    return " / ".join(fmt(b[i]) for i in (0, len(b) // 2, -1))
+
+                lines.append(f"| {f} | {n} | {three(v['psnr_buckets'])} | "
+                             f"{three(v['frozen_buckets'])} | {three(v['vae_buckets'])} | "
+                             f"{fmt(v['margin_over_frozen_min'])} | "
+                             + "/".join(fmt(x) for x in v["late_in_range"].values())
+                             + f" | {fmt(v['flicker_ratio'])} | {fmt(v['yaw_sign_accuracy'])} |")
+    lines += ["", "## Targets (default world)", "", "| target | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    for key in next(iter(report["worlds"].values()))["targets"]:
+        cells = []
+        for n in names:
+            t = report["worlds"][n]["targets"][key]
+            cells.append(f"{fmt(t['value'])} / {fmt(t['threshold'])} "
+                         f"{'met' if t['met'] else 'not met'}")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if report.get("strip"):
+        lines += ["", f"![strip]({Path(report['strip']).name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/ladder",
+               strip_path: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    import cv2
+
+    from aapt_world.report import print_report
+    from aapt_world.world import load_world
+
+    loaded = {name: load_world(path, device) for name, path in worlds.items()}
+    first = next(iter(loaded.values()))
+    h, w, _ = first.frame_shape
+    for name, wd in loaded.items():
+        if wd.frame_shape != (h, w, 3):
+            raise ValueError(f"world {name!r} makes {wd.frame_shape} frames, not {(h, w, 3)}: "
+                             "compare worlds of one resolution")
+    rollout_map = cfg.rollout_map or (first.card.get("data") or {}).get("map") or "MAP01"
+    # The real runs, shared by every world.
+    clips = held_out_clips(cfg, w, h)
+    noop = np.zeros((cfg.noop_steps, 4), np.float32)
+    turn = np.zeros((FULL_TURN_STEPS, 4), np.float32)
+    turn[:, 2] = 1.0
+    holds = [real_run(noop, m, w, h, cfg.seed + i) for i, m in enumerate(cfg.maps)]
+    loops = [real_run(turn, m, w, h, cfg.seed + i) for i, m in enumerate(cfg.maps)]
+    families = {f: real_run(family_commands(f, cfg.steps, cfg.seed), rollout_map, w, h, cfg.seed)
+                for f in tqdm(cfg.families, desc="real rollouts")}
+
+    results, videos = {}, {}
+    for name, wd in tqdm(loaded.items(), desc="worlds"):
+        vae, tf = rung_vae_and_teacher_forced(wd, clips, device, cfg.seed)
+        r = {"nfe": wd.config.sample_steps, "vae": vae, "teacher_forced": tf,
+             "noop_hold": rung_noop_hold(wd, holds, device, cfg.seed),
+             "loop_closure": rung_loop_closure(wd, loops, device, cfg.seed)}
+        r["rollouts"], vids = rung_rollouts(wd, families, device, cfg.seed)
+        r["targets"] = targets(r)
+        results[name] = r
+        if cfg.strip_family in vids:
+            videos[name] = vids[cfg.strip_family]
+
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written_strip = None
+    if videos:
+        grid = strip(families[cfg.strip_family].frames, videos, cfg.strip_frames)
+        written_strip = strip_path or str(outdir / "strip.png")
+        Path(written_strip).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(written_strip, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    report = _clean({"paths": worlds, "rollout_map": rollout_map, "late_fraction": LATE_FRACTION,
+                     "config": asdict(cfg), "strip": written_strip, "worlds": results})
+    (outdir / "ladder.json").write_text(json.dumps(report, indent=1))
+    (outdir / "ladder.md").write_text(markdown(report))
+    rows = [{"world": n, "vae": r["vae"]["psnr"], "latent_copy/zero":
+             r["vae"]["latent_copy_over_zero"], "tf": r["teacher_forced"]["psnr"],
+             "tf_copy": r["teacher_forced"]["copy_previous"],
+             "noop_last_q": r["noop_hold"]["psnr_last_quarter"],
+             "loop_end": r["loop_closure"]["neural_end_vs_start"],
+             "targets_met": sum(t["met"] for t in r["targets"].values()),
+             "targets": len(r["targets"])} for n, r in report["worlds"].items()]
+    print_report("ladder", rows, {"out": str(outdir)})
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from envs import DEFAULT_WORLD
+
+    parser = argparse.ArgumentParser(prog="aapt-world ladder", description=__doc__.split("\n")[0])
+    parser.add_argument("--world", default=str(DEFAULT_WORLD), help="world directory")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="NAME=DIR",
+                        help="more worlds measured on the same frames")
+    parser.add_argument("--steps", type=int, default=LadderConfig.steps,
+                        help="rollout steps per family (360 = 1440 frames)")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help="comma-separated drift families ('' = none)")
+    parser.add_argument("--clip-steps", type=int, default=LadderConfig.clip_steps)
+    parser.add_argument("--noop-steps", type=int, default=LadderConfig.noop_steps)
+    parser.add_argument("--maps", default="MAP01,MAP02,MAP03,MAP04")
+    parser.add_argument("--seed", type=int, default=LadderConfig.seed)
+    parser.add_argument("--strip-family", default=LadderConfig.strip_family)
+    parser.add_argument("--out", default="outputs/ladder")
+    parser.add_argument("--strip", default=None, help="also write the image strip here")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    worlds = {"neural": args.world}
+    for item in args.compare:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--compare takes NAME=DIR, got {item!r}")
+        worlds[name] = path
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    for f in families:
+        if f not in FAMILIES:
+            parser.error(f"unknown family {f!r}: expected some of {','.join(FAMILIES)}")
+    maps = [m.strip() for m in args.maps.split(",") if m.strip()]
+    if not maps:
+        parser.error("--maps needs at least one map")
+    cfg = LadderConfig(steps=args.steps, families=families, maps=maps,
+                       clip_steps=args.clip_steps, noop_steps=args.noop_steps, seed=args.seed,
+                       strip_family=args.strip_family)
+    return run_ladder(worlds, cfg, args.out, args.strip, args.device)

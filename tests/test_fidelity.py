@@ -1,0 +1,178 @@
+"""Fidelity levers: skip to the recycled frame, context-noise levels, per-group VAE latents,
+teacher-forced session steps, and the fidelity ladder on the tiny world."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aapt_world.transformer import BlockCausalDiT, dit_config
+from aapt_world.vae import CausalVideoVAE, VAEConfig, adapt_temporal_kernel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return model.eval()
+
+
+def _clip(cfg, batch: int = 2, frames: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
+    return {"noisy": torch.randn(shape, generator=g), "prev": torch.randn(shape, generator=g),
+            "cond": torch.randn(batch, frames, cfg.cond_dim, generator=g),
+            "t": torch.rand(batch, frames, generator=g)}
+
+
+def test_prev_skip_one_step_starts_as_a_copy_of_the_previous_frame():
+    """With the net's output layer at zero, x0 = x_t - t v must be the recycled frame at t = 1
+    (and v the plain zero output at t = 0)."""
+    torch.manual_seed(0)
+    cfg = dit_config("tiny", prev_skip=True)
+    model = BlockCausalDiT(cfg).eval()  # zero-initialised output layer: net output 0
+    x = _clip(cfg)
+    with torch.no_grad():
+        v1 = model(x["noisy"], x["prev"], x["cond"], 1.0)
+        v0 = model(x["noisy"], x["prev"], x["cond"], 0.0)
+    torch.testing.assert_close(x["noisy"] - v1, x["prev"])
+    assert not v0.any()
+    plain = BlockCausalDiT(dit_config("tiny")).eval()
+    with torch.no_grad():  # the skip is what makes the copy: without it v = 0, x0 = noise
+        assert not plain(x["noisy"], x["prev"], x["cond"], 1.0).any()
+
+
+@pytest.mark.parametrize("frames", [4, 9])  # window 3: 9 frames slide the window
+def test_skip_and_context_level_cached_step_matches_parallel(frames):
+    torch.manual_seed(0)
+    cfg = dit_config("tiny", prev_skip=True, context_noise_buckets=5, context_noise_max=0.5)
+    model = _randomised(BlockCausalDiT(cfg))
+    x = _clip(cfg, frames=frames)
+    level = torch.rand(2, frames) * 0.5
+    with torch.no_grad():
+        par = model(x["noisy"], x["prev"], x["cond"], x["t"], context_level=level)
+        cache = model.init_cache(2)
+        steps = torch.stack([model.step(x["noisy"][:, :, k], x["prev"][:, :, k],
+                                        x["cond"][:, k], x["t"][:, k], cache,
+                                        context_level=level[:, k]) for k in range(frames)], 2)
+        clean = model(x["noisy"], x["prev"], x["cond"], x["t"])
+    assert (steps - par).abs().max() < 1e-5
+    assert (clean - par).abs().mean() > 1e-3  # the level reaches the output
+
+
+def test_context_noise_buckets_nearest_and_clamped():
+    model = BlockCausalDiT(dit_config("tiny", context_noise_buckets=10, context_noise_max=0.7))
+    levels = torch.tensor([0.0, 0.7 / 9 * 0.49, 0.7 / 9 * 0.51, 0.35, 0.7, 5.0, -1.0])
+    assert model.context_noise_bucket(levels).tolist() == [0, 0, 1, 4, 9, 9, 0]
+
+
+def test_diffusion_context_noise_changes_the_input_only_when_on():
+    from training.stages.diffusion import noise_context
+
+    prev = torch.randn(2, 4, 5, 3, 3)
+    same, level = noise_context(prev, 0.0)
+    assert same is prev and level is None
+    noised, level = noise_context(prev, 0.5, torch.Generator().manual_seed(0))
+    assert level.shape == (2, 5) and float(level.min()) >= 0 and float(level.max()) <= 0.5
+    assert not torch.equal(noised, prev)
+
+
+def _small_vae(kernel: int) -> CausalVideoVAE:
+    cfg = VAEConfig(height=48, width=64, hi_channels=4, enc_channels=16, temporal_channels=16,
+                    dec_channels=16, norm_groups=4, light_temporal_channels=8,
+                    light_dec_channels=8, temporal_kernel=kernel)
+    return CausalVideoVAE(cfg)
+
+
+def test_adapt_temporal_kernel_keeps_the_newest_step():
+    """A kernel-3 VAE and its kernel-1 adaptation agree exactly on a first latent (its causal
+    past is zeros), and differ once a past exists (the dropped steps mattered)."""
+    torch.manual_seed(0)
+    k3 = _randomised(_small_vae(3))
+    k1 = _small_vae(1).eval()
+    k1.load_state_dict(adapt_temporal_kernel(k3.state_dict(), 1))
+    video = torch.rand(1, 3, 9, 48, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(k1.encode(video[:, :, :1]).mean,
+                                   k3.encode(video[:, :, :1]).mean)
+        assert (k1.encode(video).mean - k3.encode(video).mean).abs().max() > 1e-4
+    back = adapt_temporal_kernel(k1.state_dict(), 3)  # growing: the new past steps are zero
+    w = next(v for k, v in back.items() if k.endswith("tconv.weight"))
+    assert w.shape[1] == 3 * w.shape[0] and not w[:, : 2 * w.shape[0]].any()
+
+
+def test_per_group_vae_latent_depends_on_its_own_frames_only():
+    torch.manual_seed(0)
+    vae = _randomised(_small_vae(1))
+    video = torch.rand(1, 3, 9, 48, 64) * 2 - 1
+    changed = video.clone()
+    changed[:, :, 1:5] = torch.rand(1, 3, 4, 48, 64)  # group 1 only
+    with torch.no_grad():
+        a, b = vae.encode(video).mean, vae.encode(changed).mean
+        assert torch.equal(a[:, :, 2], b[:, :, 2]) and not torch.equal(a[:, :, 1], b[:, :, 1])
+        # decoding is per group too: latent 2's frames do not depend on latent 1
+        z = a.clone()
+        z2 = a.clone()
+        z2[:, :, 1] += 1.0
+        torch.testing.assert_close(vae.decode(z)[:, :, 5:], vae.decode(z2)[:, :, 5:])
+
+
+def test_session_teacher_forcing_recycles_the_given_latent(tiny_world_dir):
+    from aapt_world.world import load_world
+    from envs.neural import new_session
+
+    world = load_world(tiny_world_dir)
+    start = torch.from_numpy(world.start_frames[:1])
+    conds = torch.zeros(1, 4, 4)
+    a, b = new_session(world, 1), new_session(world, 1)
+    a.reset(start, seeds=[3])
+    b.reset(start, seeds=[3])
+    torch.testing.assert_close(a.step(conds), b.step(conds, recycled=b.prev.clone()))
+    other = torch.randn_like(a.prev)
+    assert not torch.equal(a.step(conds), b.step(conds, recycled=other))
+    with pytest.raises(ValueError, match="recycled"):
+        b.step(conds, recycled=other[:, :2])
+
+
+def test_ladder_cli_on_tiny_world(tiny_world_dir, tmp_path):
+    from agents.ladder import main
+
+    out = tmp_path / "ladder"
+    report = main(["--world", str(tiny_world_dir), "--compare", f"again={tiny_world_dir}",
+                   "--steps", "6", "--families", "walk,spin", "--clip-steps", "3",
+                   "--noop-steps", "4", "--maps", "MAP01", "--out", str(out),
+                   "--strip", str(tmp_path / "docs" / "strip.png")])
+    saved = json.loads((out / "ladder.json").read_text())
+    assert set(saved["worlds"]) == {"neural", "again"}
+    w = report["worlds"]["neural"]
+    assert w["teacher_forced"]["steps"] == 3 and w["noop_hold"]["steps"] == 4
+    assert w["loop_closure"]["steps"] == 15
+    assert set(w["rollouts"]) == {"walk", "spin"}
+    assert len(w["rollouts"]["walk"]["frozen_buckets"]) == len(w["rollouts"]["walk"]
+                                                              ["psnr_buckets"])
+    # a random tiny world is nowhere near the real game: the ladder must say so
+    assert not w["targets"]["vae_psnr >= 28"]["met"] and w["vae"]["psnr"] < 20
+    assert 0 < w["vae"]["latent_copy_over_zero"] < 10
+    # the same world twice gives the same numbers (seeded)
+    assert report["worlds"]["again"]["teacher_forced"] == w["teacher_forced"]
+    strip = (tmp_path / "docs" / "strip.png")
+    import cv2
+
+    img = cv2.imread(str(strip))
+    assert img is not None and img.shape[0] >= 3 * 48  # real + two worlds
+    assert "| teacher-forced 1 step PSNR |" in (out / "ladder.md").read_text()
+
+
+def test_copy_over_zero_of_a_static_latent_is_zero():
+    from agents.ladder import latent_predictability
+
+    z = torch.randn(1, 4, 1, 3, 3).expand(1, 4, 6, 3, 3).clone()
+    z[:, :, 0] = 5.0  # the first-frame latent is excluded
+    assert latent_predictability(z)["copy_over_zero"] == pytest.approx(0.0, abs=1e-6)
+    z[:, :, 1:] = torch.randn(1, 4, 5, 3, 3)  # independent frames: a copy is worse than zero
+    assert latent_predictability(z)["copy_over_zero"] > 1.0
