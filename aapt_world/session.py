@@ -88,6 +88,8 @@ class StreamingSession:
     seed: int = 0
     sample_steps: int = 1
     timestep_shift: float = 1.0
+    context_noise: float = 0.0  # noise level of the recycled frame at inference (a model
+    # trained with context-noise augmentation is told the level; 0 = clean)
     timing: StepTiming = field(default_factory=StepTiming)
 
     def __post_init__(self) -> None:
@@ -172,8 +174,14 @@ class StreamingSession:
         shape = self.prev.shape[1:]
         noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                              for g in self._rngs])
-        x = self.generator.sample_step(noise, self.prev, conditions.to(self.device, self.dtype),
-                                       self.caches, self.timesteps)
+        prev, level = self.prev, None
+        if self.context_noise > 0:  # the stream's own rng: snapshots stay exact
+            n = torch.stack([torch.randn(shape, generator=g, device=self.device,
+                                         dtype=self.dtype) for g in self._rngs])
+            prev = (1 - self.context_noise) * prev + self.context_noise * n
+            level = torch.full((self.batch_size,), self.context_noise, device=self.device)
+        x = self.generator.sample_step(noise, prev, conditions.to(self.device, self.dtype),
+                                       self.caches, self.timesteps, context_level=level)
         self.prev = x
         t1 = time.perf_counter()
         frames, self.decode_state = self.vae.decode_step(self.vae.denormalize(x.unsqueeze(2)),
@@ -210,7 +218,7 @@ class StreamingSession:
         """An independent copy sharing the models; with ``seed`` its noise diverges from here
         (stream i of the fork then draws from seed + i)."""
         other = StreamingSession(self.generator, self.vae, self.batch_size, self.seed,
-                                 self.sample_steps, self.timestep_shift)
+                                 self.sample_steps, self.timestep_shift, self.context_noise)
         if self.caches:
             other.caches = [c.clone() for c in self.caches]
             other.restore(self.snapshot())

@@ -289,6 +289,19 @@ class Encoder(nn.Module):
         return self._temporal(f, state)
 
 
+    def encode_groups(
+        self, frames: Tensor, state: StreamState
+    ) -> tuple[DiagonalGaussian, StreamState]:
+        """L groups at once (B, 3, 4L, H, W) -> posterior over (B, C, L, h, w): the same as L
+        ``encode_step`` calls, in one batched pass (for items past their first step)."""
+        _check_video(frames, "encode_groups", ts=tuple(range(GROUP, frames.shape[2] + 1, GROUP)))
+        if bool(state.first.any()):
+            raise ValueError("encode_groups: items on their first step need encode_step")
+        _check_state(state, frames.shape[0], frames.shape[-2] // PATCH,
+                     frames.shape[-1] // PATCH, "encode_groups")
+        return self._temporal(self._features(frames.transpose(1, 2)), state)
+
+
 class Decoder(nn.Module):
     """Causal temporal stack -> each latent step expanded into 4 frames -> per-frame 2D decoder."""
 
@@ -411,6 +424,11 @@ class CausalVideoVAE(nn.Module):
         self, frames: Tensor, state: StreamState
     ) -> tuple[DiagonalGaussian, StreamState]:
         return self.encoder.encode_step(frames, state)
+
+    def encode_groups(
+        self, frames: Tensor, state: StreamState
+    ) -> tuple[DiagonalGaussian, StreamState]:
+        return self.encoder.encode_groups(frames, state)
 
     def decode_step(self, z: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
         return self.decoder.decode_step(z, state)

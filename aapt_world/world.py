@@ -48,6 +48,7 @@ class WorldConfig:
     frames_per_step: int = 4
     sample_steps: int = 1  # NFE per latent frame: 1 for the AAPT / consistency generators,
     timestep_shift: float = 1.0  # N (Euler, shifted schedule) for a diffusion baseline
+    context_noise: float = 0.0  # inference noise level of the recycled frame (see session)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,7 +62,8 @@ class WorldConfig:
             action_type=data["action_type"], fps=data["fps"],
             frames_per_step=data["frames_per_step"],
             sample_steps=data.get("sample_steps", 1),
-            timestep_shift=data.get("timestep_shift", 1.0))
+            timestep_shift=data.get("timestep_shift", 1.0),
+            context_noise=data.get("context_noise", 0.0))
 
 
 @dataclass

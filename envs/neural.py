@@ -138,7 +138,8 @@ def world_device(world: World) -> torch.device:
 def new_session(world: World, batch_size: int) -> StreamingSession:
     return StreamingSession(world.generator, world.vae, batch_size=batch_size,
                             sample_steps=world.config.sample_steps,
-                            timestep_shift=world.config.timestep_shift)
+                            timestep_shift=world.config.timestep_shift,
+                            context_noise=world.config.context_noise)
 
 
 # ------------------------------------------------------------------------------ the env

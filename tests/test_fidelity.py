@@ -176,3 +176,42 @@ def test_copy_over_zero_of_a_static_latent_is_zero():
     assert latent_predictability(z)["copy_over_zero"] == pytest.approx(0.0, abs=1e-6)
     z[:, :, 1:] = torch.randn(1, 4, 5, 3, 3)  # independent frames: a copy is worse than zero
     assert latent_predictability(z)["copy_over_zero"] > 1.0
+
+
+def test_inference_context_noise_is_seeded_and_survives_snapshots(tiny_world_dir):
+    from aapt_world.world import load_world
+    from envs.neural import new_session
+
+    world = load_world(tiny_world_dir)
+    world.config.context_noise = 0.3
+    start = torch.from_numpy(world.start_frames[:1])
+    conds = torch.zeros(1, 4, 4)
+    a, clean = new_session(world, 1), new_session(load_world(tiny_world_dir), 1)
+    assert a.context_noise == 0.3 and clean.context_noise == 0.0
+    a.reset(start, seeds=[1])
+    clean.reset(start, seeds=[1])
+    snap = a.snapshot()
+    first = a.step(conds)
+    assert not torch.equal(first, clean.step(conds))  # the noised context changes the frame
+    a.restore(snap)
+    torch.testing.assert_close(a.step(conds), first)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_encode_groups_equals_step_by_step(kernel):
+    torch.manual_seed(0)
+    vae = _randomised(_small_vae(kernel))
+    video = torch.rand(2, 3, 1 + 4 * 5, 48, 64) * 2 - 1
+    with torch.no_grad():
+        post, state = vae.encode_step(video[:, :, :1], vae.init_encode_state(2))
+        steps = []
+        st = state
+        for k in range(5):
+            p, st = vae.encode_step(video[:, :, 1 + 4 * k: 5 + 4 * k], st)
+            steps.append(p.mean)
+        a, st2 = vae.encode_groups(video[:, :, 1:9], state)
+        b, _ = vae.encode_groups(video[:, :, 9:], st2)
+        torch.testing.assert_close(torch.cat([a.mean, b.mean], 2), torch.cat(steps, 2),
+                                   atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="first step"):
+            vae.encode_groups(video[:, :, 1:9], vae.init_encode_state(2))

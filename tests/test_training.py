@@ -488,3 +488,30 @@ def test_init_from_starts_a_fresh_stage_from_given_weights(tmp_path: Path) -> No
     cfg.run.init_from = str(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="missing.safetensors"):
         Trainer(cfg, tmp_path / "run2" / "heads", {"m": target}, {}, Dist()).resume()
+
+
+def test_decoder_stage_sharpens_light_decoder_only_and_export_uses_it(
+        pipeline: dict, data_root: Path, tmp_path: Path) -> None:
+    """stage=decoder: the light decoder trains against a patch discriminator with the encoder
+    frozen (the latents, and the DiT stages trained on them, stay valid); export ships it."""
+    from aapt_world.world import load_world
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "diffusion", "consistency",
+                        "adversarial")
+    run_stage(make_cfg(overrides(data_root, out, "stage=decoder", "run.steps=2",
+                                 "vae.decoder_noise=0.1")))
+    val = read_log(out / "decoder" / "val_log.csv")
+    assert math.isfinite(val[-1]["light_psnr"]) and val[-1]["hf_ratio"] > 0
+    rows = read_log(out / "decoder" / "log.csv")
+    assert {"adv", "d_loss", "l1"} <= set(rows[0]) and len(rows) == 2
+    vae_w, _ = load_weights(out / "vae" / "model.safetensors")
+    dec_w, _ = load_weights(out / "decoder" / "model.safetensors")
+    assert not any(k.startswith("vae.encoder") for k in dec_w)  # the encoder is not touched
+    changed = [k for k in dec_w if k.startswith("light_decoder.")
+               and not torch.equal(dec_w[k], vae_w[k])]
+    assert changed
+    run_stage(make_cfg(overrides(data_root, out, "stage=export")))
+    world = load_world(out / "world")
+    key = changed[0][len("light_decoder."):]
+    torch.testing.assert_close(world.vae.decoder.state_dict()[key],
+                               dec_w[changed[0]].to(torch.float16).float(), atol=1e-3, rtol=1e-3)

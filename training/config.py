@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from aapt_world.transformer import DiTConfig
 from aapt_world.vae import VAEConfig
 
-STAGES = ("vae", "latents", "diffusion", "consistency", "adversarial", "heads", "export")
+STAGES = ("vae", "decoder", "latents", "diffusion", "consistency", "adversarial", "heads",
+          "export")
 
 
 @dataclass
@@ -92,6 +93,13 @@ class VAEStageConfig:
 
 
 @dataclass
+class DecoderStageConfig:
+    adv_weight: float = 0.05  # patch-GAN weight next to the reconstruction loss
+    d_lr: float = 2e-4
+    disc_width: int = 32
+
+
+@dataclass
 class DiffusionStageConfig:
     timestep_shift: float = 3.0  # shift(t, s) = s t / (1 + (s - 1) t); paper: 24 at 736x416
     sample_steps: int = 32  # Euler steps when sampling the diffusion model (eval, baselines)
@@ -136,6 +144,8 @@ class ExportConfig:
     out: str = ""  # world directory; "" = <run.out_dir>/world (auto) or world-<source>
     light_decoder: bool = True  # ship the light decoder (faster) instead of the full one
     start_frames: int = 16  # first frames of validation episodes, the env's reset images
+    context_noise: float = 0.0  # inference noise level of the recycled frame (a world trained
+    # with diffusion.context_noise and model.dit.context_noise_buckets is told it)
 
 
 @dataclass
@@ -147,6 +157,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    decoder: DecoderStageConfig = field(default_factory=DecoderStageConfig)
     diffusion: DiffusionStageConfig = field(default_factory=DiffusionStageConfig)
     consistency: ConsistencyStageConfig = field(default_factory=ConsistencyStageConfig)
     adversarial: AdversarialStageConfig = field(default_factory=AdversarialStageConfig)
@@ -185,6 +196,8 @@ class TrainConfig:
              f"{self.export.source!r}"),
             (self.export.sample_steps >= 0,
              f"export.sample_steps must be >= 0, got {self.export.sample_steps}"),
+            (0 <= self.export.context_noise < 1,
+             f"export.context_noise must be in [0, 1), got {self.export.context_noise}"),
             (self.export.start_frames >= 1,
              f"export.start_frames must be >= 1, got {self.export.start_frames}"),
             (self.consistency.teacher_steps >= 2, "consistency.teacher_steps must be >= 2"),

@@ -67,7 +67,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         heads=HeadsConfig(latent_channels=cfg.model.vae.latent_channels,
                           action_dim=cfg.world.action_dim) if heads_trained else None,
         action_type=cfg.world.action_type, fps=cfg.world.fps, sample_steps=sample_steps,
-        timestep_shift=cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0)
+        timestep_shift=cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0,
+        context_noise=ex.context_noise)
     val = ClipDataset(cfg.data.root, 1, split="val")
     starts = np.stack([ep.arrays["frames"][0] for ep in val.episodes][:ex.start_frames])
     world = build_world(config, starts)
@@ -75,6 +76,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     load_stage_weights(cfg, "vae", {"vae.encoder": world.vae.encoder,
                                     "light_decoder" if light_decoder else "vae.decoder":
                                     world.vae.decoder})
+    if light_decoder and weights_exist(stage_dir(cfg, "decoder") / WEIGHTS):
+        load_stage_weights(cfg, "decoder", {"light_decoder": world.vae.decoder})  # sharpened
     stats = read_stats(stage_dir(cfg, "latents"))
     world.vae.latent_shift.copy_(torch.tensor(stats["mean"]))
     world.vae.latent_scale.copy_(1.0 / torch.tensor(stats["std"]))
@@ -90,7 +93,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                            "maps": sorted({str(e.get("map")) for e in val.manifest["episodes"]}),
                            "episodes": val.manifest["num_episodes"]},
                   "training": {stage: summary for stage in
-                               ("vae", "diffusion", "consistency", "adversarial", "heads")
+                               ("vae", "decoder", "diffusion", "consistency", "adversarial",
+                                "heads")
                                if (summary := _stage_summary(cfg, stage)) is not None},
                   "compute": _compute(device, cfg.run.threads)}
     out = ex.out or stage_dir(cfg, "world" if ex.source == "auto" else f"world-{ex.source}")

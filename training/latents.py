@@ -49,10 +49,10 @@ def encode_episode(vae, frames: np.ndarray, device: torch.device, chunk_steps: i
     stream = []
     posterior, state = vae.encode_step(to_video(frames[:1]), state)
     stream.append(posterior.mode()[:, :, 0])
-    for s in range(steps):  # streaming: memory stays flat for any episode length
-        group = frames[1 + FRAMES_PER_STEP * s: 1 + FRAMES_PER_STEP * (s + 1)]
-        posterior, state = vae.encode_step(to_video(group), state)
-        stream.append(posterior.mode()[:, :, 0])
+    for s in range(0, steps, chunk_steps):  # chunks of steps: memory flat for any length
+        group = frames[1 + FRAMES_PER_STEP * s: 1 + FRAMES_PER_STEP * min(s + chunk_steps, steps)]
+        posterior, state = vae.encode_groups(to_video(group), state)
+        stream.extend(posterior.mode().unbind(2))
     firsts = []
     starts = frames[::FRAMES_PER_STEP]
     for i in range(0, len(starts), chunk_steps):  # each frame alone: a batch of 1-frame clips

@@ -17,6 +17,7 @@ from training.trainer import init_distributed, pick_device, seed_everything
 
 STAGE_MODULES = {
     "vae": "training.stages.vae",
+    "decoder": "training.stages.decoder",
     "latents": "training.stages.latents",
     "diffusion": "training.stages.diffusion",
     "consistency": "training.stages.consistency",

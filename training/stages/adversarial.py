@@ -116,9 +116,12 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
                                      d_logits(disc, fake, fake_conds, t, gen))
     g_norm = optimizer_step(g_opt, g_loss, generator.parameters(), cfg.optim.grad_clip)
     disc.requires_grad_(True)
+    # Collapse watch: a D whose logits no longer vary across inputs (std -> 0) gives G nothing.
     return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item(),
             "r2": r2.item(), "g_grad_norm": g_norm.item(),
-            "d_real_minus_fake": (d_real - d_fake).mean().item()}
+            "d_real_minus_fake": (d_real - d_fake).mean().item(),
+            "d_real_std": d_real.detach().float().std().item(),
+            "d_fake_std": d_fake.detach().float().std().item()}
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:

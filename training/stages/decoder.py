@@ -1,0 +1,126 @@
+"""Stage 0b: sharpen the inference decoder with a patch discriminator (encoder frozen).
+
+An L1 / SSIM / gradient-trained decoder returns the conditional mean of a frame given its
+latent: Doom's textures come out as blur. A small patch GAN (hinge loss, as in VQGAN / SD's
+VAE) pushes the light decoder toward plausible texture instead. The encoder is frozen, so
+the latent space — and every DiT stage trained on it — stays valid: this stage can run
+before, after or beside the DiT stages, and export picks its decoder up when it exists.
+
+Loss of the decoder: the VAE stage's reconstruction loss + ``adv_weight`` * (-D(fake)),
+on latents perturbed like the VAE stage's (``vae.decoder_noise``), so predicted latents
+decode to plausible frames too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aapt_world.vae import CausalVideoVAE, LightDecoder
+from training.batches import video_batch
+from training.config import TrainConfig
+from training.dataset import ClipDataset
+from training.losses import psnr
+from training.stages.vae import perturb_latents, reconstruction_loss
+from training.trainer import (
+    Dist,
+    Trainer,
+    adamw,
+    eval_mode,
+    load_stage_weights,
+    optimizer_step,
+    stage_dir,
+    step_rng,
+    warmup_lr,
+)
+
+STAGE_DIR = "decoder"
+
+
+class PatchDiscriminator(nn.Module):
+    """Frames (N, 3, H, W) -> patch logits (N, 1, H/8, W/8); each sees a ~30 px receptive field."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in (width, 2 * width, 4 * width):  # three stride-2 stages: 8x down
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1),
+                       nn.GroupNorm(min(8, c), c), nn.LeakyReLU(0.2)]
+            c_in = c
+        layers.append(nn.Conv2d(c_in, 1, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
+
+
+def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    if ranks.world_size > 1:
+        raise NotImplementedError("stage decoder runs in one process")
+    vae = CausalVideoVAE(cfg.model.vae).to(device).eval().requires_grad_(False)
+    light = LightDecoder(cfg.model.vae).to(device)
+    load_stage_weights(cfg, "vae", {"vae": vae, "light_decoder": light})
+    disc = PatchDiscriminator(cfg.decoder.disc_width).to(device)
+    g_opt = adamw(cfg, light.parameters())
+    d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.decoder.d_lr, betas=(0.5, 0.9))
+    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"light_decoder": light,
+                                                       "patch_disc": disc},
+                      {"g": g_opt, "d": d_opt}, ranks)
+    trainer.resume()
+    train = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train")
+    val = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val")
+
+    def frames_of(video: torch.Tensor) -> torch.Tensor:
+        return video.transpose(1, 2).flatten(0, 1)  # (B, 3, T, H, W) -> (B T, 3, H, W)
+
+    def train_step(step: int) -> dict[str, torch.Tensor]:
+        batch = video_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
+        with torch.no_grad():
+            z = perturb_latents(vae.encode(batch.video).sample(), cfg.vae.decoder_noise)
+        recon = light.decode(z)
+        real, fake = frames_of(batch.video), frames_of(recon)
+        warmup_lr(d_opt, cfg.optim, step, cfg.decoder.d_lr)
+        d_loss = hinge_d_loss(disc(real), disc(fake.detach()))
+        optimizer_step(d_opt, d_loss, disc.parameters(), cfg.optim.grad_clip)
+
+        warmup_lr(g_opt, cfg.optim, step)
+        disc.requires_grad_(False)
+        parts = reconstruction_loss(cfg, recon, batch.video)
+        adv = -disc(fake).mean()
+        loss = parts["total"] + cfg.decoder.adv_weight * adv
+        grad_norm = optimizer_step(g_opt, loss, light.parameters(), cfg.optim.grad_clip)
+        disc.requires_grad_(True)
+        with torch.no_grad():
+            quality = psnr(fake, real).mean()
+        return {"loss": loss.detach(), "l1": parts["l1"].detach(), "adv": adv.detach(),
+                "d_loss": d_loss.detach(), "psnr": quality, "grad_norm": grad_norm}
+
+    def evaluate() -> dict[str, float]:
+        """Held-out PSNR and the high-frequency energy ratio decoded / real (1 = as sharp)."""
+        rng = np.random.default_rng(12345)
+        scores, hf = [], []
+        with eval_mode(light):
+            for _ in range(cfg.data.val_batches):
+                batch = video_batch(val, rng, cfg.run.batch_size, device)
+                real = frames_of(batch.video)
+                fake = frames_of(light.decode(vae.encode(batch.video).mode()))
+                scores.append(psnr(fake, real))
+                hf.append(laplacian_energy(fake) / laplacian_energy(real))
+        return {"light_psnr": torch.cat(scores).mean().item(), "hf_ratio": float(np.mean(hf))}
+
+    frames = cfg.run.batch_size * (4 * cfg.data.clip_steps + 1)
+    return trainer.run(train_step, units_per_step=frames, evaluate=evaluate)
+
+
+def laplacian_energy(frames: torch.Tensor) -> float:
+    """Mean |Laplacian| of the grey frames (N, 3, H, W): how much fine texture they hold."""
+    grey = frames.mean(1, keepdim=True)
+    kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], device=frames.device)
+    return F.conv2d(grey, kernel.view(1, 1, 3, 3)).abs().mean().item()
