@@ -32,9 +32,9 @@ stage_vae() {
 }
 stage_latents() { train stage=latents; }
 stage_diffusion() {
-  train stage=diffusion run.steps=1200 run.batch_size=6 data.clip_steps=12 run.log_every=10 \
+  train stage=diffusion run.steps=750 run.batch_size=6 data.clip_steps=12 run.log_every=10 \
     run.eval_every=200 run.ckpt_every=25 optim.lr=6e-4 optim.warmup_steps=50 \
-    optim.decay_start=700 optim.decay_steps=500 diffusion.context_noise=0.5 \
+    optim.decay_start=450 optim.decay_steps=300 diffusion.context_noise=0.5 \
     run.max_minutes=40
 }
 stage_consistency() {
