@@ -227,10 +227,10 @@ def test_one_batched_forward_per_step(tiny_world_dir, monkeypatch) -> None:
         assert conds.shape[0] == 4
         return session_step(conds)
 
-    def count_generator(noise, *args):  # one DiT forward over the new frame, all envs at once
+    def count_generator(noise, *args, **kwargs):  # one DiT forward over the new frame, all envs
         calls["generator"] += 1
         assert noise.shape[0] == 4
-        return generator_step(noise, *args)
+        return generator_step(noise, *args, **kwargs)
 
     monkeypatch.setattr(venv.session, "step", count_session)
     monkeypatch.setattr(venv.world.generator, "step", count_generator)
