@@ -10,6 +10,8 @@
 #   - stage 3: student-forced segments longer than the window.
 #   DATA=/path/to/dataset RUN=/path/to/run bash training/recipes/doom_cpu_v2.sh
 #   STAGES="diffusion" bash training/recipes/doom_cpu_v2.sh       # some stages only
+#   (as run: "vae latents diffusion consistency", then "adversarial" and "decoder" side by side
+#   with THREADS=1 each, then "export")
 # The dataset (deterministic): aapt-world collect root=$DATA num_episodes=64 steps_per_episode=500
 # Every stage resumes where it stopped: rerun the same command to continue (run.max_minutes
 # caps one invocation); raise run.steps to train further.
@@ -17,7 +19,7 @@ set -euo pipefail
 DATA=${DATA:-data/doom}
 RUN=${RUN:-runs/doom2}
 THREADS=${THREADS:-2}
-STAGES=${STAGES:-vae latents diffusion consistency adversarial export}
+STAGES=${STAGES:-vae latents diffusion consistency adversarial decoder export}
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}
 train() {
   aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
@@ -29,6 +31,11 @@ stage_vae() {
     run.log_every=25 run.eval_every=200 run.ckpt_every=50 optim.lr=3e-4 optim.warmup_steps=20 \
     optim.decay_start=300 optim.decay_steps=300 optim.min_lr_ratio=0.1 \
     vae.kl_weight=1e-4 vae.decoder_noise=0.1 run.max_minutes=16
+}
+stage_decoder() {  # independent of the DiT stages (frozen encoder): may run beside them
+  train stage=decoder run.steps=400 run.batch_size=4 data.clip_steps=4 run.log_every=10 \
+    run.eval_every=100 run.ckpt_every=25 optim.lr=1e-4 optim.warmup_steps=20 \
+    vae.decoder_noise=0.1 decoder.adv_weight=0.05 run.max_minutes=15
 }
 stage_latents() { train stage=latents; }
 stage_diffusion() {
@@ -42,15 +49,18 @@ stage_consistency() {
     run.eval_every=40 run.ckpt_every=10 optim.lr=2e-4 optim.warmup_steps=10 run.max_minutes=6
 }
 stage_adversarial() {
+  # r1_weight 100: at the paper's 1000 the first world's D lost all input dependence
   train stage=adversarial run.steps=400 run.batch_size=2 data.clip_steps=10 \
     adversarial.rollout_steps=10 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
-    run.log_every=5 run.eval_every=50 run.ckpt_every=5 optim.warmup_steps=10 \
-    run.max_minutes=20
+    adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
+    optim.warmup_steps=10 run.max_minutes=15
 }
 stage_export() {
   train stage=export
   train stage=export export.source=consistency
   train stage=export export.source=diffusion export.sample_steps=4
+  train stage=export export.source=diffusion export.sample_steps=1 \
+    export.out="$RUN/world-diffusion-1nfe"
 }
 
 for stage in $STAGES; do
