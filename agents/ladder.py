@@ -35,8 +35,17 @@ import torch
 from tqdm import tqdm
 
 from aapt_world import metrics as M
-from agents.drift import (FAMILIES, LATE_FRACTION, RealRun, _clean, evaluate, family_commands,
-                          fmt, neural_run, real_run)
+from agents.drift import (
+    FAMILIES,
+    LATE_FRACTION,
+    RealRun,
+    _clean,
+    evaluate,
+    family_commands,
+    fmt,
+    neural_run,
+    real_run,
+)
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 
 FULL_TURN_STEPS = 15  # a full-speed turn is 24 degrees per step: 360 degrees in 15 steps

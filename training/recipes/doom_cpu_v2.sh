@@ -55,8 +55,9 @@ stage_adversarial() {
     adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
     optim.warmup_steps=10 run.max_minutes=15
 }
-stage_export() {
+stage_export() {  # world-ctx25 is what ships as worlds/doom (the ladder chose it)
   train stage=export
+  train stage=export export.context_noise=0.25 export.out="$RUN/world-ctx25"
   train stage=export export.source=consistency
   train stage=export export.source=diffusion export.sample_steps=4
   train stage=export export.source=diffusion export.sample_steps=1 \

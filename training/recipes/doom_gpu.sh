@@ -55,5 +55,5 @@ train stage=adversarial run.steps=100000 run.batch_size=16 data.clip_steps=10 \
   adversarial.rollout_steps=10 adversarial.r1_weight=100 adversarial.g_lr=5e-5 \
   adversarial.d_lr=1e-4 optim.warmup_steps=10 run.log_every=5 run.eval_every=100000 \
   run.ckpt_every=50 run.max_minutes="$(minutes 1.5)"
-train stage=export export.out="$OUT_WORLD"
+train stage=export export.context_noise=0.25 export.out="$OUT_WORLD"  # the CPU ladder's pick
 echo "doom_gpu: world at $OUT_WORLD after $(( $(date +%s) - start )) s"
