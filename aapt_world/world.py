@@ -160,7 +160,8 @@ def render_card(world: World) -> str:
              f"{cfg.frames_per_step} frames per latent step",
              f"- action space: {cfg.action_type}; condition: {cfg.condition.kind}",
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
-             f"{cfg.sample_steps} NFE per latent frame",
+             f"{cfg.sample_steps} NFE per latent frame, inference context noise "
+             f"{cfg.context_noise:g}",
              f"- start frames: {len(world.start_frames)}"]
     lines += [f"- {key}: `{card[key]}`" for key in ("recipe", "evaluation") if key in card]
     lines.append("")
