@@ -450,18 +450,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--card", action="store_true",
                         help="write the headline numbers into the evaluated world's model card")
     args = parser.parse_args(argv)
+    compare = parse_compare(parser, args.compare)
+    families = parse_families(parser, args.families)
+    return run_drift(args.world, args.steps, families, args.long_steps, args.out, args.video,
+                     args.seed, args.map, compare, args.device, args.card)
+
+
+def parse_compare(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """``--compare NAME=DIR ...`` -> {name: dir}; a malformed item is a parser error."""
     compare = {}
-    for item in args.compare:
+    for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             parser.error(f"--compare takes NAME=DIR, got {item!r}")
         compare[name] = path
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    return compare
+
+
+def parse_families(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """``--families a,b`` -> [a, b], each a known family ('' = none)."""
+    families = [f.strip() for f in text.split(",") if f.strip()]
     for f in families:
         if f not in FAMILIES:
             parser.error(f"unknown family {f!r}: expected some of {','.join(FAMILIES)}")
-    return run_drift(args.world, args.steps, families, args.long_steps, args.out, args.video,
-                     args.seed, args.map, compare, args.device, args.card)
+    return families
 
 
 def _cuda() -> bool:

@@ -44,6 +44,8 @@ from agents.drift import (
     family_commands,
     fmt,
     neural_run,
+    parse_compare,
+    parse_families,
     real_run,
 )
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
@@ -419,16 +421,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--strip", default=None, help="also write the image strip here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    worlds = {"neural": args.world}
-    for item in args.compare:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            parser.error(f"--compare takes NAME=DIR, got {item!r}")
-        worlds[name] = path
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
-    for f in families:
-        if f not in FAMILIES:
-            parser.error(f"unknown family {f!r}: expected some of {','.join(FAMILIES)}")
+    worlds = {"neural": args.world, **parse_compare(parser, args.compare)}
+    families = parse_families(parser, args.families)
     maps = [m.strip() for m in args.maps.split(",") if m.strip()]
     if not maps:
         parser.error("--maps needs at least one map")
