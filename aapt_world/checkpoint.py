@@ -6,11 +6,14 @@ shards ``<name>-00001-of-0000N.safetensors`` plus the usual ``<name>.safetensors
 config and model card travel as JSON strings under the ``"config"`` and ``"card"`` keys.
 
 Every file is written to a temporary name and ``os.replace``d into place: a crash never leaves
-a half-written checkpoint where a complete one is expected.
+a half-written checkpoint where a complete one is expected. The index records each shard's
+SHA-256 (``"sha256": {shard: hex}``), checked at load; every floating tensor must be finite.
+Errors name the file that is actually damaged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 INDEX_SUFFIX = ".safetensors.index.json"
@@ -43,6 +46,14 @@ def atomic_replace(path: Path, write: Any) -> None:
         raise
 
 
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _index_path(path: Path) -> Path:
     return path.with_name(path.name + ".index.json")
 
@@ -59,10 +70,12 @@ def weights_exist(path: str | Path) -> bool:
 
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
-                 dtype: torch.dtype | None = None, max_shard_bytes: int = 15 * 2**20) -> list[Path]:
+                 dtype: torch.dtype | None = None, max_shard_bytes: int = 15 * 2**20,
+                 index: bool = False) -> list[Path]:
     """Save ``tensors`` (optionally cast to ``dtype``) with JSON-able ``metadata``.
 
-    ``path`` ends in ``.safetensors``. Returns the files written.
+    ``path`` ends in ``.safetensors``. ``index``: always write shards + index (with checksums),
+    even for one shard. Returns the files written.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -79,55 +92,94 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
             size = 0
         shards[-1][name] = tensor
         size += nbytes
-    index = _index_path(path)
-    stale = [index, *_shard_paths(path)]  # the other layout: removed once the new one is in
-    if len(shards) == 1:
+    index_path = _index_path(path)
+    stale = [index_path, *_shard_paths(path)]  # the other layout: removed once the new one is in
+    if len(shards) == 1 and not index:
         atomic_replace(path, lambda tmp: save_file(shards[0], tmp, metadata=meta))
         for old in stale:
             old.unlink(missing_ok=True)
         return [path]
     stem = path.name[: -len(".safetensors")]
-    files, weight_map = [], {}
+    files, weight_map, checksums = [], {}, {}
     for i, shard in enumerate(shards, 1):
         shard_path = path.with_name(f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors")
         atomic_replace(shard_path, lambda tmp, s=shard: save_file(s, tmp, metadata=meta))
         files.append(shard_path)
         weight_map.update({name: shard_path.name for name in shard})
-    index_text = json.dumps({"metadata": meta, "weight_map": weight_map}, indent=1)
-    atomic_replace(index, lambda tmp: Path(tmp).write_text(index_text))
+        checksums[shard_path.name] = sha256_file(shard_path)
+    index_text = json.dumps({"metadata": meta, "weight_map": weight_map, "sha256": checksums},
+                            indent=1)
+    atomic_replace(index_path, lambda tmp: Path(tmp).write_text(index_text))
     for old in [path, *stale[1:]]:
         if old not in files:
             old.unlink(missing_ok=True)
-    return [*files, index]
+    return [*files, index_path]
+
+
+def _load_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """One safetensors file, its tensors checked finite; errors name ``path``."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"corrupt checkpoint {path}: {err}") from err
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"corrupt checkpoint {path}: tensor {name!r} holds "
+                                  "non-finite values (NaN or inf)")
+    return tensors, raw_meta
+
+
+def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(metadata, weight_map, sha256) of a shard index; a CheckpointError names it if bad."""
+    try:
+        spec = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"corrupt checkpoint index {index}: not JSON ({err})") from err
+    if not isinstance(spec, dict) or not isinstance(spec.get("weight_map"), dict):
+        raise CheckpointError(f"corrupt checkpoint index {index}: expected a JSON object with "
+                              f"a 'weight_map' object, got {type(spec).__name__}")
+    parts = spec.get("metadata", {}), spec["weight_map"], spec.get("sha256", {})
+    if not all(isinstance(p, dict) and all(isinstance(v, str) for v in p.values())
+               for p in parts):
+        raise CheckpointError(f"corrupt checkpoint index {index}: 'metadata', 'weight_map' "
+                              "and 'sha256' must map names to strings")
+    return parts
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a single-file or sharded checkpoint; returns (tensors, metadata with JSON decoded)."""
+    """Load a single-file or sharded checkpoint; returns (tensors, metadata with JSON decoded).
+
+    Shards are checked against the index's SHA-256s, and each shard's own metadata must be
+    the index's (an edited index cannot pair a new config with old weights)."""
     path = Path(path)
     index = _index_path(path)
-    try:
-        if path.exists():
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                raw_meta = f.metadata() or {}
-            tensors = load_file(str(path))
-        elif index.exists():
-            spec = json.loads(index.read_text())
-            raw_meta, tensors = spec["metadata"], {}
-            for shard in sorted(set(spec["weight_map"].values())):
-                shard_path = path.with_name(shard)
-                if not shard_path.exists():
-                    raise CheckpointError(f"shard {shard_path} listed in {index} is missing")
-                tensors.update(load_file(str(shard_path)))
-            missing = set(spec["weight_map"]) - set(tensors)
-            if missing:
-                raise CheckpointError(f"{index} lists tensors absent from its shards: "
-                                      f"{sorted(missing)[:5]}")
-        else:
-            raise CheckpointError(f"no checkpoint at {path} (nor a sharded {index.name})")
-    except (SafetensorError, OSError, json.JSONDecodeError, KeyError) as err:
-        raise CheckpointError(f"corrupt checkpoint {path}: {err}") from err
+    if path.exists():
+        tensors, raw_meta = _load_file(path)
+    elif index.exists():
+        raw_meta, weight_map, checksums = _read_index(index)
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            shard_path = path.with_name(shard)
+            if not shard_path.exists():
+                raise CheckpointError(f"shard {shard_path} listed in {index} is missing")
+            if shard in checksums and sha256_file(shard_path) != checksums[shard]:
+                raise CheckpointError(f"corrupt checkpoint {shard_path}: its SHA-256 does not "
+                                      f"match the one recorded in {index}")
+            shard_tensors, shard_meta = _load_file(shard_path)
+            if checksums and shard_meta != raw_meta:
+                differ = sorted(k for k in set(raw_meta) | set(shard_meta)
+                                if raw_meta.get(k) != shard_meta.get(k))
+                raise CheckpointError(f"{index} metadata {differ} differs from the metadata "
+                                      f"saved with the weights in {shard_path}: edited index?")
+            tensors.update(shard_tensors)
+        missing = set(weight_map) - set(tensors)
+        if missing:
+            raise CheckpointError(f"{index} lists tensors absent from its shards: "
+                                  f"{sorted(missing)[:5]}")
+    else:
+        raise CheckpointError(f"no checkpoint at {path} (nor a sharded {index.name})")
     metadata = {}
     for key, value in raw_meta.items():
         try:

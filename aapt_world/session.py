@@ -51,6 +51,19 @@ class StepTiming:
         return self.generator + self.decoder
 
 
+class NonFiniteError(RuntimeError):
+    """A model produced NaN or inf: damaged weights or a numerical blow-up, never silent."""
+
+
+def check_finite(x: Tensor, what: str, steps: Tensor) -> None:
+    bad = ~torch.isfinite(x.flatten(1)).all(dim=1)
+    if bool(bad.any()):
+        streams = bad.nonzero().flatten().tolist()
+        raise NonFiniteError(f"{what} is not finite (NaN or inf) for streams {streams[:8]} at "
+                             f"latent step {steps[streams[0]].item() + 1}: the world's weights "
+                             "are damaged or the model diverged")
+
+
 def to_uint8_frames(video: Tensor) -> Tensor:
     """(..., 3, H, W) floats in [-1, 1] -> (..., H, W, 3) uint8."""
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
@@ -182,10 +195,12 @@ class StreamingSession:
             level = torch.full((self.batch_size,), self.context_noise, device=self.device)
         x = self.generator.sample_step(noise, prev, conditions.to(self.device, self.dtype),
                                        self.caches, self.timesteps, context_level=level)
+        check_finite(x, "the generated latent", self.steps)
         self.prev = x
         t1 = time.perf_counter()
         frames, self.decode_state = self.vae.decode_step(self.vae.denormalize(x.unsqueeze(2)),
                                                          self.decode_state)
+        check_finite(frames, "the decoded frame", self.steps)
         out = to_uint8_frames(frames.transpose(1, 2))  # (B, 4, H, W, 3)
         self.timing = StepTiming(generator=t1 - t0, decoder=time.perf_counter() - t1)
         self.steps += 1

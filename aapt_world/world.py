@@ -2,14 +2,17 @@
 
 On disk a world is one directory::
 
-    world.safetensors      fp16 weights: vae.encoder.*, vae.decoder.* (the inference decoder),
-                           vae.latent_scale/shift, generator.*, heads.* (sharded if large);
-                           metadata "config" (JSON: model configs) and "card" (JSON)
+    world-0000i-of-0000N.safetensors  fp16 weights: vae.encoder.*, vae.decoder.* (the inference
+                           decoder), vae.latent_scale/shift, generator.*, heads.*; metadata
+                           "config" (JSON: model configs), "card" (JSON) and "files" (the
+                           SHA-256 of start_frames.npy)
+    world.safetensors.index.json  the shards' tensor map, metadata and SHA-256s
     start_frames.npy       uint8 (N, H, W, 3): frames ``reset()`` starts from
     MODEL_CARD.md          the card for people (data, steps, compute, metrics)
 
 ``export_world`` assembles one from a training run (``run.out_dir``); ``load_world`` reads it
-back with clear errors for missing or corrupt files.
+back and verifies it: checksums, finite weights, a config that fits the weights; every error
+names the file at fault.
 """
 
 from __future__ import annotations
@@ -23,9 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, atomic_replace, load_into, load_weights, save_weights
+from .checkpoint import (
+    CheckpointError,
+    atomic_replace,
+    load_into,
+    load_weights,
+    save_weights,
+    sha256_file,
+)
 from .conditions import ConditionConfig
 from .heads import HeadsConfig, RewardTerminationHeads
+from .session import FRAMES_PER_STEP
 from .transformer import DiTConfig
 from .vae import CausalVideoVAE, VAEConfig
 from .world_model import WorldModel
@@ -33,6 +44,7 @@ from .world_model import WorldModel
 WEIGHTS = "world.safetensors"
 START_FRAMES = "start_frames.npy"
 CARD = "MODEL_CARD.md"
+ACTION_TYPES = ("discrete", "continuous")
 
 
 @dataclass
@@ -53,12 +65,35 @@ class WorldConfig:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def problems(self) -> list[str]:
+        """What is wrong with this config (empty when it is usable)."""
+        checks = [
+            (self.action_type in ACTION_TYPES,
+             f"action_type must be one of {ACTION_TYPES}, got {self.action_type!r}"),
+            (isinstance(self.fps, int) and self.fps > 0, f"fps must be > 0, got {self.fps!r}"),
+            (self.frames_per_step == FRAMES_PER_STEP == self.condition.frames_per_latent,
+             f"frames_per_step must be {FRAMES_PER_STEP} (the VAE's frames per latent), got "
+             f"{self.frames_per_step!r}"),
+            (isinstance(self.sample_steps, int) and self.sample_steps >= 1,
+             f"sample_steps must be >= 1, got {self.sample_steps!r}"),
+            (0 <= self.context_noise < 1,
+             f"context_noise must be in [0, 1), got {self.context_noise!r}"),
+            (isinstance(self.dit.window, int) and self.dit.window >= 1,
+             f"dit.window must be >= 1, got {self.dit.window!r}"),
+        ]
+        return [message for ok, message in checks if not ok]
+
     @staticmethod
     def from_json(data: dict[str, Any]) -> WorldConfig:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        heads = data.get("heads")
+        if heads is not None and not isinstance(heads, dict):
+            raise TypeError(f"heads must be an object or null, got {heads!r}")
         return WorldConfig(
             vae=VAEConfig(**data["vae"]), dit=DiTConfig(**data["dit"]),
             condition=ConditionConfig(**data["condition"]),
-            heads=HeadsConfig(**data["heads"]) if data.get("heads") else None,
+            heads=HeadsConfig(**heads) if heads else None,
             action_type=data["action_type"], fps=data["fps"],
             frames_per_step=data["frames_per_step"],
             sample_steps=data.get("sample_steps", 1),
@@ -104,10 +139,12 @@ def save_world(directory: str | Path, world: World, dtype: torch.dtype = torch.f
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"{name}.{k}": v for name, m in world.modules().items()
                for k, v in m.state_dict().items()}
-    save_weights(directory / WEIGHTS, tensors,
-                 {"config": world.config.to_json(), "card": world.card}, dtype=dtype)
     atomic_replace(directory / START_FRAMES,
                    lambda tmp: np.save(open(tmp, "wb"), world.start_frames))
+    files = {START_FRAMES: sha256_file(directory / START_FRAMES)}
+    save_weights(directory / WEIGHTS, tensors,
+                 {"config": world.config.to_json(), "card": world.card, "files": files},
+                 dtype=dtype, index=True)
     atomic_replace(directory / CARD, lambda tmp: Path(tmp).write_text(render_card(world)))
 
 
@@ -120,33 +157,55 @@ def update_card(directory: str | Path, **sections: Any) -> World:
     return world
 
 
+def read_world_config(path: Path, meta: dict[str, Any]) -> WorldConfig:
+    """The world config in a weights file's metadata; CheckpointError naming ``path`` if bad."""
+    if "config" not in meta:
+        raise CheckpointError(f"{path} has no 'config' metadata: not a world")
+    if isinstance(meta["config"], str):
+        raise CheckpointError(f"{path}: the 'config' metadata is not valid JSON")
+    try:
+        config = WorldConfig.from_json(meta["config"])
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: bad world config ({err})") from err
+    problems = config.problems()
+    if problems:
+        raise CheckpointError(f"{path}: bad world config: {'; '.join(problems)}")
+    return config
+
+
+def load_start_frames(path: Path, config: WorldConfig, sha256: str | None) -> np.ndarray:
+    if sha256 is not None and path.exists() and sha256_file(path) != sha256:
+        raise CheckpointError(f"corrupt start frames {path}: its SHA-256 does not match the one "
+                              "recorded with the world's weights")
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CheckpointError(f"missing or corrupt start frames {path}: {err}") from err
+    h, w = config.vae.height, config.vae.width
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
+        raise CheckpointError(f"{path} holds {frames.dtype} {frames.shape}, expected uint8 "
+                              f"(N, {h}, {w}, 3)")
+    if len(frames) == 0:
+        raise CheckpointError(f"{path} holds no start frames: a world needs at least one")
+    return frames
+
+
 def load_world(directory: str | Path, device: str | torch.device = "cpu") -> World:
     """Load a world directory; raises CheckpointError naming the missing or corrupt file."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"no world at {directory}: expected a directory with {WEIGHTS} "
                               f"and {START_FRAMES}")
-    tensors, meta = load_weights(directory / WEIGHTS)
-    if "config" not in meta:
-        raise CheckpointError(f"{directory / WEIGHTS} has no 'config' metadata: not a world")
-    try:
-        config = WorldConfig.from_json(meta["config"])
-    except (KeyError, TypeError) as err:
-        raise CheckpointError(f"{directory / WEIGHTS}: bad world config ({err})") from err
-    frames_path = directory / START_FRAMES
-    try:
-        start_frames = np.load(frames_path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise CheckpointError(f"missing or corrupt start frames {frames_path}: {err}") from err
-    if start_frames.dtype != np.uint8 or start_frames.shape[1:] != (config.vae.height,
-                                                                   config.vae.width, 3):
-        raise CheckpointError(f"{frames_path} holds {start_frames.dtype} {start_frames.shape}, "
-                              f"expected uint8 (N, {config.vae.height}, {config.vae.width}, 3)")
+    weights = directory / WEIGHTS
+    tensors, meta = load_weights(weights)
+    config = read_world_config(weights, meta)
+    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    start_frames = load_start_frames(directory / START_FRAMES, config, files.get(START_FRAMES))
     world = build_world(config, start_frames, meta.get("card", {}))
     for name, module in world.modules().items():
         prefix = f"{name}."
         load_into(module, {k[len(prefix):]: v for k, v in tensors.items()
-                           if k.startswith(prefix)}, f"{directory / WEIGHTS} [{name}]")
+                           if k.startswith(prefix)}, f"{weights} [{name}]")
     for module in world.modules().values():
         module.to(device)
     return world.eval()

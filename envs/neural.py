@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from aapt_world.session import SessionSnapshot, StreamingSession
+from aapt_world.session import NonFiniteError, SessionSnapshot, StreamingSession
 from aapt_world.world import World, load_world
 from envs import DEFAULT_WORLD
 from envs.actions import (
@@ -116,8 +116,11 @@ def evaluate_heads(world: World, prev: torch.Tensor, new: torch.Tensor, conds: t
         return np.zeros(batch, dtype=np.float64), np.full(batch, -np.inf, dtype=np.float64)
     with torch.inference_mode():
         reward, logit = world.heads(prev, new, conds.to(prev.dtype))
-    return (reward.float().cpu().numpy().astype(np.float64),
-            logit.float().cpu().numpy().astype(np.float64))
+    reward, logit = (t.float().cpu().numpy().astype(np.float64) for t in (reward, logit))
+    if not (np.isfinite(reward).all() and np.isfinite(logit).all()):
+        raise NonFiniteError("the reward/termination heads returned NaN or inf: the world's "
+                             "heads weights are damaged or diverged")
+    return reward, logit
 
 
 def validated_command(action: Any, action_type: str, space: spaces.Space) -> np.ndarray:
