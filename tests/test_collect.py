@@ -35,7 +35,7 @@ def test_collect_then_resume_adds_only_missing(tmp_path: Path) -> None:
     after = digest(tmp_path)
     assert {k: after[k] for k in before} == before  # existing episodes untouched
     manifest = read_manifest(tmp_path)
-    assert [e["split"] for e in manifest["episodes"]] == ["train", "train", "val"]
+    assert [e["split"] for e in manifest["episodes"]] == ["train", "val", "train"]
     assert collect(small(tmp_path), progress=False)["recorded_episodes"] == 0
     clip = ClipDataset(tmp_path, num_steps=4, split="val").sample(np.random.default_rng(0))
     assert clip.frames.shape == (17, 48, 64, 3)
@@ -48,9 +48,31 @@ def test_parallel_workers_match_serial(tmp_path: Path) -> None:
 
 
 def test_resume_with_other_settings_refused(tmp_path: Path) -> None:
-    collect(small(tmp_path, num_episodes=1), progress=False)
+    collect(small(tmp_path, num_episodes=2), progress=False)
     with pytest.raises(ValueError, match="different settings"):
         collect(small(tmp_path, width=128, height=96), progress=False)
+
+
+def test_a_rerun_with_another_plan_is_refused_not_skipped(tmp_path: Path) -> None:
+    collect(small(tmp_path), progress=False)  # 3 episodes, val_every 3: episode 1 validates
+    with pytest.raises(ValueError, match=r"ep_000002 .*'split': \('train', 'val'\)"):
+        collect(small(tmp_path, val_every=2), progress=False)  # would make episode 2 val
+    with pytest.raises(ValueError, match=r"'steps_per_episode': \(12, 20\)"):
+        collect(small(tmp_path, steps_per_episode=20), progress=False)
+    with pytest.raises(ValueError, match=r"ep_000000 .*'seed': \(0, 5\)"):
+        collect(small(tmp_path, seed=5), progress=False)
+    with pytest.raises(ValueError, match=r"'map': \('MAP01', 'MAP02'\)"):
+        collect(small(tmp_path, maps=["MAP02"]), progress=False)
+
+
+def test_small_plans_always_have_a_validation_episode() -> None:
+    for n in range(2, 12):
+        plans = plan_episodes(CollectConfig(num_episodes=n))  # default val_every=8
+        assert [p.split for p in plans].count("val") >= 1, n
+        bigger = plan_episodes(CollectConfig(num_episodes=n + 5))
+        assert [p.split for p in bigger[:n]] == [p.split for p in plans]  # growth keeps splits
+    with pytest.raises(ValueError, match="num_episodes must be >= 2"):
+        CollectConfig(num_episodes=1).validate()
 
 
 def test_config_validation() -> None:
@@ -102,11 +124,11 @@ def test_explorer_escapes_walls() -> None:
 
 def test_cli_collect_and_rollout(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    cmd = [sys.executable, "-m", "aapt_world.cli", "collect", f"root={root}", "num_episodes=1",
+    cmd = [sys.executable, "-m", "aapt_world.cli", "collect", f"root={root}", "num_episodes=2",
            "steps_per_episode=5", "workers=1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "recorded_episodes=1" in out.stdout
+    assert "recorded_episodes=2" in out.stdout
     bad = subprocess.run(cmd[:-1] + ["workers=zero"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "workers" in bad.stderr
     video = tmp_path / "real.mp4"

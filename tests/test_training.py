@@ -8,6 +8,7 @@ All runs are tiny (64x48 video, a 2-block DiT, batch 2, a few steps) and single-
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -30,6 +31,7 @@ from aapt_world.session import StreamingSession
 from aapt_world.vae import CausalVideoVAE
 from training.collect import CollectConfig, collect
 from training.config import TrainConfig
+from training.dataset import DatasetError
 from training.latents import LatentClipDataset
 from training.stages import adversarial as adv
 from training.stages.diffusion import build_world_model, diffusion_loss, latent_batch
@@ -262,7 +264,8 @@ def test_resume_after_kill_matches_uninterrupted(pipeline: dict, data_root: Path
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
 
 
-def test_resume_repairs_stale_export(pipeline: dict, data_root: Path, tmp_path: Path) -> None:
+def test_resume_repairs_stale_export(pipeline: dict, data_root: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
     """A kill between trainer_state.pt and model.safetensors: the state wins, the export is
     rewritten, and the already finished run does not train again."""
     out = fresh_run_dir(pipeline, tmp_path, "latents", "diffusion", "consistency")
@@ -271,7 +274,13 @@ def test_resume_repairs_stale_export(pipeline: dict, data_root: Path, tmp_path: 
     (d / "model.safetensors").unlink()
     cfg = make_cfg(overrides(data_root, out, "stage=consistency",
                              f"run.steps={PIPELINE_STEPS['consistency']}"))
+    orphan = d / ".trainer_state.pt.x1y2.tmp"  # a kill during atomic_replace leaves one
+    orphan.write_bytes(b"half a checkpoint")
     assert run_stage(cfg) == {}  # nothing left to train
+    assert not orphan.exists()
+    err = capsys.readouterr().err
+    assert (f"consistency: resumed at step {PIPELINE_STEPS['consistency']}" in err
+            and "already reached: nothing to train" in err)
     tensors, meta = load_weights(d / "model.safetensors")
     assert meta["step"] == PIPELINE_STEPS["consistency"]
     assert all(torch.equal(tensors[k], stale[k]) for k in stale)
@@ -447,9 +456,22 @@ def test_bad_config_names_the_field(data_root: Path, tmp_path: Path, items: list
 def test_bad_setups_give_clear_errors(pipeline: dict, data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"needs the 'diffusion' stage's weights"):
         run_stage(make_cfg(overrides(data_root, tmp_path / "empty", "stage=consistency")))
-    with pytest.raises(ValueError, match=r"holds 64x48 frames but model\.vae expects 128x96"):
+    with pytest.raises(DatasetError, match=r"holds 64x48 frames but the model expects 128x96: "
+                       r"record at that size \(`aapt-world collect .* width=128 height=96`\)"):
         items = overrides(data_root, tmp_path / "small", "stage=vae")
         run_stage(make_cfg([i if i != "model=tiny" else "model=small" for i in items]))
+    with pytest.raises(DatasetError, match=r"longest train episode .* has 20 steps, fewer than "
+                       r"data\.clip_steps=30"):
+        run_stage(make_cfg(overrides(data_root, tmp_path / "long", "stage=vae",
+                                     "data.clip_steps=30")))
+    only_train = tmp_path / "only_train"
+    shutil.copytree(data_root, only_train)
+    manifest = json.loads((only_train / "manifest.json").read_text())
+    for entry in manifest["episodes"]:
+        entry["split"] = "train"
+    (only_train / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"has no val episode .*num_episodes=2"):
+        run_stage(make_cfg(overrides(only_train, tmp_path / "nv", "stage=vae")))
     out = fresh_run_dir(pipeline, tmp_path / "adv", "latents", "diffusion", "consistency")
     with pytest.raises(ValueError, match=r"data\.clip_steps >= 4"):
         run_stage(make_cfg(overrides(data_root, out, "stage=adversarial",

@@ -13,6 +13,7 @@ validation split (its position in each block of ``val_every`` rotates).
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from training.dataset import (
+    EPISODES_DIR,
     FRAMES_PER_STEP,
+    MANIFEST,
+    DatasetError,
     Episode,
     completed_episode_ids,
     read_manifest,
@@ -44,7 +48,7 @@ class CollectConfig:
     width: int = 128
     height: int = 96
     seed: int = 0
-    val_every: int = 8  # episodes 7, 15, 23, ... are validation
+    val_every: int = 8  # one episode in 8 is validation: 1, 10, 19, ... (see plan_episodes)
     workers: int = 2
 
     def validate(self) -> None:
@@ -52,8 +56,10 @@ class CollectConfig:
         from envs.doom import DoomConfig
 
         DoomConfig(scenario=self.scenario, width=self.width, height=self.height).validate()
-        if self.num_episodes < 1 or self.steps_per_episode < 1:
-            raise ValueError("num_episodes and steps_per_episode must be >= 1")
+        if self.num_episodes < 2 or self.steps_per_episode < 1:
+            raise ValueError(f"num_episodes must be >= 2 (one episode goes to validation) and "
+                             f"steps_per_episode >= 1, got {self.num_episodes} and "
+                             f"{self.steps_per_episode}")
         if not self.maps or not self.policies:
             raise ValueError("maps and policies must not be empty")
         unknown = set(self.policies) - set(POLICIES)
@@ -67,7 +73,7 @@ class CollectConfig:
         from envs.actions import COMMAND_NAMES
         from envs.doom import POSE_NAMES
 
-        return {"world": "doom", "plan_version": 2, "scenario": self.scenario, "width": self.width,
+        return {"world": "doom", "plan_version": 3, "scenario": self.scenario, "width": self.width,
                 "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": 35,
                 "action_names": list(COMMAND_NAMES), "pose_names": list(POSE_NAMES)}
 
@@ -85,15 +91,39 @@ class EpisodePlan:
 def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
     """Episode i: map i mod M; the policy list shifts by one every round of maps, so every map
     meets every policy; one validation episode per block of ``val_every``, at a position that
-    moves back by one each block, so validation covers every map and policy too (a fixed
+    moves on by one each block, so validation covers every map and policy too (a fixed
     position would correlate with the map/policy cycles)."""
-    m, p, v = len(cfg.maps), len(cfg.policies), cfg.val_every
+    m, p, v, n = len(cfg.maps), len(cfg.policies), cfg.val_every, cfg.num_episodes
+    # Block 0 validates its episode 1, so every dataset of >= 2 episodes has a validation
+    # episode, and growing a dataset (num_episodes up) never moves an episode's split.
+    val = {i for i in range(n) if i % v == (1 + i // v) % v}
     return [
         EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % m], seed=cfg.seed + i,
-                    policy=cfg.policies[(i + i // m) % p],
-                    split="val" if i % v == (v - 1 - i // v) % v else "train")
-        for i in range(cfg.num_episodes)
+                    policy=cfg.policies[(i + i // m) % p], split="val" if i in val else "train")
+        for i in range(n)
     ]
+
+
+def check_plan_matches_disk(root: Path, plans: list[EpisodePlan], steps: int) -> None:
+    """Episodes already on disk must be the ones this plan would record: re-running ``collect``
+    with other maps, policies, seed, split or length is refused, never a silent no-op."""
+    entries = {e["id"]: e for e in read_manifest(root)["episodes"]}
+    for plan in plans:
+        entry = entries.get(plan.id)
+        if entry is None:
+            continue
+        planned = {"map": plan.doom_map, "seed": plan.seed, "policy": plan.policy,
+                   "split": plan.split}
+        differ = {k: (entry.get(k), v) for k, v in planned.items() if entry.get(k) != v}
+        ended_early = bool(np.load(root / EPISODES_DIR / plan.id / "terminated.npy",
+                                   mmap_mode="r")[-1:].any())
+        if entry["num_steps"] != steps and not (ended_early and entry["num_steps"] < steps):
+            differ["steps_per_episode"] = (entry["num_steps"], steps)
+        if differ:
+            raise ValueError(
+                f"episode {plan.id} at {root} was recorded with other settings "
+                f"(on disk, requested): {differ}; collect into another root, or delete "
+                f"{root / EPISODES_DIR} to re-record")
 
 
 def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np.ndarray]:
@@ -162,8 +192,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
                              f"(existing, requested): {mismatched}; use another root")
     remove_stale_temporaries(root)
     have = completed_episode_ids(root)
-    todo = [p for p in plan_episodes(cfg) if p.id not in have]
+    plans = plan_episodes(cfg)
+    todo = [p for p in plans if p.id not in have]
     write_manifest(root, meta)  # picks up episodes a crashed run wrote but did not list
+    check_plan_matches_disk(root, plans, cfg.steps_per_episode)
     start, frames = time.perf_counter(), 0
     if todo:
         workers = min(cfg.workers, len(todo))
@@ -204,6 +236,13 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path="configs", config_name="collect")
     def _run(dict_cfg: Any) -> None:
         cfg = CollectConfig(**OmegaConf.to_container(dict_cfg, resolve=True))
+        try:  # bad settings, or a root recorded otherwise: one line with the fix
+            cfg.validate()
+            if (Path(cfg.root) / MANIFEST).exists():
+                check_plan_matches_disk(Path(cfg.root), plan_episodes(cfg), cfg.steps_per_episode)
+        except (ValueError, DatasetError) as err:
+            print(f"aapt-world collect: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         summary = collect(cfg)
         print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in summary.items()))

@@ -197,6 +197,31 @@ class Clip:
     start_step: int
 
 
+def check_training_data(root: str | Path, height: int, width: int, clip_steps: int) -> None:
+    """Fail at once, with the fix in the message, when the dataset at ``root`` cannot feed a
+    model of ``height`` x ``width`` frames trained on clips of ``clip_steps`` steps."""
+    manifest = read_manifest(root)
+    size = (manifest.get("width"), manifest.get("height"))
+    if size != (width, height):
+        raise DatasetError(
+            f"dataset at {root} holds {size[0]}x{size[1]} frames but the model expects "
+            f"{width}x{height}: record at that size (`aapt-world collect root=<new root> "
+            f"width={width} height={height}`), or pick a model of the data's size "
+            f"(model=small is 128x96, model=tiny 64x48)")
+    for split in ("train", "val"):
+        lengths = [e["num_steps"] for e in manifest["episodes"] if e["split"] == split]
+        if not lengths:
+            raise DatasetError(
+                f"dataset at {root} has no {split} episode (of {len(manifest['episodes'])}): "
+                f"record at least 2 episodes (`aapt-world collect root={root} num_episodes=2`); "
+                f"one in every val_every goes to validation")
+        if max(lengths) < clip_steps:
+            raise DatasetError(
+                f"the longest {split} episode in {root} has {max(lengths)} steps, fewer than "
+                f"data.clip_steps={clip_steps}: lower data.clip_steps or record longer "
+                f"episodes (steps_per_episode)")
+
+
 class EpisodeReader:
     """Memory-mapped arrays of one episode, checked against its manifest entry on open."""
 

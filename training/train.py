@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from training.config import TrainConfig
+from training.dataset import DatasetError, check_training_data
 from training.trainer import init_distributed, pick_device, seed_everything
 
 STAGE_MODULES = {
@@ -30,6 +31,8 @@ STAGE_MODULES = {
 def run_stage(cfg: TrainConfig) -> dict[str, float]:
     """Validate ``cfg`` and run its stage in this process (joining torchrun if launched so)."""
     cfg.validate()
+    check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
+                        cfg.data.clip_steps)
     device_kind = "cuda" if cfg.run.device == "cuda" or (
         cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
     ranks = init_distributed(device_kind)
@@ -58,7 +61,15 @@ def main(argv: list[str] | None = None) -> None:
 
     @hydra.main(version_base="1.3", config_path="configs", config_name="train")
     def _run(dict_cfg: Any) -> None:
-        metrics = run_stage(to_config(dict_cfg))
+        cfg = to_config(dict_cfg)
+        try:  # bad settings or data: one line with the fix, not a traceback
+            cfg.validate()
+            check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
+                                cfg.data.clip_steps)
+        except (ValueError, DatasetError) as err:
+            print(f"aapt-world train: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        metrics = run_stage(cfg)
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     if argv is not None:

@@ -25,6 +25,7 @@ import csv
 import dataclasses
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -225,9 +226,27 @@ class Trainer:
         save_weights(self.dir / WEIGHTS, self.state_tensors(module_states),
                      {**config_metadata(self.cfg), "step": self.step})
 
+    def remove_orphan_temporaries(self) -> list[Path]:
+        """Half-written checkpoint files (``.<name>.*.tmp``) a kill left behind."""
+        orphans = sorted(self.dir.glob(".*.tmp")) if self.ranks.is_main else []
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        return orphans
+
     def resume(self) -> bool:
         """Load the last checkpoint of this stage if one exists. Returns whether it did."""
+        resumed = self._resume()
+        if self.ranks.is_main and resumed:
+            steps = self.cfg.run.steps
+            note = (f"run.steps={steps} already reached: nothing to train (raise run.steps to "
+                    "train further)" if self.step >= steps else f"training to step {steps}")
+            print(f"{self.cfg.stage}: resumed at step {self.step} from {self.dir / STATE}; "
+                  f"{note}", file=sys.stderr, flush=True)
+        return resumed
+
+    def _resume(self) -> bool:
         weights, state_path = self.dir / WEIGHTS, self.dir / STATE
+        self.remove_orphan_temporaries()
         if not state_path.exists():
             if self.cfg.run.init_from:
                 self.initialise_from(Path(self.cfg.run.init_from))

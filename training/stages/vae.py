@@ -73,7 +73,6 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     vae, light = pair.vae, pair.light_decoder
     train = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train")
     val = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val")
-    _check_frame_size(cfg, train)
     params = list(pair.parameters())
     opt = adamw(cfg, params)
     kernel = cfg.model.vae.temporal_kernel
@@ -119,11 +118,3 @@ def evaluate_psnr(cfg: TrainConfig, vae: CausalVideoVAE, light: LightDecoder, va
             full.append(psnr(vae.decode(z).transpose(1, 2).flatten(0, 1), v))
             lite.append(psnr(light.decode(z).transpose(1, 2).flatten(0, 1), v))
     return {"psnr": torch.cat(full).mean().item(), "light_psnr": torch.cat(lite).mean().item()}
-
-
-def _check_frame_size(cfg: TrainConfig, dataset: ClipDataset) -> None:
-    m = dataset.manifest
-    if (m.get("height"), m.get("width")) != (cfg.model.vae.height, cfg.model.vae.width):
-        raise ValueError(f"dataset {cfg.data.root} holds {m.get('width')}x{m.get('height')} "
-                         f"frames but model.vae expects {cfg.model.vae.width}x"
-                         f"{cfg.model.vae.height}")
