@@ -18,13 +18,13 @@ timing:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
 import torch
 
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.conditions import ConditionConfig
 from aapt_world.heads import HeadsConfig
 from aapt_world.report import print_report
@@ -126,7 +126,9 @@ def time_ppo(world: World, num_envs: int, timesteps: int, n_steps: int,
 
 def run(batches: list[int], steps: int, ppo_envs: int, ppo_steps: int, ppo_n_steps: int,
         threads: int, json_path: str | None, device: str = "cpu") -> dict:
-    torch.set_num_threads(threads)
+    if threads:  # 0: keep the current count (apply_threads)
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     load_before = os.getloadavg()
     world = small_world()
     for module in world.modules().values():
@@ -154,18 +156,19 @@ def run(batches: list[int], steps: int, ppo_envs: int, ppo_steps: int, ppo_n_ste
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aapt-world bench env")
+    parser = command_parser("aapt-world bench env", "neural env throughput, batched and PPO")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32],
                         help="num_envs of the batched env")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement "
                         "(a third of it for more than 8 envs)")
-    parser.add_argument("--ppo-envs", type=int, default=8)
+    parser.add_argument("--ppo-envs", type=int, default=8, help="num_envs of the PPO run")
     parser.add_argument("--ppo-steps", type=int, default=256, help="PPO timesteps (0: skip)")
     parser.add_argument("--ppo-n-steps", type=int, default=16, help="PPO rollout length")
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads(parser, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (world and PPO policy)")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     run(args.batch, args.steps, args.ppo_envs, args.ppo_steps, args.ppo_n_steps, args.threads,
         args.json, args.device)
 

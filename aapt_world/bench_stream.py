@@ -11,13 +11,13 @@ FLOPs per step against the machine's measured fp32 matmul peak, and peak RSS aft
 
 from __future__ import annotations
 
-import argparse
 import resource
 import time
 
 import numpy as np
 import torch
 
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.conditions import ConditionConfig
 from aapt_world.report import print_report
 from aapt_world.session import FRAMES_PER_STEP, StreamingSession
@@ -101,7 +101,9 @@ def rss_after_frames(session: StreamingSession, checkpoints: list[int]) -> dict[
 
 def run(batches: list[int], steps: int, rss_frames: list[int], preset: str, width: int,
         height: int, threads: int, json_path: str | None) -> dict:
-    torch.set_num_threads(threads)
+    if threads:  # 0: keep the current count (apply_threads)
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     peak = measure_matmul_peak()
     generator, vae = build(preset, light_decoder=True, width=width, height=height)
     _, full_vae = build(preset, light_decoder=False, width=width, height=height)
@@ -147,16 +149,20 @@ def run(batches: list[int], steps: int, rss_frames: list[int], preset: str, widt
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aapt-world bench stream")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--rss-frames", type=int, nargs="+", default=[100, 1440, 10000])
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=96)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None)
+    parser = command_parser("aapt-world bench stream",
+                            "streaming session speed and memory (random weights)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8],
+                        help="stream batch sizes to time")
+    parser.add_argument("--steps", type=int, default=200, help="timed latent steps")
+    parser.add_argument("--rss-frames", type=int, nargs="+", default=[100, 1440, 10000],
+                        help="video frames after which resident memory is read")
+    parser.add_argument("--preset", default="small", help="DiT preset: tiny | small | base")
+    parser.add_argument("--width", type=int, default=128, help="video width")
+    parser.add_argument("--height", type=int, default=96, help="video height")
+    add_threads(parser, default=2)
+    parser.add_argument("--json", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     run(args.batch, args.steps, args.rss_frames, args.preset, args.width, args.height,
         args.threads, args.json)
 

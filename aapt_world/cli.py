@@ -11,12 +11,17 @@
     aapt-world ladder --world DIR        the fidelity ladder: VAE, teacher-forced, no-op hold,
                                          loop closure, rollouts, with baselines; image strip
     aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
+    aapt-world --version                 the installed version
+
+Every command takes -h for its options (defaults shown); compute commands take --threads.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from aapt_world.cli_options import command_parser
 
 
 def _demo(argv: list[str]) -> None:
@@ -26,14 +31,17 @@ def _demo(argv: list[str]) -> None:
 
 
 def _rollout(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="aapt-world rollout")
-    parser.add_argument("--steps", type=int, default=360)
-    parser.add_argument("--policy", default="explorer")
-    parser.add_argument("--map", default="MAP01")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="outputs/real_rollout.mp4")
-    args = parser.parse_args(argv)
     from agents.rollout import write_real_rollout
+    from agents.scripted import POLICIES
+
+    parser = command_parser("aapt-world rollout", "a scripted rollout of the real game to mp4")
+    parser.add_argument("--steps", type=int, default=360, help="steps of 4 frames (360 = 1440)")
+    parser.add_argument("--policy", default="explorer", choices=sorted(POLICIES),
+                        help="scripted player")
+    parser.add_argument("--map", default="MAP01", help="Freedoom2 map")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the game and the player")
+    parser.add_argument("--out", default="outputs/real_rollout.mp4", help="mp4 to write")
+    args = parser.parse_args(argv)
 
     write_real_rollout(args.out, args.steps, policy=args.policy, doom_map=args.map,
                        seed=args.seed)
@@ -100,11 +108,25 @@ COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "plot": _plot,
             "drift": _drift, "ladder": _ladder}
 
 
+def package_version() -> str:
+    try:
+        return version("aapt-world")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"aapt-world {package_version()}")
+        return
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+        raise SystemExit(0 if argv else 2)
+    if argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(f"aapt-world: unknown command {argv[0]!r}: expected one of "
+                         f"{', '.join(COMMANDS)} (aapt-world -h for help)")
     COMMANDS[argv[0]](argv[1:])
 
 

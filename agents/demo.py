@@ -8,10 +8,10 @@ Prints a summary: generation speed, step latency and the drift numbers.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from agents.drift import fmt, run_drift
 from envs import DEFAULT_WORLD
 
@@ -46,15 +46,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="aapt-world demo", description=__doc__.split("\n")[0])
+    parser = command_parser("aapt-world demo", __doc__.split("\n")[0])
     parser.add_argument("--world", default=str(DEFAULT_WORLD), help="world directory")
     parser.add_argument("--steps", type=int, default=360, help="steps of 4 frames (360 = 1440)")
-    parser.add_argument("--out", default="outputs/demo")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--map", default=None, help="Doom map (default: the world card's)")
+    parser.add_argument("--out", default="outputs/demo",
+                        help="output directory (report.md/json, plots, mp4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the world and the route")
+    parser.add_argument("--map", default=None, help="Doom map (None: the world card's)")
+    add_threads(parser)
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    apply_threads(args.threads)
 
     report = run_drift(args.world, families=[], long_steps=args.steps, out=args.out, video=True,
                        seed=args.seed, doom_map=args.map)

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from aapt_world import metrics as M
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 
 N_BUCKETS = 10
@@ -430,7 +431,7 @@ def card_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="aapt-world drift", description=__doc__.split("\n")[0])
+    parser = command_parser("aapt-world drift", __doc__.split("\n")[0])
     from envs import DEFAULT_WORLD
 
     parser.add_argument("--world", default=str(DEFAULT_WORLD),
@@ -440,16 +441,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"comma-separated, of {','.join(FAMILIES)}")
     parser.add_argument("--long-steps", type=int, default=0,
                         help="extra long explorer run (2625 steps = 5 min at 35 fps); 0 = off")
-    parser.add_argument("--out", default="outputs/drift")
+    parser.add_argument("--out", default="outputs/drift",
+                        help="output directory (report.md/json, plots, mp4)")
     parser.add_argument("--video", action="store_true", help="side-by-side mp4 of the 1st family")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--map", default=None, help="Doom map (default: the world card's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the worlds and the routes")
+    parser.add_argument("--map", default=None, help="Doom map (None: the world card's)")
     parser.add_argument("--compare", nargs="*", default=[], metavar="NAME=DIR",
                         help="extra worlds evaluated side by side")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu",
+                        help="torch device of the worlds")
     parser.add_argument("--card", action="store_true",
                         help="write the headline numbers into the evaluated world's model card")
+    add_threads(parser)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     compare = parse_compare(parser, args.compare)
     families = parse_families(parser, args.families)
     return run_drift(args.world, args.steps, families, args.long_steps, args.out, args.video,

@@ -23,7 +23,6 @@ clips are explorer-policy runs at seeds the collection never used (it uses 0 .. 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from aapt_world import metrics as M
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from agents.drift import (
     FAMILIES,
     LATE_FRACTION,
@@ -404,7 +404,7 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from envs import DEFAULT_WORLD
 
-    parser = argparse.ArgumentParser(prog="aapt-world ladder", description=__doc__.split("\n")[0])
+    parser = command_parser("aapt-world ladder", __doc__.split("\n")[0])
     parser.add_argument("--world", default=str(DEFAULT_WORLD), help="world directory")
     parser.add_argument("--compare", nargs="*", default=[], metavar="NAME=DIR",
                         help="more worlds measured on the same frames")
@@ -412,15 +412,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="rollout steps per family (360 = 1440 frames)")
     parser.add_argument("--families", default=",".join(FAMILIES),
                         help="comma-separated drift families ('' = none)")
-    parser.add_argument("--clip-steps", type=int, default=LadderConfig.clip_steps)
-    parser.add_argument("--noop-steps", type=int, default=LadderConfig.noop_steps)
-    parser.add_argument("--maps", default="MAP01,MAP02,MAP03,MAP04")
-    parser.add_argument("--seed", type=int, default=LadderConfig.seed)
-    parser.add_argument("--strip-family", default=LadderConfig.strip_family)
-    parser.add_argument("--out", default="outputs/ladder")
+    parser.add_argument("--clip-steps", type=int, default=LadderConfig.clip_steps,
+                        help="steps of each held-out clip (teacher-forced rung)")
+    parser.add_argument("--noop-steps", type=int, default=LadderConfig.noop_steps,
+                        help="steps of the no-op hold")
+    parser.add_argument("--maps", default="MAP01,MAP02,MAP03,MAP04",
+                        help="comma-separated maps of the held-out clips")
+    parser.add_argument("--seed", type=int, default=LadderConfig.seed,
+                        help="first seed of the held-out clips (unseen in training)")
+    parser.add_argument("--strip-family", default=LadderConfig.strip_family,
+                        help="drift family shown in the image strip")
+    parser.add_argument("--out", default="outputs/ladder",
+                        help="output directory (ladder.json, ladder.md)")
     parser.add_argument("--strip", default=None, help="also write the image strip here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device of the worlds")
+    add_threads(parser)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     worlds = {"neural": args.world, **parse_compare(parser, args.compare)}
     families = parse_families(parser, args.families)
     maps = [m.strip() for m in args.maps.split(",") if m.strip()]

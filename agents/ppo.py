@@ -40,6 +40,7 @@ import io
 import json
 import os
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from aapt_world.checkpoint import CheckpointError, atomic_replace
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from envs.actions import DISCRETE_ACTIONS
 
 MODEL_FILE = "model.zip"
@@ -159,6 +161,12 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
                                                device=device)
     except CheckpointError as err:
         raise CheckpointError(f"--world: {err}") from err
+    if venv.venv.world.heads is None:
+        warnings.warn(f"the world {cfg.world} has NO reward/termination heads: every reward is "
+                      "0 and episodes only end by truncation, so PPO learns nothing here (it "
+                      "only exercises the machinery). Train the heads (`aapt-world train "
+                      "stage=heads`) and re-export for a world an agent can learn in.",
+                      NoRewardHeadWarning, stacklevel=2)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
@@ -371,6 +379,10 @@ def nearest_discrete(command: np.ndarray) -> int:
     return int(np.argmin(np.linalg.norm(_COMMANDS - command, axis=1)))
 
 
+
+class NoRewardHeadWarning(UserWarning):
+    """PPO in a world whose rewards are all 0: nothing to learn."""
+
 @dataclass
 class EpisodeResult:
     ret: float
@@ -524,55 +536,62 @@ def _write_video(path: str, kind: str, suffixed: bool, frames: list[np.ndarray],
 # ----------------------------------------------------------------------------------------- CLI
 def _train_parser() -> argparse.ArgumentParser:
     d = AgentTrainConfig(world="")
-    p = argparse.ArgumentParser(prog="aapt-world agent train",
-                                description="PPO (stable-baselines3 CnnPolicy) inside a neural "
-                                            "world, batched; checkpoints to OUT/model.zip")
+    p = command_parser("aapt-world agent train", "PPO (stable-baselines3 CnnPolicy) inside a "
+                       "neural world, batched; checkpoints to OUT/model.zip")
     from envs import DEFAULT_WORLD
 
     p.add_argument("--world", default=str(DEFAULT_WORLD),
                    help="world directory (default: the shipped world; or from aapt-world train "
                         "stage=export)")
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--num-envs", type=int, default=d.num_envs)
+    p.add_argument("--out", default=d.out, help="run directory (model.zip, log, agent.json)")
+    p.add_argument("--num-envs", type=int, default=d.num_envs,
+                   help="parallel streams of the batched neural env")
     p.add_argument("--steps", type=int, default=d.steps, help="total timesteps, resumed included")
-    p.add_argument("--max-episode-steps", type=int, default=d.max_episode_steps)
+    p.add_argument("--max-episode-steps", type=int, default=d.max_episode_steps,
+                   help="truncate dream episodes after this many steps")
     p.add_argument("--n-steps", type=int, default=d.n_steps, help="rollout steps per env")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--n-epochs", type=int, default=d.n_epochs)
-    p.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate)
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--ent-coef", type=float, default=d.ent_coef)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="PPO minibatch size")
+    p.add_argument("--n-epochs", type=int, default=d.n_epochs, help="PPO epochs per rollout")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate,
+                   help="Adam learning rate")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="discount factor")
+    p.add_argument("--ent-coef", type=float, default=d.ent_coef, help="entropy bonus weight")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="timesteps between checkpoints")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of PPO and the env")
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda (world and policy)")
     p.add_argument("--resume", action="store_true", help="continue OUT/model.zip")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar")
+    add_threads(p)
     return p
 
 
 def _eval_parser() -> argparse.ArgumentParser:
     d = AgentEvalConfig()
-    p = argparse.ArgumentParser(prog="aapt-world agent eval",
-                                description="evaluate a trained model or a scripted policy in "
-                                            "the real ViZDoom world and/or the neural world")
+    p = command_parser("aapt-world agent eval", "evaluate a trained model or a scripted policy "
+                       "in the real ViZDoom world and/or the neural world")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--model", help="SB3 zip from `aapt-world agent train`")
     who.add_argument("--policy", choices=SCRIPTED, help="scripted baseline")
-    p.add_argument("--env", choices=ENV_KINDS, default=d.env)
-    p.add_argument("--episodes", type=int, default=d.episodes)
-    p.add_argument("--world", help="world directory (default: the model's, from agent.json)")
-    p.add_argument("--max-steps", type=int, default=d.max_steps)
-    p.add_argument("--scenario", help="real env scenario (default: world card's, else "
+    p.add_argument("--env", choices=ENV_KINDS, default=d.env, help="where to evaluate")
+    p.add_argument("--episodes", type=int, default=d.episodes, help="episodes per env")
+    p.add_argument("--world", help="world directory (None: the model's, from agent.json)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="steps per episode at most")
+    p.add_argument("--scenario", help="real env scenario (None: the world card's, else "
                                       "freedoom2)")
-    p.add_argument("--map", dest="doom_map", help="real env Freedoom2 map (default MAP01)")
+    p.add_argument("--map", dest="doom_map", help="real env Freedoom2 map (None: the world "
+                                                   "card's map, else MAP01)")
     p.add_argument("--width", type=int, help="real env frame width without world or model")
-    p.add_argument("--height", type=int)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--stochastic", dest="deterministic", action="store_false")
+    p.add_argument("--height", type=int, help="real env frame height without world or model")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the first episode")
+    p.add_argument("--stochastic", dest="deterministic", action="store_false",
+                   help="sample the model's actions instead of taking the most likely")
     p.add_argument("--video", help="mp4 of the first episode (NAME_real/_neural with --env "
                                    "both)")
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     p.add_argument("--json", dest="json_path", help="also write the report JSON here")
+    add_threads(p)
     return p
 
 
@@ -584,11 +603,15 @@ def main(argv: list[str]) -> dict[str, Any]:
         raise SystemExit("usage: aapt-world agent {train,eval} [options] (-h for options)")
     try:
         if argv[0] == "train":
-            cfg = AgentTrainConfig(**vars(_train_parser().parse_args(argv[1:])))
-            summary = train(cfg)
+            parser = _train_parser()
+            args = vars(parser.parse_args(argv[1:]))
+            apply_threads(args.pop("threads"))
+            summary = train(AgentTrainConfig(**args))
             print(json.dumps(summary))
             return summary
-        args = vars(_eval_parser().parse_args(argv[1:]))
+        parser = _eval_parser()
+        args = vars(parser.parse_args(argv[1:]))
+        apply_threads(args.pop("threads"))
         json_path = args.pop("json_path")
         result = evaluate(AgentEvalConfig(**args))
         extra = {k: v for k, v in result.items() if k != "rows"}

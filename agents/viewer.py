@@ -36,6 +36,7 @@ import numpy as np
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402  (pygame-ce; after silencing its banner)
 
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.video import write_mp4  # noqa: E402
 from envs.actions import DISCRETE_ACTION_NAMES, DISCRETE_ACTIONS  # noqa: E402
 
@@ -573,38 +574,37 @@ def _check_display() -> None:
 # --------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ViewerConfig, argparse.Namespace]:
     """``aapt-world play`` options -> (viewer config, the rest: ``steps``, ``threads``)."""
-    parser = argparse.ArgumentParser(
-        prog="aapt-world play",
-        description="Play a neural world: W/S forward/back, A/D strafe, arrows (or mouse x) "
-                    "turn and look, P pause, R reset, F5/F9 snapshot/restore, V record, "
-                    "F12 screenshot, H help, Esc/Q quit.")
+    parser = command_parser(
+        "aapt-world play",
+        "Play a neural world: W/S forward/back, A/D strafe, arrows (or mouse x) turn and look, "
+        "P pause, R reset, F5/F9 snapshot/restore, V record, F12 screenshot, H help, Esc/Q quit.")
     parser.add_argument("--world", default=None,
-                        help="world directory (default: the shipped default world)")
+                        help="world directory (None: the shipped default world)")
     parser.add_argument("--scale", type=int, default=4, help="window scale (nearest neighbour)")
     parser.add_argument("--fps", type=float, default=None,
-                        help="display pace in video frames/s (default: the world's; 0: unpaced)")
+                        help="display pace in video frames/s (None: the world's; 0: unpaced)")
     parser.add_argument("--side-by-side", action="store_true",
                         help="also run the real ViZDoom world with the same actions")
     parser.add_argument("--map", dest="doom_map", default="MAP01",
                         help="Freedoom2 map of the real world (--side-by-side)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device of the world (default cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the world (and real game)")
+    parser.add_argument("--device", default=None, help="torch device of the world (None: cpu)")
     parser.add_argument("--record", type=Path, default=None, help="record to this mp4 from the "
                         "start (V toggles recording)")
     parser.add_argument("--screenshot", type=Path, default=None,
                         help="save the window to this PNG at exit (F12: any time)")
     parser.add_argument("--out-dir", type=Path, default=Path("outputs/play"),
-                        help="where V and F12 write (default outputs/play)")
+                        help="where V and F12 write")
     parser.add_argument("--headless", action="store_true", help="no window (SDL dummy driver)")
-    parser.add_argument("--no-hud", dest="hud", action="store_false")
+    parser.add_argument("--no-hud", dest="hud", action="store_false",
+                        help="hide the heads-up display (command, fps, step)")
     parser.add_argument("--grab-mouse", action="store_true",
                         help="lock the pointer to the window (mouse x turns)")
     parser.add_argument("--mouse-sensitivity", type=float, default=0.02,
                         help="turn command per pixel of mouse x motion")
     rest = parser.add_argument_group("run")
     rest.add_argument("--steps", type=int, default=None, help="quit after this many steps")
-    rest.add_argument("--threads", type=int, default=None,
-                      help="torch CPU threads (1 is fastest for small worlds on a busy machine)")
+    add_threads(rest)
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
@@ -622,10 +622,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"aapt-world play: no default world at {DEFAULT_WORLD} (the repo "
                              f"ships it there: is the checkout complete?): pass --world DIR, a "
                              f"world directory (e.g. from `aapt-world train stage=export`)")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     try:
         viewer = Viewer(config)
     except (FileNotFoundError, RuntimeError, ValueError) as err:

@@ -173,6 +173,10 @@ class DoomEnv(gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if options:  # the neural worlds take a start "frame"; the real game cannot
+            raise ValueError(f"aapt/Doom-v0 reset() takes no options, got {sorted(options)}: "
+                             "the real game always starts at its map's spawn (a start 'frame' "
+                             "is an option of the neural worlds, aapt/NeuralDoom-v0)")
         super().reset(seed=seed)
         # ViZDoom's own RNG (spawns, item placement) is seeded from ours: same seed, same world.
         self._game.set_seed(int(self.np_random.integers(0, 2**31 - 1)))

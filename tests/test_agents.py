@@ -176,3 +176,11 @@ def test_cli_agent_train_exits_0(tiny_world_dir, tmp_path) -> None:
          "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "model.zip").is_file() and '"num_timesteps": 32' in proc.stdout
+
+
+def test_ppo_in_a_world_without_reward_head_warns(tiny_world_factory, tmp_path) -> None:
+    from aapt_world.world import save_world
+
+    save_world(tmp_path / "no_heads", tiny_world_factory(heads=False))
+    with pytest.warns(ppo.NoRewardHeadWarning, match="NO reward/termination heads"):
+        train(tiny_train_config(tmp_path / "no_heads", tmp_path / "run", steps=64))

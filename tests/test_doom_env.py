@@ -126,3 +126,12 @@ def test_bad_config_errors() -> None:
         DoomEnv(DoomConfig(width=100))
     with pytest.raises(ValueError, match="action_type"):
         DoomEnv(DoomConfig(action_type="joystick"))
+
+
+def test_reset_options_are_rejected_not_ignored() -> None:
+    env = DoomEnv(DoomConfig())
+    frame = env.reset(seed=0)[0]
+    with pytest.raises(ValueError, match=r"takes no options, got \['frame'\].*NeuralDoom-v0"):
+        env.reset(seed=0, options={"frame": frame})
+    env.reset(seed=0, options={})  # empty options are no options
+    env.close()

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
+from aapt_world.cli_options import command_parser
 from aapt_world.report import print_report
 from training.collect import CollectConfig, collect
 
@@ -27,10 +27,11 @@ def run(episodes: int, steps: int, workers: list[int], json_path: str | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aapt-world bench collect")
-    parser.add_argument("--episodes", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser = command_parser("aapt-world bench collect", "real-game collection throughput")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes per measurement")
+    parser.add_argument("--steps", type=int, default=250, help="steps (4 frames) per episode")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="worker-process counts to measure")
     parser.add_argument("--json", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
     run(args.episodes, args.steps, args.workers, args.json)

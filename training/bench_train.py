@@ -17,7 +17,6 @@ for numbers that mean something there.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.report import print_report
 from training.config import TrainConfig
 from training.trainer import adamw, seed_everything, warmup_lr
@@ -184,7 +184,9 @@ def time_stage(stage: str, cfg: TrainConfig, batch: int, steps: int, timed: int,
 def run(model: str = "small", stages: list[str] | None = None, threads: int = 2,
         timed: int = 3, warmup: int = 1, shapes: dict[str, tuple[int, int]] | None = None,
         json_path: str | None = None) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    if threads:  # 0: keep the current count (apply_threads)
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     cfg = bench_config(model)
     shapes = {**DEFAULT_SHAPES, **(shapes or {})}
     rows = [time_stage(s, cfg, *shapes[s], timed, warmup) for s in (stages or STAGES)]
@@ -196,18 +198,19 @@ def run(model: str = "small", stages: list[str] | None = None, threads: int = 2,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aapt-world bench train")
+    parser = command_parser("aapt-world bench train", "training step time of every stage")
     parser.add_argument("--model", default="small", help="model config: tiny | small | base")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch CPU threads (use 1 when other jobs share the cores)")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                        help="stages to time")
+    add_threads(parser, default=2)
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per stage")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--batch", type=int, default=None, help="batch size for every stage")
     parser.add_argument("--clip-steps", type=int, default=None,
                         help="latent steps K per clip for every stage (VAE: 4K + 1 frames)")
     parser.add_argument("--json", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     shapes = {s: (args.batch or b, args.clip_steps or k) for s, (b, k) in DEFAULT_SHAPES.items()}
     run(args.model, args.stages, args.threads, args.steps, args.warmup, shapes, args.json)
 

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
+
+from aapt_world.cli_options import command_parser
 
 SKIP = {"step", "time"}
 
@@ -59,7 +60,7 @@ def plot_stage(stage_dir: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="aapt-world plot")
+    parser = command_parser("aapt-world plot", "training curves of a run, one PNG per stage")
     parser.add_argument("run_dir", help="a training run's out_dir (or one stage directory)")
     args = parser.parse_args(argv)
     run = Path(args.run_dir)

@@ -27,10 +27,10 @@ stage_link() {  # v2's VAE, light decoder and latents, unchanged
   done
 }
 stage_diffusion() {
-  train stage=diffusion run.init_from="$SRC/diffusion/model.safetensors" run.steps=1200 \
+  train stage=diffusion run.init_from="$SRC/diffusion/model.safetensors" run.steps=1000 \
     run.batch_size=6 data.clip_steps=12 run.log_every=10 run.eval_every=300 run.ckpt_every=25 \
-    optim.lr=3e-4 optim.warmup_steps=30 optim.decay_start=600 optim.decay_steps=600 \
-    diffusion.context_noise=0.5 run.max_minutes=75
+    optim.lr=3e-4 optim.warmup_steps=30 optim.decay_start=500 optim.decay_steps=500 \
+    diffusion.context_noise=0.5 run.max_minutes=65
 }
 stage_consistency() {
   train stage=consistency run.steps=80 run.batch_size=6 data.clip_steps=12 run.log_every=5 \
