@@ -2,6 +2,8 @@
 
     aapt-world demo                      the main job: neural vs real Doom, 1440 frames, mp4
     aapt-world collect key=value ...     record real-world data (hydra overrides)
+    aapt-world record --env ID --root R  record ANY Gymnasium game (your own) into a dataset
+    aapt-world import-video --root R ... import gameplay videos + per-frame action arrays
     aapt-world train stage=... ...       train a world, stage by stage (hydra overrides)
     aapt-world plot runs/doom            training curves of a run, one PNG per stage
     aapt-world rollout --steps 360       a scripted real-world rollout to mp4
@@ -55,6 +57,18 @@ def _collect(argv: list[str]) -> None:
     main()
 
 
+def _record(argv: list[str]) -> None:
+    from training.record import main
+
+    main(argv)
+
+
+def _import_video(argv: list[str]) -> None:
+    from training.import_video import main
+
+    main(argv)
+
+
 def _train(argv: list[str]) -> None:
     from training.train import main
 
@@ -103,7 +117,8 @@ def _ladder(argv: list[str]) -> None:
     main(argv)
 
 
-COMMANDS = {"demo": _demo, "collect": _collect, "train": _train, "plot": _plot,
+COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
+            "import-video": _import_video, "train": _train, "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
             "drift": _drift, "ladder": _ladder}
 

@@ -44,7 +44,7 @@ from .world_model import WorldModel
 WEIGHTS = "world.safetensors"
 START_FRAMES = "start_frames.npy"
 CARD = "MODEL_CARD.md"
-ACTION_TYPES = ("discrete", "continuous")
+ACTION_TYPES = ("discrete", "continuous", "game")  # Doom's two, or a game's own (action_space)
 
 
 @dataclass
@@ -55,12 +55,14 @@ class WorldConfig:
     dit: DiTConfig
     condition: ConditionConfig
     heads: HeadsConfig | None
-    action_type: str = "discrete"  # the env's action space: discrete | continuous (Doom)
+    action_type: str = "discrete"  # the env's action space: discrete | continuous (Doom) or
+    # game: a recorded game's own space, described by action_space (envs.game_actions JSON)
     fps: int = 35
     frames_per_step: int = 4
     sample_steps: int = 1  # NFE per latent frame: 1 for the AAPT / consistency generators,
     timestep_shift: float = 1.0  # N (Euler, shifted schedule) for a diffusion baseline
     context_noise: float = 0.0  # inference noise level of the recycled frame (see session)
+    action_space: dict[str, Any] | None = None  # action_type game: the source env's space
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,6 +80,9 @@ class WorldConfig:
              f"sample_steps must be >= 1, got {self.sample_steps!r}"),
             (0 <= self.context_noise < 1,
              f"context_noise must be in [0, 1), got {self.context_noise!r}"),
+            ((self.action_type == "game") == isinstance(self.action_space, dict),
+             f"action_space must be an object exactly when action_type is 'game', got "
+             f"{self.action_space!r}"),
             (isinstance(self.dit.window, int) and self.dit.window >= 1,
              f"dit.window must be >= 1, got {self.dit.window!r}"),
         ]
@@ -98,7 +103,8 @@ class WorldConfig:
             frames_per_step=data["frames_per_step"],
             sample_steps=data.get("sample_steps", 1),
             timestep_shift=data.get("timestep_shift", 1.0),
-            context_noise=data.get("context_noise", 0.0))
+            context_noise=data.get("context_noise", 0.0),
+            action_space=data.get("action_space"))
 
 
 @dataclass

@@ -7,6 +7,9 @@ Registered ids:
   the trained world shipped at ``DEFAULT_WORLD``; ``world=<path to a world directory>`` picks
   another. ``gym.make_vec("aapt/NeuralDoom-v0", num_envs=8)`` gives the natively batched
   ``envs.vector.NeuralWorldVectorEnv`` (one generator forward per step for all envs).
+- ``aapt/NeuralWorld-v0``: any neural world, ``world=<directory>`` required, e.g. one trained
+  on your own game (``aapt-world record``): it keeps that game's action space. No time limit
+  (pass ``max_episode_steps``).
 """
 
 from __future__ import annotations
@@ -39,3 +42,5 @@ _register("aapt/DoomHealthGathering-v0", _REAL_DOOM, max_episode_steps=None,
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
           max_episode_steps=2100 // FRAMES_PER_STEP,
           vector_entry_point="envs.vector:NeuralWorldVectorEnv")
+_register("aapt/NeuralWorld-v0", "envs.neural:make_neural_world", max_episode_steps=None,
+          vector_entry_point="envs.vector:make_neural_world_vector")

@@ -112,6 +112,7 @@ def command_to_buttons(command: np.ndarray, scale: CommandScale = CommandScale()
 
 
 def command_to_frame_conditions(command: np.ndarray) -> np.ndarray:
-    """The per-video-frame condition of one step: (FRAMES_PER_STEP, COMMAND_DIM) float32."""
-    command = np.asarray(command, dtype=np.float32).reshape(COMMAND_DIM)
+    """The per-video-frame condition of one step: the command held for its FRAMES_PER_STEP
+    frames, (FRAMES_PER_STEP, A) float32 (A = COMMAND_DIM for Doom, any width for a game)."""
+    command = np.asarray(command, dtype=np.float32).reshape(-1)
     return np.tile(command, (FRAMES_PER_STEP, 1))

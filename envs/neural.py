@@ -28,7 +28,9 @@ from __future__ import annotations
 import copy
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from envs.actions import (
     command_to_frame_conditions,
     make_action_space,
 )
+from envs.game_actions import ActionEncoding
 
 RESET_OPTIONS = ("frame", "start_index")
 SEED_HIGH = 2**31 - 1
@@ -79,11 +82,12 @@ def resolve_world(world: World | str | os.PathLike | None,
 
 def check_world(world: World) -> None:
     cond, cfg = world.config.condition, world.config
-    if cond.kind != "action" or cond.action_dim != COMMAND_DIM or cond.num_actions:
+    width = WorldActions.of(world).command_dim
+    if cond.kind != "action" or cond.action_dim != width or cond.num_actions:
         raise ValueError(
-            f"this env drives worlds conditioned on Doom commands (condition kind 'action', "
-            f"action_dim {COMMAND_DIM}); the world has kind {cond.kind!r}, action_dim "
-            f"{cond.action_dim}, num_actions {cond.num_actions}")
+            f"this env drives worlds conditioned on step commands (condition kind 'action', "
+            f"action_dim {width} for action type {cfg.action_type!r}); the world has kind "
+            f"{cond.kind!r}, action_dim {cond.action_dim}, num_actions {cond.num_actions}")
     if cfg.frames_per_step != FRAMES_PER_STEP:
         raise ValueError(f"world has {cfg.frames_per_step} frames per step; this env expects "
                          f"{FRAMES_PER_STEP}")
@@ -123,15 +127,34 @@ def evaluate_heads(world: World, prev: torch.Tensor, new: torch.Tensor, conds: t
     return reward, logit
 
 
-def validated_command(action: Any, action_type: str, space: spaces.Space) -> np.ndarray:
-    """``action_to_command`` with the expected space always named in the error."""
-    try:
-        return action_to_command(action, action_type)
-    except ValueError as err:
-        message = str(err)
-        if str(space) not in message:
-            message += f" (action_space: {space})"
-        raise ValueError(message) from None
+@dataclass(frozen=True)
+class WorldActions:
+    """A world's Gymnasium action space and the map from its actions to step commands: Doom's
+    (``envs.actions``) or a recorded game's own (``envs.game_actions``)."""
+
+    space: spaces.Space
+    encode: Callable[[Any], np.ndarray]
+    command_dim: int
+
+    @staticmethod
+    def of(world: World) -> WorldActions:
+        config = world.config
+        if config.action_type == "game":
+            encoding = ActionEncoding.from_json(config.action_space)
+            return WorldActions(encoding.space(), encoding.encode, encoding.command_dim)
+        return WorldActions(make_action_space(config.action_type),
+                            partial(action_to_command, action_type=config.action_type),
+                            COMMAND_DIM)
+
+    def command(self, action: Any) -> np.ndarray:
+        """The action's command; a bad action's error always names the expected space."""
+        try:
+            return self.encode(action)
+        except ValueError as err:
+            message = str(err)
+            if str(self.space) not in message:
+                message += f" (action_space: {self.space})"
+            raise ValueError(message) from None
 
 
 def world_device(world: World) -> torch.device:
@@ -182,7 +205,8 @@ class NeuralWorldEnv(gym.Env):
         self.world = resolve_world(world, device)
         self.render_mode = render_mode
         self.action_type = self.world.config.action_type
-        self.action_space = make_action_space(self.action_type)
+        self.actions = WorldActions.of(self.world)
+        self.action_space = self.actions.space
         self.observation_space = spaces.Box(0, 255, shape=self.world.frame_shape, dtype=np.uint8)
         self.metadata = {**self.metadata, "render_fps": self.world.config.fps // FRAMES_PER_STEP}
         self.session = new_session(self.world, 1)
@@ -231,7 +255,7 @@ class NeuralWorldEnv(gym.Env):
         return self._last_frame.copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        command = validated_command(action, self.action_type, self.action_space)
+        command = self.actions.command(action)
         if not self._started:
             raise RuntimeError("step() called before reset(): call reset() first")
         if self._terminated:
@@ -354,3 +378,13 @@ class _Window:
         if not self.closed:
             self.closed = True
             self.pygame.display.quit()
+
+
+def make_neural_world(world: World | str | os.PathLike | None = None,
+                      **kwargs: Any) -> NeuralWorldEnv:
+    """``aapt/NeuralWorld-v0``: like ``aapt/NeuralDoom-v0`` but ``world`` is required (there is
+    no default world of an arbitrary game)."""
+    if world is None:
+        raise ValueError("aapt/NeuralWorld-v0 needs world=<path to a world directory>, e.g. "
+                         "gym.make('aapt/NeuralWorld-v0', world='runs/mygame/world')")
+    return NeuralWorldEnv(world, **kwargs)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnv,
     VecEnvIndices,
@@ -77,7 +78,7 @@ class NeuralWorldSB3VecEnv(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_wait() without step_async()")
         actions, self._actions = self._actions, None
-        if self.venv.action_type == "discrete":
+        if isinstance(self.venv.single_action_space, spaces.Discrete):
             actions = actions.reshape(self.num_envs)  # SB3 may hand (n, 1) for Discrete
         obs, rewards, terminated, truncated, infos = self.venv.step(actions)
         dones = terminated | truncated

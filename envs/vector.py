@@ -41,16 +41,16 @@ from gymnasium.vector.utils import batch_space
 
 from aapt_world.session import SessionSnapshot
 from aapt_world.world import World
-from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions, make_action_space
+from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 from envs.neural import (
     RESET_OPTIONS,
     SEED_HIGH,
+    WorldActions,
     check_start_frame,
     check_start_index,
     evaluate_heads,
     new_session,
     resolve_world,
-    validated_command,
     world_device,
 )
 
@@ -94,7 +94,8 @@ class NeuralWorldVectorEnv(VectorEnv):
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = render_mode
         self.action_type = self.world.config.action_type
-        self.single_action_space = make_action_space(self.action_type)
+        self.actions = WorldActions.of(self.world)
+        self.single_action_space = self.actions.space
         self.single_observation_space = spaces.Box(0, 255, shape=self.world.frame_shape,
                                                    dtype=np.uint8)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -259,11 +260,10 @@ class NeuralWorldVectorEnv(VectorEnv):
             raise ValueError(f"expected a batch of actions of shape {shape} from "
                              f"{self.action_space} (one {self.single_action_space} action per "
                              f"env), got shape {arr.shape}")
-        commands = np.empty((self.num_envs, 4), dtype=np.float32)
+        commands = np.empty((self.num_envs, self.actions.command_dim), dtype=np.float32)
         for i in range(self.num_envs):
             try:
-                commands[i] = validated_command(arr[i], self.action_type,
-                                                self.single_action_space)
+                commands[i] = self.actions.command(arr[i])
             except ValueError as err:
                 raise ValueError(f"env {i}: {err}") from None
         return commands
@@ -304,3 +304,11 @@ class NeuralWorldVectorEnv(VectorEnv):
             return None, check_start_index(options["start_index"],
                                             len(self.world.start_frames))
         return None, None
+
+
+def make_neural_world_vector(world: World | str | os.PathLike | None = None,
+                             **kwargs: Any) -> NeuralWorldVectorEnv:
+    """``gym.make_vec("aapt/NeuralWorld-v0", num_envs=N, world=DIR)``; ``world`` required."""
+    if world is None:
+        raise ValueError("aapt/NeuralWorld-v0 needs world=<path to a world directory>")
+    return NeuralWorldVectorEnv(world, **kwargs)

@@ -12,7 +12,8 @@ from aapt_world import cli
 PARSED = [  # (argv up to the options, whether it computes with torch)
     (["demo"], True), (["drift"], True), (["ladder"], True), (["play"], True),
     (["agent", "train"], True), (["agent", "eval"], True), (["rollout"], False),
-    (["plot"], False), (["bench", "collect"], False), (["bench", "stream"], True),
+    (["plot"], False), (["record"], False), (["import-video"], False),
+    (["bench", "collect"], False), (["bench", "stream"], True),
     (["bench", "train"], True), (["bench", "env"], True),
 ]
 

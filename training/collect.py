@@ -23,14 +23,15 @@ import numpy as np
 from tqdm import tqdm
 
 from training.dataset import (
-    EPISODES_DIR,
     FRAMES_PER_STEP,
     MANIFEST,
     DatasetError,
     Episode,
+    check_dataset_meta,
+    check_episodes_match,
     completed_episode_ids,
-    read_manifest,
     remove_stale_temporaries,
+    validation_episodes,
     write_episode,
     write_manifest,
 )
@@ -93,10 +94,8 @@ def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
     meets every policy; one validation episode per block of ``val_every``, at a position that
     moves on by one each block, so validation covers every map and policy too (a fixed
     position would correlate with the map/policy cycles)."""
-    m, p, v, n = len(cfg.maps), len(cfg.policies), cfg.val_every, cfg.num_episodes
-    # Block 0 validates its episode 1, so every dataset of >= 2 episodes has a validation
-    # episode, and growing a dataset (num_episodes up) never moves an episode's split.
-    val = {i for i in range(n) if i % v == (1 + i // v) % v}
+    m, p, n = len(cfg.maps), len(cfg.policies), cfg.num_episodes
+    val = validation_episodes(n, cfg.val_every)
     return [
         EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % m], seed=cfg.seed + i,
                     policy=cfg.policies[(i + i // m) % p], split="val" if i in val else "train")
@@ -105,25 +104,8 @@ def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
 
 
 def check_plan_matches_disk(root: Path, plans: list[EpisodePlan], steps: int) -> None:
-    """Episodes already on disk must be the ones this plan would record: re-running ``collect``
-    with other maps, policies, seed, split or length is refused, never a silent no-op."""
-    entries = {e["id"]: e for e in read_manifest(root)["episodes"]}
-    for plan in plans:
-        entry = entries.get(plan.id)
-        if entry is None:
-            continue
-        planned = {"map": plan.doom_map, "seed": plan.seed, "policy": plan.policy,
-                   "split": plan.split}
-        differ = {k: (entry.get(k), v) for k, v in planned.items() if entry.get(k) != v}
-        ended_early = bool(np.load(root / EPISODES_DIR / plan.id / "terminated.npy",
-                                   mmap_mode="r")[-1:].any())
-        if entry["num_steps"] != steps and not (ended_early and entry["num_steps"] < steps):
-            differ["steps_per_episode"] = (entry["num_steps"], steps)
-        if differ:
-            raise ValueError(
-                f"episode {plan.id} at {root} was recorded with other settings "
-                f"(on disk, requested): {differ}; collect into another root, or delete "
-                f"{root / EPISODES_DIR} to re-record")
+    check_episodes_match(root, {p.id: {"map": p.doom_map, "seed": p.seed, "policy": p.policy,
+                                       "split": p.split} for p in plans}, steps)
 
 
 def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np.ndarray]:
@@ -184,12 +166,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     meta = cfg.dataset_meta()
-    if (root / "manifest.json").exists():
-        existing = read_manifest(root)
-        mismatched = {k: (existing.get(k), v) for k, v in meta.items() if existing.get(k) != v}
-        if mismatched:
-            raise ValueError(f"dataset at {root} was recorded with different settings "
-                             f"(existing, requested): {mismatched}; use another root")
+    check_dataset_meta(root, meta)
     remove_stale_temporaries(root)
     have = completed_episode_ids(root)
     plans = plan_episodes(cfg)

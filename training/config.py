@@ -35,6 +35,7 @@ class WorldConfig:
     condition: str = "action"  # condition encoder kind: action | camera | pose
     action_dim: int = 4  # width of the per-frame command (Doom: forward, strafe, turn, look)
     action_type: str = "discrete"  # the exported env's action space: discrete | continuous
+    # (Doom) | game (the recorded game's own space, from the dataset manifest)
     fps: int = 35
 
 
@@ -184,8 +185,9 @@ class TrainConfig:
              f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}"),
             (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
              f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
-            (self.world.action_type in ("discrete", "continuous"),
-             f"world.action_type must be discrete or continuous, got {self.world.action_type!r}"),
+            (self.world.action_type in ("discrete", "continuous", "game"),
+             f"world.action_type must be discrete, continuous (Doom) or game (a recorded "
+             f"game's own space), got {self.world.action_type!r}"),
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),

@@ -197,10 +197,65 @@ class Clip:
     start_step: int
 
 
-def check_training_data(root: str | Path, height: int, width: int, clip_steps: int) -> None:
+def validation_episodes(num_episodes: int, val_every: int) -> set[int]:
+    """Indices of the validation episodes: one per block of ``val_every``, at a position that
+    moves on by one each block (a fixed one would correlate with map/policy cycles). Block 0
+    validates its episode 1, so every dataset of >= 2 episodes has one, and growing a dataset
+    never moves an episode's split."""
+    v = val_every
+    return {i for i in range(num_episodes) if i % v == (1 + i // v) % v}
+
+
+def check_episodes_match(root: Path, planned: dict[str, dict[str, Any]], steps: int) -> None:
+    """Episodes already on disk must be the ones a plan would record (``planned``: episode id
+    -> the metadata it would get; ``steps``: steps per episode, shorter only if it ended):
+    re-running a recorder with another plan is refused, never a silent no-op."""
+    entries = {e["id"]: e for e in read_manifest(root)["episodes"]}
+    for episode_id, want in planned.items():
+        entry = entries.get(episode_id)
+        if entry is None:
+            continue
+        differ = {k: (entry.get(k), v) for k, v in want.items() if entry.get(k) != v}
+        ended = bool(np.load(root / EPISODES_DIR / episode_id / "terminated.npy",
+                             mmap_mode="r")[-1:].any()) or bool(entry.get("truncated"))
+        if entry["num_steps"] != steps and not (ended and entry["num_steps"] < steps):
+            differ["steps_per_episode"] = (entry["num_steps"], steps)
+        if differ:
+            raise ValueError(
+                f"episode {episode_id} at {root} was recorded with other settings (on disk, "
+                f"requested): {differ}; record into another root, or delete "
+                f"{root / EPISODES_DIR} to re-record")
+
+
+def check_dataset_meta(root: Path, meta: dict[str, Any]) -> None:
+    """A resumed recording must share the dataset-wide settings of what is on disk."""
+    if not (root / MANIFEST).exists():
+        return
+    existing = read_manifest(root)
+    mismatched = {k: (existing.get(k), v) for k, v in meta.items() if existing.get(k) != v}
+    if mismatched:
+        raise ValueError(f"dataset at {root} was recorded with different settings "
+                         f"(existing, requested): {mismatched}; use another root")
+
+
+def check_training_data(root: str | Path, height: int, width: int, clip_steps: int,
+                        action_dim: int | None = None, action_type: str | None = None) -> None:
     """Fail at once, with the fix in the message, when the dataset at ``root`` cannot feed a
-    model of ``height`` x ``width`` frames trained on clips of ``clip_steps`` steps."""
+    model of ``height`` x ``width`` frames trained on clips of ``clip_steps`` steps, conditioned
+    on ``action_dim``-wide commands, exported with env action type ``action_type``."""
     manifest = read_manifest(root)
+    widths = {e["files"]["actions"]["shape"][1] for e in manifest["episodes"]}
+    if action_dim is not None and widths and widths != {action_dim}:
+        raise DatasetError(f"dataset at {root} stores actions of {sorted(widths)} values per "
+                           f"step but world.action_dim={action_dim}: pass "
+                           f"world.action_dim={min(widths)}")
+    if action_type == "game" and "action_space" not in manifest:
+        raise DatasetError(f"world.action_type=game needs a dataset recorded from a game "
+                           f"(`aapt-world record` / `import-video`): {root / MANIFEST} has no "
+                           f"action_space")
+    if action_type in ("discrete", "continuous") and "action_space" in manifest:
+        raise DatasetError(f"dataset at {root} was recorded from a game with its own action "
+                           f"space {manifest['action_space']}: train it with world=game")
     size = (manifest.get("width"), manifest.get("height"))
     if size != (width, height):
         raise DatasetError(

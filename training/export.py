@@ -58,6 +58,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     sample_steps = ex.sample_steps or (cfg.diffusion.sample_steps if source[0] == "diffusion"
                                        else 1)
     heads_trained = weights_exist(stage_dir(cfg, "heads") / WEIGHTS)
+    val = ClipDataset(cfg.data.root, 1, split="val")
     config = WorldConfig(
         vae=dataclasses.replace(cfg.model.vae, light_decoder=light_decoder),
         dit=cfg.model.dit,
@@ -66,10 +67,11 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                                   action_dim=cfg.world.action_dim),
         heads=HeadsConfig(latent_channels=cfg.model.vae.latent_channels,
                           action_dim=cfg.world.action_dim) if heads_trained else None,
-        action_type=cfg.world.action_type, fps=cfg.world.fps, sample_steps=sample_steps,
+        action_type=cfg.world.action_type, fps=val.manifest.get("fps", cfg.world.fps),
+        sample_steps=sample_steps,
         timestep_shift=cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0,
-        context_noise=ex.context_noise)
-    val = ClipDataset(cfg.data.root, 1, split="val")
+        context_noise=ex.context_noise,
+        action_space=val.manifest["action_space"] if cfg.world.action_type == "game" else None)
     starts = np.stack([ep.arrays["frames"][0] for ep in val.episodes][:ex.start_frames])
     world = build_world(config, starts)
     # the VAE: encoder from the vae stage, decoder = the light (or full) decoder

@@ -32,7 +32,7 @@ def run_stage(cfg: TrainConfig) -> dict[str, float]:
     """Validate ``cfg`` and run its stage in this process (joining torchrun if launched so)."""
     cfg.validate()
     check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
-                        cfg.data.clip_steps)
+                        cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type)
     device_kind = "cuda" if cfg.run.device == "cuda" or (
         cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
     ranks = init_distributed(device_kind)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         try:  # bad settings or data: one line with the fix, not a traceback
             cfg.validate()
             check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
-                                cfg.data.clip_steps)
+                                cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type)
         except (ValueError, DatasetError) as err:
             print(f"aapt-world train: {err}", file=sys.stderr)
             raise SystemExit(2) from None
