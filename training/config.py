@@ -165,6 +165,12 @@ class TrainConfig:
     heads: HeadsStageConfig = field(default_factory=HeadsStageConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
+    @property
+    def adversarial_clip_steps(self) -> int:
+        """Real latent steps one stage-3 batch needs (the overlap only with segments > 1)."""
+        a = self.adversarial
+        return a.rollout_steps + (a.segment_overlap if a.segments > 1 else 0)
+
     def validate(self) -> None:
         """Raise ValueError naming the first field that makes no sense."""
         checks = [
@@ -209,6 +215,10 @@ class TrainConfig:
             (self.adversarial.segments >= 1, "adversarial.segments must be >= 1"),
             (0 <= self.adversarial.segment_overlap < self.adversarial.rollout_steps,
              "adversarial.segment_overlap must be in [0, rollout_steps)"),
+            (self.stage != "adversarial" or self.data.clip_steps >= self.adversarial_clip_steps,
+             f"adversarial.rollout_steps + segment_overlap ({self.adversarial_clip_steps}) "
+             f"needs data.clip_steps >= {self.adversarial_clip_steps}, got "
+             f"{self.data.clip_steps}"),
             (all(0 <= i < self.model.dit.depth for i in self.adversarial.disc_layers),
              f"adversarial.disc_layers {self.adversarial.disc_layers} must index blocks "
              f"0..{self.model.dit.depth - 1}"),
