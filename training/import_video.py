@@ -15,7 +15,6 @@ Videos are cut into episodes of ``steps`` steps (0: one episode per video); one 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from aapt_world.cli_options import command_parser
 from envs.game_actions import ActionEncoding
 from training.dataset import (
     FRAMES_PER_STEP,
-    DatasetError,
     Episode,
     check_dataset_meta,
     check_episodes_match,
@@ -38,6 +36,7 @@ from training.dataset import (
     write_episode,
     write_manifest,
 )
+from training.record import add_dataset_options, run_recorder
 
 
 def parse_action_space(spec: str) -> ActionEncoding:
@@ -175,9 +174,8 @@ def import_videos(cfg: ImportConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from training.record import train_hint
-
     parser = command_parser("aapt-world import-video", __doc__.split("\n")[0])
+    d = ImportConfig(root="", videos=[], actions=[], action_space="")
     parser.add_argument("--root", required=True, help="dataset directory to write (resumable)")
     parser.add_argument("--video", dest="videos", nargs="+", required=True,
                         help="video files (anything ffmpeg reads: mp4, webm, ...)")
@@ -185,23 +183,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="one .npy of per-frame actions per video")
     parser.add_argument("--action-space", required=True,
                         help="discrete:N or box:LOW,HIGH:SHAPE (e.g. box:-1,1:2)")
-    parser.add_argument("--name", default="game", help="the game's name in the dataset")
-    parser.add_argument("--steps", type=int, default=0,
+    parser.add_argument("--name", default=d.name, help="the game's name in the dataset")
+    parser.add_argument("--steps", type=int, default=d.steps,
                         help="steps per episode (0: one episode per video)")
-    parser.add_argument("--width", type=int, default=64, help="frame width (multiple of 8)")
-    parser.add_argument("--height", type=int, default=48, help="frame height (multiple of 8)")
-    parser.add_argument("--fps", type=float, default=0.0, help="frame rate (0: the video's)")
-    parser.add_argument("--val-every", type=int, default=8,
-                        help="one episode in this many validates")
+    parser.add_argument("--fps", type=float, default=d.fps, help="frame rate (0: the video's)")
+    add_dataset_options(parser, d.width, d.height, d.val_every)
     args = parser.parse_args(argv)
-    try:
-        summary = import_videos(ImportConfig(**vars(args)))
-    except (ValueError, DatasetError) as err:
-        print(f"aapt-world import-video: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(" ".join(f"{k}={v}" for k, v in summary.items()))
-    print(train_hint(summary))
-    return summary
+    return run_recorder("import-video", lambda: import_videos(ImportConfig(**vars(args))))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ episode in flight, and a re-run with other settings is refused.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 import time
@@ -203,6 +204,28 @@ def train_hint(summary: dict[str, Any]) -> str:
             f"(then latents, diffusion, consistency, adversarial, export; see README)")
 
 
+def add_dataset_options(parser: argparse.ArgumentParser, width: int, height: int,
+                        val_every: int) -> None:
+    """The options every game recorder shares: frame size and the validation split."""
+    parser.add_argument("--width", type=int, default=width, help="frame width (multiple of 8)")
+    parser.add_argument("--height", type=int, default=height,
+                        help="frame height (multiple of 8)")
+    parser.add_argument("--val-every", type=int, default=val_every,
+                        help="one episode in this many validates")
+
+
+def run_recorder(command: str, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a recorder; bad input exits with one line, else print the summary and what next."""
+    try:
+        summary = job()
+    except (ValueError, DatasetError) as err:
+        print(f"aapt-world {command}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    print(train_hint(summary))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = command_parser("aapt-world record", __doc__.split("\n")[0])
     d = RecordConfig(env="", root="")
@@ -211,23 +234,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--episodes", type=int, default=d.episodes, help="episodes to record")
     parser.add_argument("--steps", type=int, default=d.steps,
                         help=f"steps per episode at most ({FRAMES_PER_STEP} env steps each)")
-    parser.add_argument("--width", type=int, default=d.width, help="frame width (multiple of 8)")
-    parser.add_argument("--height", type=int, default=d.height,
-                        help="frame height (multiple of 8)")
     parser.add_argument("--policy", default=d.policy,
                         help="'random', or module:callable taking (observation, info)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of episode 0 (+i after)")
-    parser.add_argument("--val-every", type=int, default=d.val_every,
-                        help="one episode in this many validates")
+    add_dataset_options(parser, d.width, d.height, d.val_every)
     args = parser.parse_args(argv)
-    try:
-        summary = record(RecordConfig(**vars(args)))
-    except (ValueError, DatasetError) as err:
-        print(f"aapt-world record: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(" ".join(f"{k}={v}" for k, v in summary.items()))
-    print(train_hint(summary))
-    return summary
+    return run_recorder("record", lambda: record(RecordConfig(**vars(args))))
 
 
 if __name__ == "__main__":
