@@ -26,9 +26,9 @@ import torch
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.conditions import ConditionConfig
+from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.heads import HeadsConfig
 from aapt_world.report import print_report
-from aapt_world.session import FRAMES_PER_STEP
 from aapt_world.transformer import count_parameters, dit_config
 from aapt_world.vae import VAEConfig
 from aapt_world.world import World, WorldConfig, build_world

@@ -19,13 +19,12 @@ import torch
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.conditions import ConditionConfig
+from aapt_world.constants import DOOM_FPS, FRAMES_PER_STEP
 from aapt_world.report import print_report
-from aapt_world.session import FRAMES_PER_STEP, StreamingSession
+from aapt_world.session import StreamingSession
 from aapt_world.transformer import count_parameters, dit_config, step_flops
 from aapt_world.vae import CausalVideoVAE, VAEConfig
 from aapt_world.world_model import WorldModel
-
-DOOM_FPS = 35.0
 
 
 def measure_matmul_peak(size: int = 1024, repeats: int = 20) -> float:

@@ -24,6 +24,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from aapt_world.cli_options import command_parser
+from aapt_world.constants import DEFAULT_MAP
 
 
 def _demo(argv: list[str]) -> None:
@@ -40,7 +41,7 @@ def _rollout(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=360, help="steps of 4 frames (360 = 1440)")
     parser.add_argument("--policy", default="explorer", choices=sorted(POLICIES),
                         help="scripted player")
-    parser.add_argument("--map", default="MAP01", help="Freedoom2 map")
+    parser.add_argument("--map", default=DEFAULT_MAP, help="Freedoom2 map")
     parser.add_argument("--seed", type=int, default=0, help="seed of the game and the player")
     parser.add_argument("--out", default="outputs/real_rollout.mp4", help="mp4 to write")
     args = parser.parse_args(argv)

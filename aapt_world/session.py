@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .constants import FRAMES_PER_STEP
 from .kv_cache import KVCache, KVCacheState
 from .vae import CausalVideoVAE, StreamState, reset_items
 from .world_model import WorldModel, euler_schedule
-
-FRAMES_PER_STEP = 4
 
 
 @dataclass

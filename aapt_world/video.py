@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aapt_world.constants import DOOM_FPS
 
-def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float = 35.0,
+
+def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float = DOOM_FPS,
               scale: int = 1) -> Path:
     """Write uint8 (H, W, 3) frames to ``path``; ``scale`` enlarges them (nearest neighbour)."""
     import imageio.v2 as imageio

@@ -35,8 +35,8 @@ from .checkpoint import (
     sha256_file,
 )
 from .conditions import ConditionConfig
+from .constants import DEFAULT_MAP, DOOM_FPS, FRAMES_PER_STEP
 from .heads import HeadsConfig, RewardTerminationHeads
-from .session import FRAMES_PER_STEP
 from .transformer import DiTConfig
 from .vae import CausalVideoVAE, VAEConfig
 from .world_model import WorldModel
@@ -57,7 +57,7 @@ class WorldConfig:
     heads: HeadsConfig | None
     action_type: str = "discrete"  # the env's action space: discrete | continuous (Doom) or
     # game: a recorded game's own space, described by action_space (envs.game_actions JSON)
-    fps: int = 35
+    fps: int = DOOM_FPS
     frames_per_step: int = 4
     sample_steps: int = 1  # NFE per latent frame: 1 for the AAPT / consistency generators,
     timestep_shift: float = 1.0  # N (Euler, shifted schedule) for a diffusion baseline
@@ -119,6 +119,18 @@ class World:
     @property
     def frame_shape(self) -> tuple[int, int, int]:
         return (self.config.vae.height, self.config.vae.width, 3)
+
+    def source_game(self) -> tuple[str | None, str | None]:
+        """(scenario, map) of the real game the world was trained on, from its card (top level
+        or under "data"; None when the card does not say)."""
+        data = self.card.get("data") if isinstance(self.card.get("data"), dict) else {}
+        return (self.card.get("scenario") or data.get("scenario"),
+                self.card.get("map") or self.card.get("doom_map") or data.get("map")
+                or data.get("doom_map"))
+
+    def source_map(self) -> str:
+        """The map to compare this world against: its card's, else ``DEFAULT_MAP``."""
+        return self.source_game()[1] or DEFAULT_MAP
 
     def modules(self) -> dict[str, torch.nn.Module]:
         mods: dict[str, torch.nn.Module] = {"vae": self.vae, "generator": self.generator}

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.constants import DOOM_FPS
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 
 N_BUCKETS = 10
@@ -159,11 +160,11 @@ def neural_run(world: Any, start_frame: np.ndarray, commands: np.ndarray, seed: 
 
 
 def speed(step_seconds: np.ndarray) -> dict[str, float]:
-    """Video fps, real-time factor at 35 fps and step latency percentiles (ms)."""
+    """Video fps, real-time factor at the game's DOOM_FPS and step latency percentiles (ms)."""
     total = float(step_seconds.sum())
     fps = len(step_seconds) * FRAMES_PER_STEP / total if total > 0 else math.inf
     ms = step_seconds * 1e3 if len(step_seconds) else np.full(1, math.nan)
-    return {"fps": fps, "rtf": fps / 35.0, "latency_ms_p50": float(np.percentile(ms, 50)),
+    return {"fps": fps, "rtf": fps / DOOM_FPS, "latency_ms_p50": float(np.percentile(ms, 50)),
             "latency_ms_p95": float(np.percentile(ms, 95))}
 
 
@@ -346,8 +347,7 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
         if wd.frame_shape != (h, w, 3):
             raise ValueError(f"world {name!r} makes {wd.frame_shape} frames, the evaluated world "
                              f"{(h, w, 3)}: compare worlds of one resolution")
-    card_map = (worlds["neural"].card.get("data") or {}).get("map")
-    doom_map = doom_map or card_map or "MAP01"
+    doom_map = doom_map or worlds["neural"].source_map()
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
 
@@ -378,7 +378,7 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
                 video_path = str(outdir / f"side_by_side_{family}.mp4")
                 k = min(len(real.frames), len(frames))
                 write_mp4(video_path, np.concatenate([real.frames[:k], frames[:k]], axis=2),
-                          fps=35, scale=max(1, 256 // w))
+                          fps=DOOM_FPS, scale=max(1, 256 // w))
         results[family] = {"steps": int(len(cmds)), "frames": int(len(cmds) * FRAMES_PER_STEP),
                            "commands": cmds, "real_seconds": real.seconds, "generators": gens}
 

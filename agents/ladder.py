@@ -35,6 +35,8 @@ from tqdm import tqdm
 
 from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.constants import COLLECTION_MAPS, HELD_OUT_SEED
+from aapt_world.session import from_uint8_frames, to_uint8_frames
 from agents.drift import (
     FAMILIES,
     LATE_FRACTION,
@@ -58,10 +60,10 @@ STRIP_FRAMES = (0, 4, 40, 400, 1400)
 class LadderConfig:
     steps: int = 360  # rollout steps per drift family (4 video frames each)
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
-    maps: list[str] = field(default_factory=lambda: ["MAP01", "MAP02", "MAP03", "MAP04"])
+    maps: list[str] = field(default_factory=lambda: list(COLLECTION_MAPS))
     clip_steps: int = 60  # held-out explorer clip per map (VAE and teacher-forced rungs)
     noop_steps: int = 90
-    seed: int = 1000  # held-out: the collection plan uses seeds 0 .. num_episodes - 1
+    seed: int = HELD_OUT_SEED  # held-out: the collection plan uses seeds 0 .. N - 1
     rollout_map: str = ""  # map of the drift families; "" = the world card's map or MAP01
     strip_family: str = "walk"
     strip_frames: tuple[int, ...] = STRIP_FRAMES
@@ -71,14 +73,13 @@ class LadderConfig:
 
 def _video(frames: np.ndarray, device: str) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> (1, 3, T, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float() / 127.5 - 1.0
-    return x.permute(3, 0, 1, 2).unsqueeze(0)
+    return from_uint8_frames(torch.from_numpy(np.ascontiguousarray(frames)).to(device)) \
+        .transpose(0, 1).unsqueeze(0)
 
 
 def _uint8(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    x = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
+    return to_uint8_frames(video[0].transpose(0, 1)).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -355,7 +356,7 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
         if wd.frame_shape != (h, w, 3):
             raise ValueError(f"world {name!r} makes {wd.frame_shape} frames, not {(h, w, 3)}: "
                              "compare worlds of one resolution")
-    rollout_map = cfg.rollout_map or (first.card.get("data") or {}).get("map") or "MAP01"
+    rollout_map = cfg.rollout_map or first.source_map()
     # The real runs, shared by every world.
     clips = held_out_clips(cfg, w, h)
     noop = np.zeros((cfg.noop_steps, 4), np.float32)
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="steps of each held-out clip (teacher-forced rung)")
     parser.add_argument("--noop-steps", type=int, default=LadderConfig.noop_steps,
                         help="steps of the no-op hold")
-    parser.add_argument("--maps", default="MAP01,MAP02,MAP03,MAP04",
+    parser.add_argument("--maps", default=",".join(COLLECTION_MAPS),
                         help="comma-separated maps of the held-out clips")
     parser.add_argument("--seed", type=int, default=LadderConfig.seed,
                         help="first seed of the held-out clips (unseen in training)")

@@ -57,6 +57,7 @@ from torch import nn
 
 from aapt_world.checkpoint import CheckpointError, atomic_replace
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS, DOOM_FPS
 from envs.actions import DISCRETE_ACTIONS
 
 MODEL_FILE = "model.zip"
@@ -112,7 +113,7 @@ class AgentTrainConfig:
     out: str = "runs/ppo"
     num_envs: int = 8
     steps: int = 20_000  # total environment steps (summed over envs), resumed runs included
-    max_episode_steps: int = 525  # per-env truncation (aapt/Doom-v0's limit)
+    max_episode_steps: int = DOOM_EPISODE_STEPS  # per-env truncation (aapt/Doom-v0's limit)
     n_steps: int = 128  # steps per env per rollout
     batch_size: int = 256
     n_epochs: int = 4
@@ -309,7 +310,7 @@ class AgentEvalConfig:
     env: str = "real"  # real | neural | both
     episodes: int = 5
     world: str | None = None  # default: the world the model was trained on (agent.json)
-    max_steps: int = 525
+    max_steps: int = DOOM_EPISODE_STEPS
     scenario: str | None = None  # real env; default: the world card's, else freedoom2
     doom_map: str | None = None  # default: the world card's, else MAP01
     width: int | None = None  # real env frame size without a world or model; default 128x96
@@ -416,13 +417,6 @@ def load_model(path: str | os.PathLike, device: str = "auto") -> PPO:
         raise CheckpointError(f"{path} is not a readable SB3 model ({err})") from err
 
 
-def world_scenario(card: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(scenario, map) a world's card names (top level or under "data"), else (None, None)."""
-    data = card.get("data") if isinstance(card.get("data"), dict) else {}
-    return (card.get("scenario") or data.get("scenario"),
-            card.get("map") or card.get("doom_map") or data.get("map") or data.get("doom_map"))
-
-
 def _model_world(model_path: str | None) -> str | None:
     if model_path is None:
         return None
@@ -494,9 +488,9 @@ def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tup
         return NeuralWorldEnv(world), "neural"
     from envs.doom import DoomConfig, DoomEnv
 
-    card_scenario, card_map = world_scenario(world.card) if world is not None else (None, None)
+    card_scenario, card_map = world.source_game() if world is not None else (None, None)
     scenario = cfg.scenario or card_scenario or "freedoom2"
-    doom_map = cfg.doom_map or card_map or "MAP01"
+    doom_map = cfg.doom_map or card_map or DEFAULT_MAP
     height, width = frame_shape[:2]
     env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width, height=height,
                              action_type=action_type, nomonsters=scenario == "freedoom2"))
@@ -522,7 +516,7 @@ def _evaluate_in(env: gym.Env, actor: Actor, cfg: AgentEvalConfig
 
 
 def _write_video(path: str, kind: str, suffixed: bool, frames: list[np.ndarray],
-                 fps: float = 35.0) -> str:
+                 fps: float = DOOM_FPS) -> str:
     from aapt_world.video import write_mp4
 
     out = Path(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from aapt_world.constants import DEFAULT_MAP, DOOM_FPS
 from aapt_world.video import write_mp4
 from agents.scripted import make_policy
 
@@ -21,7 +22,7 @@ class RolloutResult:
     seconds: float
 
 
-def real_rollout(steps: int, policy: str = "explorer", doom_map: str = "MAP01", seed: int = 0,
+def real_rollout(steps: int, policy: str = "explorer", doom_map: str = DEFAULT_MAP, seed: int = 0,
                  width: int = 128, height: int = 96, progress: bool = True) -> RolloutResult:
     """Drive the real ViZDoom world with a scripted policy for ``steps`` steps (4 frames each)."""
     from envs.doom import DoomConfig, DoomEnv
@@ -42,5 +43,5 @@ def real_rollout(steps: int, policy: str = "explorer", doom_map: str = "MAP01", 
 
 def write_real_rollout(out: str | Path, steps: int, **kwargs) -> RolloutResult:
     result = real_rollout(steps, **kwargs)
-    write_mp4(out, result.frames, fps=35, scale=2)
+    write_mp4(out, result.frames, fps=DOOM_FPS, scale=2)
     return result

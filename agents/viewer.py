@@ -37,6 +37,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402  (pygame-ce; after silencing its banner)
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.constants import DEFAULT_MAP
 from aapt_world.video import write_mp4  # noqa: E402
 from envs.actions import DISCRETE_ACTION_NAMES, DISCRETE_ACTIONS  # noqa: E402
 
@@ -85,7 +86,7 @@ class ViewerConfig:
     scale: int = 4
     fps: float | None = None
     side_by_side: bool = False
-    doom_map: str = "MAP01"
+    doom_map: str = DEFAULT_MAP
     seed: int = 0
     device: str | None = None
     record: Path | None = None
@@ -585,7 +586,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ViewerConfig, argpars
                         help="display pace in video frames/s (None: the world's; 0: unpaced)")
     parser.add_argument("--side-by-side", action="store_true",
                         help="also run the real ViZDoom world with the same actions")
-    parser.add_argument("--map", dest="doom_map", default="MAP01",
+    parser.add_argument("--map", dest="doom_map", default=DEFAULT_MAP,
                         help="Freedoom2 map of the real world (--side-by-side)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world (and real game)")
     parser.add_argument("--device", default=None, help="torch device of the world (None: cpu)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from envs.actions import FRAMES_PER_STEP
+from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS
 
 # The default neural Doom world, shipped in the repo (fp16, see its MODEL_CARD.md).
 DEFAULT_WORLD = Path(__file__).parents[1] / "worlds" / "doom"
@@ -33,14 +33,14 @@ def _register(env_id: str, entry_point: str, max_episode_steps: int | None,
                      vector_entry_point=vector_entry_point, kwargs=kwargs)
 
 
-_register("aapt/Doom-v0", _REAL_DOOM, max_episode_steps=2100 // FRAMES_PER_STEP,
-          scenario="freedoom2", doom_map="MAP01")
+_register("aapt/Doom-v0", _REAL_DOOM, max_episode_steps=DOOM_EPISODE_STEPS,
+          scenario="freedoom2", doom_map=DEFAULT_MAP)
 _register("aapt/DoomTakeCover-v0", _REAL_DOOM, max_episode_steps=None,
           scenario="take_cover", nomonsters=False)
 _register("aapt/DoomHealthGathering-v0", _REAL_DOOM, max_episode_steps=None,
           scenario="health_gathering", nomonsters=False)
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
-          max_episode_steps=2100 // FRAMES_PER_STEP,
+          max_episode_steps=DOOM_EPISODE_STEPS,
           vector_entry_point="envs.vector:NeuralWorldVectorEnv")
 _register("aapt/NeuralWorld-v0", "envs.neural:make_neural_world", max_episode_steps=None,
           vector_entry_point="envs.vector:make_neural_world_vector")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
-FRAMES_PER_STEP = 4  # one action = one latent frame = 4 video frames (the VAE's 4x in time)
+from aapt_world.constants import FRAMES_PER_STEP
+
 COMMAND_DIM = 4
 COMMAND_NAMES = ("forward", "strafe", "turn", "look")
 

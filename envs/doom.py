@@ -30,6 +30,7 @@ import numpy as np
 import vizdoom as vzd
 from gymnasium import spaces
 
+from aapt_world.constants import DEFAULT_MAP, DOOM_FPS
 from envs.actions import (
     FRAMES_PER_STEP,
     CommandScale,
@@ -82,7 +83,7 @@ class DoomConfig:
     """
 
     scenario: str = "freedoom2"
-    doom_map: str = "MAP01"
+    doom_map: str = DEFAULT_MAP
     width: int = 128
     height: int = 96
     action_type: str = "discrete"
@@ -111,7 +112,7 @@ def _scenario_path(name: str) -> str:
 class DoomEnv(gym.Env):
     """ViZDoom as a Gymnasium env with frame skip 4 and per-frame camera poses."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 35 // FRAMES_PER_STEP}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": DOOM_FPS // FRAMES_PER_STEP}
 
     def __init__(
         self, config: DoomConfig | None = None, render_mode: str | None = None, **overrides: Any

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from aapt_world.constants import DOOM_FPS
 from aapt_world.session import NonFiniteError, SessionSnapshot, StreamingSession
 from aapt_world.world import World, load_world
 from envs import DEFAULT_WORLD
@@ -192,7 +193,7 @@ class NeuralWorldEnv(gym.Env):
         window_scale: human mode window size as a multiple of the frame size.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 35 // FRAMES_PER_STEP}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": DOOM_FPS // FRAMES_PER_STEP}
 
     def __init__(self, world: World | str | os.PathLike | None = None,
                  render_mode: str | None = None, device: str | torch.device | None = None,

@@ -39,6 +39,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from aapt_world.constants import DOOM_FPS
 from aapt_world.session import SessionSnapshot
 from aapt_world.world import World
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
@@ -76,7 +77,7 @@ class NeuralWorldVectorEnv(VectorEnv):
         device: where the models run (default: cpu for a path, the world's device for a World).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 35 // FRAMES_PER_STEP,
+    metadata = {"render_modes": ["rgb_array"], "render_fps": DOOM_FPS // FRAMES_PER_STEP,
                 "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, world: World | str | os.PathLike | None = None, num_envs: int = 1,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from aapt_world.constants import COLLECTION_MAPS, DOOM_FPS
 from training.dataset import (
     FRAMES_PER_STEP,
     MANIFEST,
@@ -41,7 +42,7 @@ from training.dataset import (
 class CollectConfig:
     root: str = "data/doom"
     scenario: str = "freedoom2"
-    maps: list[str] = field(default_factory=lambda: ["MAP01", "MAP02", "MAP03", "MAP04"])
+    maps: list[str] = field(default_factory=lambda: list(COLLECTION_MAPS))
     policies: list[str] = field(default_factory=lambda: ["explorer", "explorer", "explorer",
                                                          "random"])
     num_episodes: int = 32
@@ -75,7 +76,7 @@ class CollectConfig:
         from envs.doom import POSE_NAMES
 
         return {"world": "doom", "plan_version": 3, "scenario": self.scenario, "width": self.width,
-                "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": 35,
+                "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": DOOM_FPS,
                 "action_names": list(COMMAND_NAMES), "pose_names": list(POSE_NAMES)}
 
 

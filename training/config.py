@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aapt_world.constants import DOOM_FPS
 from aapt_world.transformer import DiTConfig
 from aapt_world.vae import VAEConfig
 
@@ -36,7 +37,7 @@ class WorldConfig:
     action_dim: int = 4  # width of the per-frame command (Doom: forward, strafe, turn, look)
     action_type: str = "discrete"  # the exported env's action space: discrete | continuous
     # (Doom) | game (the recorded game's own space, from the dataset manifest)
-    fps: int = 35
+    fps: int = DOOM_FPS
 
 
 @dataclass

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from aapt_world.constants import FRAMES_PER_STEP
+
 FORMAT_NAME = "aapt-world-dataset"
 FORMAT_VERSION = 1
-FRAMES_PER_STEP = 4
 MANIFEST = "manifest.json"
 EPISODES_DIR = "episodes"
 ARRAYS = ("frames", "poses", "actions", "rewards", "terminated")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aapt_world.session import from_uint8_frames
 from training.dataset import FRAMES_PER_STEP, ClipDataset, DatasetError, read_manifest
 
 STATS = "stats.json"
@@ -42,8 +43,8 @@ def latent_paths(directory: Path, episode_id: str) -> tuple[Path, Path]:
 def encode_episode(vae, frames: np.ndarray, device: torch.device, chunk_steps: int = 64
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Encode one episode's frames (T = 1 + 4S, H, W, 3) uint8 -> (stream, first) latents."""
-    to_video = lambda f: (torch.from_numpy(np.array(f)).to(device)
-                          .permute(3, 0, 1, 2).float()[None] / 127.5 - 1.0)
+    to_video = lambda f: from_uint8_frames(torch.from_numpy(np.array(f)).to(device)) \
+        .transpose(0, 1)[None]  # (1, 3, T, H, W) in [-1, 1]
     steps = (frames.shape[0] - 1) // FRAMES_PER_STEP
     state = vae.init_encode_state(1, frames.shape[1], frames.shape[2])
     stream = []

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from aapt_world.conditions import ConditionConfig
+from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.world_model import WorldModel
 from training.config import TrainConfig
 from training.latents import LatentClipDataset
@@ -32,7 +33,6 @@ from training.trainer import (
 )
 
 STAGE_DIR = "diffusion"
-FRAMES_PER_STEP = 4
 
 
 def build_world_model(cfg: TrainConfig) -> WorldModel:
