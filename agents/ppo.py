@@ -26,7 +26,7 @@ channels-first for the CNN (``VecTransposeImage`` in training, ``maybe_transpose
 48x64 world gives a 2x4 map); smaller frames get ``SmallCNN`` (3x3 convs, stride 2, padded).
 
 Evaluation runs whole episodes (capped at ``max_steps``) of a trained model or a scripted policy
-(``agents.scripted``: continuous commands, mapped to the nearest discrete action in discrete
+(``envs.scripted``: continuous commands, mapped to the nearest discrete action in discrete
 worlds) in the real ViZDoom env (``envs.doom.DoomEnv`` at the world's resolution and action type;
 scenario and map from the world's card when it names them, else ``--scenario``/``--map``) and/or
 the neural world, and reports mean/std return and episode length per world.
@@ -363,7 +363,7 @@ class ScriptedActor:
     """A scripted policy (continuous commands) in a world of either action type."""
 
     def __init__(self, name: str, action_type: str) -> None:
-        from agents.scripted import make_policy
+        from envs.scripted import make_policy
 
         self.policy, self.action_type = make_policy(name), action_type
 

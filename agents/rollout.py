@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from aapt_world.constants import DEFAULT_MAP, DOOM_FPS
 from aapt_world.video import write_mp4
-from agents.scripted import make_policy
+from envs.scripted import make_policy
 
 
 @dataclass

@@ -170,7 +170,7 @@ def test_cli_agent_train_exits_0(tiny_world_dir, tmp_path) -> None:
     out = tmp_path / "cli_run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "aapt_world.cli", "agent", "train", "--world",
+        [sys.executable, "-m", "agents.cli", "agent", "train", "--world",
          str(tiny_world_dir), "--out", str(out), "--num-envs", "2", "--steps", "32",
          "--n-steps", "16", "--batch-size", "16", "--n-epochs", "1", "--device", "cpu",
          "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from aapt_world import cli
+from agents import cli
 
 PARSED = [  # (argv up to the options, whether it computes with torch)
     (["demo"], True), (["drift"], True), (["ladder"], True), (["play"], True),

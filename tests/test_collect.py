@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.scripted import ExplorerPolicy, RandomCommandPolicy
+from envs.scripted import ExplorerPolicy, RandomCommandPolicy
 from training.collect import CollectConfig, collect, plan_episodes
 from training.dataset import ClipDataset, read_manifest
 
@@ -124,7 +124,7 @@ def test_explorer_escapes_walls() -> None:
 
 def test_cli_collect_and_rollout(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    cmd = [sys.executable, "-m", "aapt_world.cli", "collect", f"root={root}", "num_episodes=2",
+    cmd = [sys.executable, "-m", "agents.cli", "collect", f"root={root}", "num_episodes=2",
            "steps_per_episode=5", "workers=1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -132,7 +132,7 @@ def test_cli_collect_and_rollout(tmp_path: Path) -> None:
     bad = subprocess.run(cmd[:-1] + ["workers=zero"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "workers" in bad.stderr
     video = tmp_path / "real.mp4"
-    out = subprocess.run([sys.executable, "-m", "aapt_world.cli", "rollout", "--steps", "6",
+    out = subprocess.run([sys.executable, "-m", "agents.cli", "rollout", "--steps", "6",
                           "--out", str(video)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     from aapt_world.video import read_mp4

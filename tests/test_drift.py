@@ -83,9 +83,9 @@ def test_flicker_and_range_fraction_and_buckets():
 def test_drift_cli_on_tiny_world(tiny_world_dir, tmp_path):
     import dataclasses
 
-    from aapt_world.cli import main
     from aapt_world.world import load_world, save_world
-    from agents.drift import family_commands
+    from agents.cli import main
+    from agents.evaluation.drift import family_commands
 
     out = tmp_path / "drift"
     # an N-step "diffusion baseline": the same world sampled with 3 Euler steps per frame
@@ -128,7 +128,7 @@ def test_drift_cli_on_tiny_world(tiny_world_dir, tmp_path):
 def test_demo_main_job_on_tiny_world(tiny_world_dir, tmp_path, capsys):
     """`aapt-world demo`: explorer rollout in the real game, the neural world driven with the
     same commands, side-by-side mp4 and a printed summary."""
-    from aapt_world.cli import main
+    from agents.cli import main
 
     out = tmp_path / "demo"
     main(["demo", "--world", str(tiny_world_dir), "--steps", "6", "--out", str(out),
@@ -147,7 +147,7 @@ def test_demo_main_job_on_tiny_world(tiny_world_dir, tmp_path, capsys):
 
 def test_demo_without_world_names_the_path(tmp_path):
     from aapt_world.checkpoint import CheckpointError
-    from aapt_world.cli import main
+    from agents.cli import main
 
     with pytest.raises(CheckpointError, match="no world at"):
         main(["demo", "--world", str(tmp_path / "missing"), "--steps", "2"])
@@ -158,8 +158,8 @@ def test_drift_card_writes_metrics_into_the_model_card(tiny_world_dir, tmp_path)
 
     import torch
 
-    from aapt_world.cli import main
     from aapt_world.world import load_world
+    from agents.cli import main
 
     world_dir = tmp_path / "world"
     shutil.copytree(tiny_world_dir, world_dir)

@@ -140,7 +140,7 @@ def test_session_teacher_forcing_recycles_the_given_latent(tiny_world_dir):
 
 
 def test_ladder_cli_on_tiny_world(tiny_world_dir, tmp_path):
-    from agents.ladder import main
+    from agents.evaluation.ladder import main
 
     out = tmp_path / "ladder"
     report = main(["--world", str(tiny_world_dir), "--compare", f"again={tiny_world_dir}",
@@ -169,7 +169,7 @@ def test_ladder_cli_on_tiny_world(tiny_world_dir, tmp_path):
 
 
 def test_copy_over_zero_of_a_static_latent_is_zero():
-    from agents.ladder import latent_predictability
+    from agents.evaluation.ladder import latent_predictability
 
     z = torch.randn(1, 4, 1, 3, 3).expand(1, 4, 6, 3, 3).clone()
     z[:, :, 0] = 5.0  # the first-frame latent is excluded

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def viewer_mod(monkeypatch):
-    """``agents.viewer`` imported with SDL's dummy video driver (no display needed)."""
+    """``agents.play.viewer`` imported with SDL's dummy video driver (no display needed)."""
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    import agents.viewer as viewer_mod
+    import agents.play.viewer as viewer_mod
 
     return viewer_mod
 
@@ -210,7 +210,7 @@ def test_side_by_side_with_real_doom(viewer_mod, tiny_world_dir, tmp_path) -> No
 def test_cli_play_smoke(tiny_world_dir, tmp_path) -> None:
     shot = tmp_path / "x.png"
     result = subprocess.run(
-        [sys.executable, "-m", "aapt_world.cli", "play", "--world", str(tiny_world_dir),
+        [sys.executable, "-m", "agents.cli", "play", "--world", str(tiny_world_dir),
          "--headless", "--steps", "5", "--screenshot", str(shot), "--threads", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -227,7 +227,7 @@ def test_cli_without_a_world_says_what_to_pass(viewer_mod, monkeypatch, tmp_path
 
 
 def test_pygame_is_not_imported_by_the_package() -> None:
-    code = ("import sys, aapt_world.cli, agents, envs, envs.actions; "
+    code = ("import sys, agents.cli, agents, envs, envs.actions; "
             "assert 'pygame' not in sys.modules, 'pygame imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)

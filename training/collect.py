@@ -54,8 +54,8 @@ class CollectConfig:
     workers: int = 2
 
     def validate(self) -> None:
-        from agents.scripted import POLICIES
         from envs.doom import DoomConfig
+        from envs.scripted import POLICIES
 
         DoomConfig(scenario=self.scenario, width=self.width, height=self.height).validate()
         if self.num_episodes < 2 or self.steps_per_episode < 1:
@@ -136,8 +136,8 @@ def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np
 
 def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, int]]:
     """Record a list of planned episodes in one process (one ViZDoom instance per map)."""
-    from agents.scripted import make_policy
     from envs.doom import DoomConfig, DoomEnv
+    from envs.scripted import make_policy
 
     cfg_dict, plans = args
     cfg = CollectConfig(**cfg_dict)

@@ -24,7 +24,7 @@ RUN=${RUN:-/tmp/aapt/runs/doom-gpu}
 OUT_WORLD=${OUT_WORLD:-$RUN/world}
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}
 minutes() { "$PY" -c "print(round($1 * $SCALE, 3))"; }
-aw() { "$PY" -m aapt_world.cli "$@"; }
+aw() { "$PY" -m agents.cli "$@"; }
 case $MODEL in  # the collected frame size must match the model's (tiny: 64x48)
   tiny) RES=(width=64 height=48) ;;
   *) RES=(width=128 height=96) ;;

@@ -76,7 +76,7 @@ def _strafe(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _random(n: int, rng: np.random.Generator) -> np.ndarray:
     """The random player (``RandomCommandPolicy``), which never reads observations."""
-    from agents.scripted import RandomCommandPolicy
+    from envs.scripted import RandomCommandPolicy
 
     policy = RandomCommandPolicy()
     policy.reset(rng)
@@ -360,7 +360,7 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
     video_path = None
     for family, commands, n in tqdm(plan, desc="drift families"):
         if commands is None:
-            from agents.scripted import ExplorerPolicy
+            from envs.scripted import ExplorerPolicy
 
             real = real_run(None, doom_map, w, h, seed, policy=ExplorerPolicy(), steps=n)
         else:

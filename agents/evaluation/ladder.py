@@ -13,9 +13,9 @@ frames, so a change to the recipe can be judged by one command:
    the real game's frames, last quarter, next to the VAE ceiling.
 4. ``loop_closure``: a full-speed 360 degree turn (15 steps) must bring the start view back;
    the real game's own end-vs-start PSNR is the reference.
-5. ``rollouts``: the drift families (``agents.drift``) over 1440 frames, with two baselines in
-   every bucket: the frozen start frame and the VAE ceiling; late-window frame statistics in the
-   real 5-95 % range, flicker and yaw following.
+5. ``rollouts``: the drift families (``agents.evaluation.drift``) over 1440 frames, with two
+   baselines in every bucket: the frozen start frame and the VAE ceiling; late-window frame
+   statistics in the real 5-95 % range, flicker and yaw following.
 
 Plus an image strip, real above each neural world, at video frames 0, 4, 40, 400, 1400. Held-out
 clips are explorer-policy runs at seeds the collection never used (it uses 0 .. episodes-1).
@@ -37,7 +37,7 @@ from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import COLLECTION_MAPS, HELD_OUT_SEED
 from aapt_world.session import from_uint8_frames, to_uint8_frames
-from agents.drift import (
+from agents.evaluation.drift import (
     FAMILIES,
     LATE_FRACTION,
     RealRun,
@@ -126,7 +126,7 @@ def _steps_psnr(pred: np.ndarray, real: np.ndarray) -> float:
 # -- rungs --------------------------------------------------------------------------------------
 
 def held_out_clips(cfg: LadderConfig, width: int, height: int) -> list[RealRun]:
-    from agents.scripted import ExplorerPolicy
+    from envs.scripted import ExplorerPolicy
 
     return [real_run(None, m, width, height, cfg.seed + i, policy=ExplorerPolicy(),
                      steps=cfg.clip_steps) for i, m in enumerate(cfg.maps)]

@@ -2,7 +2,8 @@
 
 A scripted explorer plays the real ViZDoom for 1440 frames; the neural world starts from the
 same real start frame and is driven with the same commands; the two are written side by side to
-an mp4 (real | generated) and compared (the drift evaluation of ``agents.drift`` on one run).
+an mp4 (real | generated) and compared (the drift evaluation of ``agents.evaluation.drift`` on
+one run).
 Prints a summary: generation speed, step latency and the drift numbers.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
-from agents.drift import fmt, run_drift
+from agents.evaluation.drift import fmt, run_drift
 from envs import DEFAULT_WORLD
 
 

@@ -28,14 +28,14 @@ from aapt_world.constants import DEFAULT_MAP
 
 
 def _demo(argv: list[str]) -> None:
-    from agents.demo import main
+    from agents.evaluation.demo import main
 
     main(argv)
 
 
 def _rollout(argv: list[str]) -> None:
     from agents.rollout import write_real_rollout
-    from agents.scripted import POLICIES
+    from envs.scripted import POLICIES
 
     parser = command_parser("aapt-world rollout", "a scripted rollout of the real game to mp4")
     parser.add_argument("--steps", type=int, default=360, help="steps of 4 frames (360 = 1440)")
@@ -84,7 +84,7 @@ def _plot(argv: list[str]) -> None:
 
 
 def _play(argv: list[str]) -> None:
-    from agents.viewer import main
+    from agents.play.viewer import main
 
     main(argv)
 
@@ -92,7 +92,7 @@ def _play(argv: list[str]) -> None:
 def _bench(argv: list[str]) -> None:
     benches = {"collect": "training.bench_collect", "stream": "aapt_world.bench_stream",
                "train": "training.bench_train",
-               "env": "aapt_world.bench_env"}
+               "env": "agents.bench_env"}
     if not argv or argv[0] not in benches:
         raise SystemExit(f"usage: aapt-world bench {{{','.join(benches)}}} [options]")
     import importlib
@@ -107,13 +107,13 @@ def _agent(argv: list[str]) -> None:
 
 
 def _drift(argv: list[str]) -> None:
-    from agents.drift import main
+    from agents.evaluation.drift import main
 
     main(argv)
 
 
 def _ladder(argv: list[str]) -> None:
-    from agents.ladder import main
+    from agents.evaluation.ladder import main
 
     main(argv)
 

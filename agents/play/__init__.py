@@ -1,0 +1,1 @@
+"""Playing a neural world: the pygame-ce viewer."""
