@@ -13,7 +13,9 @@ Errors name the file that is actually damaged.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -52,6 +54,24 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def trim_csv_log(path: Path, column: str, last: float) -> None:
+    """On resume: drop the rows of a CSV log written after the checkpoint (``column`` > ``last``,
+    or malformed); they will be written again. Atomic; a missing file or column is left."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or column not in rows[0]:
+        return
+    col, width = rows[0].index(column), len(rows[0])
+    kept = rows[:1] + [r for r in rows[1:]
+                       if len(r) == width and r[col] and float(r[col]) <= last]
+    if len(kept) < len(rows):
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(kept)
+        atomic_replace(path, lambda tmp: Path(tmp).write_text(text.getvalue()))
 
 
 def _index_path(path: Path) -> Path:
@@ -187,6 +207,16 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         except json.JSONDecodeError:
             metadata[key] = value
     return tensors, metadata
+
+
+def load_modules(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor],
+                 source: str | Path) -> None:
+    """Load each module from the tensors named ``<its name>.<param>`` (strictly, see
+    ``load_into``); errors name ``source`` and the module."""
+    for name, module in modules.items():
+        prefix = f"{name}."
+        load_into(module, {k[len(prefix):]: v for k, v in tensors.items()
+                           if k.startswith(prefix)}, f"{source} [{name}]")
 
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

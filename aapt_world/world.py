@@ -29,7 +29,7 @@ import torch
 from .checkpoint import (
     CheckpointError,
     atomic_replace,
-    load_into,
+    load_modules,
     load_weights,
     save_weights,
     sha256_file,
@@ -220,10 +220,7 @@ def load_world(directory: str | Path, device: str | torch.device = "cpu") -> Wor
     files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
     start_frames = load_start_frames(directory / START_FRAMES, config, files.get(START_FRAMES))
     world = build_world(config, start_frames, meta.get("card", {}))
-    for name, module in world.modules().items():
-        prefix = f"{name}."
-        load_into(module, {k[len(prefix):]: v for k, v in tensors.items()
-                           if k.startswith(prefix)}, f"{weights} [{name}]")
+    load_modules(world.modules(), tensors, weights)
     for module in world.modules().values():
         module.to(device)
     return world.eval()

@@ -35,7 +35,6 @@ the neural world, and reports mean/std return and episode length per world.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -55,10 +54,11 @@ from stable_baselines3.common.logger import CSVOutputFormat, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from aapt_world.checkpoint import CheckpointError, atomic_replace
+from aapt_world.checkpoint import CheckpointError, atomic_replace, trim_csv_log
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS, DOOM_FPS
-from envs.actions import DISCRETE_ACTIONS
+from aapt_world.devices import resolve_device
+from envs.actions import nearest_discrete_action
 
 MODEL_FILE = "model.zip"
 META_FILE = "agent.json"
@@ -66,7 +66,6 @@ LOG_FILE = "progress.csv"
 NATURE_CNN_MIN_SIZE = 36  # smallest H and W NatureCNN's conv stack accepts
 ENV_KINDS = ("real", "neural", "both")
 SCRIPTED = ("explorer", "random")
-_COMMANDS = np.array([command for _, command in DISCRETE_ACTIONS], dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------ policy network
@@ -96,12 +95,6 @@ def policy_kwargs_for(frame_shape: tuple[int, ...]) -> dict[str, Any]:
     if min(height, width) >= NATURE_CNN_MIN_SIZE:
         return {}
     return {"features_extractor_class": SmallCNN, "features_extractor_kwargs": {}}
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # ------------------------------------------------------------------------------------ training
@@ -172,7 +165,7 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
             model = _load_for_training(model_path, venv, device)
-            _trim_log(out / LOG_FILE, model.num_timesteps)
+            trim_csv_log(out / LOG_FILE, "time/total_timesteps", model.num_timesteps)
         else:
             model = _new_model(cfg, venv, device)
             _write_meta(out, cfg, venv)
@@ -239,23 +232,6 @@ class _CSVLog(CSVOutputFormat):
         self.keys = self.file.readline().rstrip("\n").split(",")
         self.file.seek(0, os.SEEK_END)
         self.separator, self.quotechar = ",", '"'
-
-
-def _trim_log(path: Path, num_timesteps: int) -> None:
-    """Drop log rows written after the checkpoint being resumed (they will be redone)."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or "time/total_timesteps" not in rows[0]:
-        return
-    col = rows[0].index("time/total_timesteps")
-    kept = [rows[0]] + [r for r in rows[1:]
-                        if len(r) > col and r[col] and float(r[col]) <= num_timesteps]
-    if len(kept) < len(rows):
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows(kept)
-        atomic_replace(path, lambda tmp: Path(tmp).write_text(text.getvalue()))
 
 
 class _CheckpointCallback(BaseCallback):
@@ -375,9 +351,7 @@ class ScriptedActor:
         return command if self.action_type == "continuous" else nearest_discrete(command)
 
 
-def nearest_discrete(command: np.ndarray) -> int:
-    """The discrete action whose command is closest (L2) to ``command``."""
-    return int(np.argmin(np.linalg.norm(_COMMANDS - command, axis=1)))
+nearest_discrete = nearest_discrete_action
 
 
 

@@ -106,6 +106,13 @@ def action_to_command(action: object, action_type: str) -> np.ndarray:
     raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
 
 
+def nearest_discrete_action(command: np.ndarray) -> int:
+    """The discrete action whose command is closest (L2) to ``command`` (ties go to the lower
+    index, so forward + strafe is "forward")."""
+    distances = np.linalg.norm(_DISCRETE_COMMANDS - np.asarray(command, np.float32), axis=1)
+    return int(np.argmin(distances))
+
+
 def command_to_buttons(command: np.ndarray, scale: CommandScale = CommandScale()) -> list[float]:
     """Command -> values of ViZDoom's [MOVE_FORWARD_BACKWARD_DELTA, MOVE_LEFT_RIGHT_DELTA,
     TURN_LEFT_RIGHT_DELTA, LOOK_UP_DOWN_DELTA] buttons."""

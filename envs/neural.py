@@ -327,10 +327,16 @@ def check_start_index(index: Any, n: int) -> int:
     return int(arr)
 
 
+def has_display() -> bool:
+    """Can pygame open a window here? (on Linux: a DISPLAY / WAYLAND_DISPLAY, or an explicit
+    SDL_VIDEODRIVER such as "dummy")"""
+    return not sys.platform.startswith("linux") or bool(
+        os.environ.get("SDL_VIDEODRIVER") or os.environ.get("DISPLAY")
+        or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _check_display() -> None:
-    driver = os.environ.get("SDL_VIDEODRIVER", "")
-    if sys.platform.startswith("linux") and not driver and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if not has_display():
         raise RuntimeError("render_mode='human' needs a display (no DISPLAY or WAYLAND_DISPLAY "
                            "is set): use render_mode='rgb_array', or set SDL_VIDEODRIVER=dummy "
                            "to run the window headless")

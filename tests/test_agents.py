@@ -16,6 +16,7 @@ import torch
 from gymnasium import spaces
 
 import agents.ppo as ppo
+from aapt_world.checkpoint import trim_csv_log
 from aapt_world.video import read_mp4
 from agents.ppo import (
     AgentEvalConfig,
@@ -100,7 +101,7 @@ def test_resume_continues_timestep_count(trained_run, tiny_world_dir, tmp_path) 
 def test_resume_drops_log_rows_after_the_checkpoint(tmp_path) -> None:
     path = tmp_path / "progress.csv"
     path.write_text("time/fps,time/total_timesteps\n10,64\n10,128\n10,192\n")
-    ppo._trim_log(path, 128)
+    trim_csv_log(path, "time/total_timesteps", 128)
     assert path.read_text() == "time/fps,time/total_timesteps\n10,64\n10,128\n"
 
 

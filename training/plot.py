@@ -5,26 +5,22 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 from aapt_world.cli_options import command_parser
+from training.trainer import read_log
 
 SKIP = {"step", "time"}
 
 
-def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
+def read_series(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """A stage log as one (step, value) series per column (``read_log`` rows)."""
     series: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key in SKIP or value in ("", None):
-                    continue
-                try:
-                    series.setdefault(key, []).append((int(row["step"]), float(value)))
-                except ValueError:
-                    continue
+    for row in read_log(path):
+        for key, value in row.items():
+            if key not in SKIP and value == value:  # NaN: an empty cell
+                series.setdefault(key, []).append((int(row["step"]), value))
     return series
 
 
@@ -37,7 +33,7 @@ def plot_stage(stage_dir: Path) -> Path | None:
     series = {}
     for name, prefix in (("log.csv", ""), ("val_log.csv", "val_")):
         if (stage_dir / name).exists():
-            series.update({prefix + k: v for k, v in read_log(stage_dir / name).items()})
+            series.update({prefix + k: v for k, v in read_series(stage_dir / name).items()})
     if not series:
         return None
     cols = min(3, len(series))

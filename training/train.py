@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from aapt_world.devices import resolve_device
 from training.config import TrainConfig
 from training.dataset import DatasetError, check_training_data
 from training.trainer import init_distributed, pick_device, seed_everything
@@ -33,9 +34,7 @@ def run_stage(cfg: TrainConfig) -> dict[str, float]:
     cfg.validate()
     check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
                         cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type)
-    device_kind = "cuda" if cfg.run.device == "cuda" or (
-        cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
-    ranks = init_distributed(device_kind)
+    ranks = init_distributed(resolve_device(cfg.run.device))
     device = pick_device(cfg.run.device, ranks)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import random
 import sys
@@ -40,10 +41,13 @@ from tqdm import tqdm
 from aapt_world.checkpoint import (
     atomic_replace,
     load_into,
+    load_modules,
     load_weights,
     save_weights,
+    trim_csv_log,
     weights_exist,
 )
+from aapt_world.devices import resolve_device
 from training.config import TrainConfig
 
 WEIGHTS = "model.safetensors"
@@ -74,11 +78,12 @@ def init_distributed(device_kind: str) -> Dist:
 
 
 def pick_device(name: str, ranks: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    """``run.device`` for this rank: a GPU per local rank under torchrun."""
+    try:
+        name = resolve_device(name)
+    except ValueError as err:
+        raise ValueError(f"run.device: {err}") from None
     if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("run.device=cuda but no CUDA device is available")
         torch.cuda.set_device(ranks.local_rank)
         return torch.device("cuda", ranks.local_rank)
     return torch.device("cpu")
@@ -162,11 +167,7 @@ def load_stage_weights(cfg: TrainConfig, stage: str, modules: dict[str, torch.nn
     if not weights_exist(path):
         raise FileNotFoundError(f"stage {cfg.stage!r} needs the {stage!r} stage's weights at "
                                 f"{path}: run `aapt-world train stage={stage}` first")
-    tensors, _ = load_weights(path)
-    for name, module in modules.items():
-        prefix = f"{name}."
-        load_into(module, {k[len(prefix):]: v for k, v in tensors.items()
-                           if k.startswith(prefix)}, f"{path} [{name}]")
+    load_modules(modules, load_weights(path)[0], path)
 
 
 class Trainer:
@@ -277,7 +278,7 @@ class Trainer:
             if not weights_exist(weights) or load_weights(weights)[1].get("step") != self.step:
                 self.export(state.get("modules"))  # killed between the state and the export
             for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
-                self._truncate_log(self.dir / file)
+                trim_csv_log(self.dir / file, "step", self.step)
         return True
 
     def initialise_from(self, path: Path) -> None:
@@ -285,26 +286,9 @@ class Trainer:
         tensors, _ = load_weights(path)
         if self.adapt_init is not None:
             tensors = self.adapt_init(tensors)
-        for name, m in self.modules.items():
-            prefix = f"{name}."
-            load_into(unwrap(m), {k[len(prefix):]: v for k, v in tensors.items()
-                                  if k.startswith(prefix)}, f"{path} [{name}]")
+        load_modules({name: unwrap(m) for name, m in self.modules.items()}, tensors, path)
 
     # -- logging --------------------------------------------------------------------------------
-
-    def _truncate_log(self, path: Path) -> None:
-        if not path.exists():
-            return
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        keep = rows[:1] + [r for r in rows[1:]
-                           if len(r) == len(rows[0]) and int(float(r[0])) <= self.step]
-        if len(keep) < len(rows):
-            def write(tmp: str) -> None:
-                with open(tmp, "w", newline="") as f:
-                    csv.writer(f).writerows(keep)
-
-            atomic_replace(path, write)
 
     def log(self, metrics: dict[str, float], file: str = LOG) -> None:
         if not self.ranks.is_main:
@@ -367,11 +351,13 @@ class Trainer:
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
-    """The rows of a stage's ``log.csv`` / ``val_log.csv`` as floats ([] if absent)."""
+    """The rows of a stage's ``log.csv`` / ``val_log.csv`` as floats, an empty cell as NaN
+    ([] if absent)."""
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def autocast(device: torch.device) -> Any:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DOOM_FPS
+from aapt_world.devices import resolve_device
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 
 N_BUCKETS = 10
@@ -448,8 +449,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--map", default=None, help="Doom map (None: the world card's)")
     parser.add_argument("--compare", nargs="*", default=[], metavar="NAME=DIR",
                         help="extra worlds evaluated side by side")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu",
-                        help="torch device of the worlds")
+    parser.add_argument("--device", default="auto", help="torch device of the worlds: auto "
+                        "(cuda when available), cpu or cuda")
     parser.add_argument("--card", action="store_true",
                         help="write the headline numbers into the evaluated world's model card")
     add_threads(parser)
@@ -458,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     compare = parse_compare(parser, args.compare)
     families = parse_families(parser, args.families)
     return run_drift(args.world, args.steps, families, args.long_steps, args.out, args.video,
-                     args.seed, args.map, compare, args.device, args.card)
+                     args.seed, args.map, compare, resolve_device(args.device), args.card)
 
 
 def parse_compare(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
@@ -479,9 +480,3 @@ def parse_families(parser: argparse.ArgumentParser, text: str) -> list[str]:
         if f not in FAMILIES:
             parser.error(f"unknown family {f!r}: expected some of {','.join(FAMILIES)}")
     return families
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

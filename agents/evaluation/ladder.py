@@ -36,6 +36,7 @@ from tqdm import tqdm
 from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import COLLECTION_MAPS, HELD_OUT_SEED
+from aapt_world.devices import resolve_device
 from aapt_world.session import from_uint8_frames, to_uint8_frames
 from agents.evaluation.drift import (
     FAMILIES,
@@ -426,8 +427,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="outputs/ladder",
                         help="output directory (ladder.json, ladder.md)")
     parser.add_argument("--strip", default=None, help="also write the image strip here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="torch device of the worlds")
+    parser.add_argument("--device", default="auto", help="torch device of the worlds: auto "
+                        "(cuda when available), cpu or cuda")
     add_threads(parser)
     args = parser.parse_args(argv)
     apply_threads(args.threads)
@@ -439,4 +440,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = LadderConfig(steps=args.steps, families=families, maps=maps,
                        clip_steps=args.clip_steps, noop_steps=args.noop_steps, seed=args.seed,
                        strip_family=args.strip_family)
-    return run_ladder(worlds, cfg, args.out, args.strip, args.device)
+    return run_ladder(worlds, cfg, args.out, args.strip, resolve_device(args.device))

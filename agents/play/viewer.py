@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -39,12 +38,11 @@ import pygame  # noqa: E402  (pygame-ce; after silencing its banner)
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DEFAULT_MAP
 from aapt_world.video import write_mp4  # noqa: E402
-from envs.actions import DISCRETE_ACTION_NAMES, DISCRETE_ACTIONS  # noqa: E402
+from envs.actions import DISCRETE_ACTION_NAMES, nearest_discrete_action  # noqa: E402
 
 if TYPE_CHECKING:
     from aapt_world.world import World
 
-_DISCRETE_COMMANDS = np.array([cmd for _, cmd in DISCRETE_ACTIONS], dtype=np.float32)
 
 # (key, command axis, sign): forward, strafe (right +), turn (right +), look (down +).
 MOVE_KEYS: tuple[tuple[int, int, float], ...] = (
@@ -124,7 +122,7 @@ def command_to_action(command: np.ndarray, action_type: str) -> np.ndarray | int
     if action_type == "continuous":
         return np.asarray(command, dtype=np.float32)
     if action_type == "discrete":
-        return int(np.argmin(np.linalg.norm(_DISCRETE_COMMANDS - command, axis=1)))
+        return nearest_discrete_action(command)
     raise ValueError(f"unknown action type {action_type!r}")
 
 
@@ -566,8 +564,9 @@ class Viewer:
 
 
 def _check_display() -> None:
-    if sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    from envs.neural import has_display
+
+    if not has_display():
         raise RuntimeError("no display (DISPLAY / WAYLAND_DISPLAY unset): pass --headless to "
                            "run without a window (SDL dummy driver)")
 
