@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/aapt-world demo
 
-test: setup
+test: setup lint
 	MUJOCO_GL=osmesa SDL_VIDEODRIVER=dummy $(BIN)/python -m pytest -q
 
 lint: setup

@@ -537,3 +537,11 @@ def test_decoder_stage_sharpens_light_decoder_only_and_export_uses_it(
     key = changed[0][len("light_decoder."):]
     torch.testing.assert_close(world.vae.decoder.state_dict()[key],
                                dec_w[changed[0]].to(torch.float16).float(), atol=1e-3, rtol=1e-3)
+
+
+def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
+    from training.bench_train import STAGES, run
+
+    result = run("tiny", list(STAGES), threads=1, timed=1, warmup=0)
+    assert [r["stage"] for r in result["rows"]] == list(STAGES)
+    assert all(r["step_s"] > 0 and r["params_m"] > 0 for r in result["rows"])

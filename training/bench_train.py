@@ -26,8 +26,15 @@ import numpy as np
 import torch
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.discriminator import Discriminator
 from aapt_world.report import print_report
 from training.config import TrainConfig
+from training.losses import euler_schedule, shift_timesteps
+from training.stages.adversarial import segment_update, student_rollout
+from training.stages.consistency import consistency_loss
+from training.stages.diffusion import build_world_model, diffusion_loss
+from training.stages.heads import build_heads, heads_losses
+from training.stages.vae import VAEPair, reconstruction_loss
 from training.trainer import adamw, seed_everything, warmup_lr
 
 STAGES = ("vae", "diffusion", "consistency", "adversarial", "heads")
@@ -68,99 +75,110 @@ def _latents(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator
     return z, conds
 
 
-def make_step(stage: str, cfg: TrainConfig, batch: int, steps: int
-              ) -> tuple[Callable[[int], None], int, str, int]:
-    """-> (step function, units per step, unit, trainable parameters) of one stage."""
-    g = torch.Generator().manual_seed(0)
-    clip = cfg.optim.grad_clip
-    if stage == "vae":
-        from training.stages.vae import VAEPair, reconstruction_loss
+StepFn = Callable[[int], None]
+Built = tuple[StepFn, list[torch.nn.Parameter]]
 
-        pair = VAEPair(cfg)
-        params = list(pair.parameters())
-        opt = adamw(cfg, params)
-        v = cfg.model.vae
-        video = torch.rand(batch, 3, 4 * steps + 1, v.height, v.width, generator=g) * 2 - 1
 
-        def step(i: int) -> None:
-            warmup_lr(opt, cfg.optim, i)
-            recon, light_recon, posterior = pair(video)
-            loss = (reconstruction_loss(cfg, recon, video)["total"]
-                    + reconstruction_loss(cfg, light_recon, video)["total"]
-                    + cfg.vae.kl_weight * posterior.kl())
-            _optimizer_step(opt, params, loss, clip)
+def _vae_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
+    pair = VAEPair(cfg)
+    params = list(pair.parameters())
+    opt = adamw(cfg, params)
+    v = cfg.model.vae
+    video = torch.rand(batch, 3, 4 * steps + 1, v.height, v.width, generator=g) * 2 - 1
 
-        return step, batch * (4 * steps + 1), "video_frames", sum(p.numel() for p in params)
+    def step(i: int) -> None:
+        warmup_lr(opt, cfg.optim, i)
+        recon, light_recon, posterior = pair(video)
+        loss = (reconstruction_loss(cfg, recon, video)["total"]
+                + reconstruction_loss(cfg, light_recon, video)["total"]
+                + cfg.vae.kl_weight * posterior.kl())
+        _optimizer_step(opt, params, loss, cfg.optim.grad_clip)
 
-    from training.stages.diffusion import build_world_model
+    return step, params
 
+
+def _diffusion_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
     z, conds = _latents(cfg, batch, steps, g)
-    if stage == "diffusion":
-        from training.losses import shift_timesteps
-        from training.stages.diffusion import diffusion_loss
+    model = build_world_model(cfg)
+    params = list(model.parameters())
+    opt = adamw(cfg, params)
 
-        model = build_world_model(cfg)
-        params = list(model.parameters())
-        opt = adamw(cfg, params)
+    def step(i: int) -> None:
+        warmup_lr(opt, cfg.optim, i)
+        t = shift_timesteps(torch.rand(batch, generator=g), cfg.diffusion.timestep_shift)
+        _optimizer_step(opt, params, diffusion_loss(model, z, conds, t), cfg.optim.grad_clip)
 
-        def step(i: int) -> None:
-            warmup_lr(opt, cfg.optim, i)
-            t = shift_timesteps(torch.rand(batch, generator=g), cfg.diffusion.timestep_shift)
-            _optimizer_step(opt, params, diffusion_loss(model, z, conds, t), clip)
+    return step, params
 
-    elif stage == "consistency":
-        from training.losses import euler_schedule
-        from training.stages.consistency import consistency_loss
 
-        teacher = build_world_model(cfg).eval().requires_grad_(False)
-        model = build_world_model(cfg)
-        params = list(model.parameters())
-        opt = adamw(cfg, params)
-        c = cfg.consistency
-        schedule = euler_schedule(c.teacher_steps, c.timestep_shift)
+def _consistency_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
+    z, conds = _latents(cfg, batch, steps, g)
+    teacher = build_world_model(cfg).eval().requires_grad_(False)
+    model = build_world_model(cfg)
+    params = list(model.parameters())
+    opt = adamw(cfg, params)
+    c = cfg.consistency
+    schedule = euler_schedule(c.teacher_steps, c.timestep_shift)
 
-        def step(i: int) -> None:
-            warmup_lr(opt, cfg.optim, i)
-            n = torch.randint(0, c.teacher_steps, (batch,), generator=g)
-            loss = consistency_loss(model, teacher, z, conds, n, schedule, c.loss)
-            _optimizer_step(opt, params, loss, clip)
+    def step(i: int) -> None:
+        warmup_lr(opt, cfg.optim, i)
+        n = torch.randint(0, c.teacher_steps, (batch,), generator=g)
+        loss = consistency_loss(model, teacher, z, conds, n, schedule, c.loss)
+        _optimizer_step(opt, params, loss, cfg.optim.grad_clip)
 
-    elif stage == "adversarial":
-        from aapt_world.discriminator import Discriminator
-        from training.stages.adversarial import segment_update, student_rollout
+    return step, params
 
-        a = cfg.adversarial
-        model = build_world_model(cfg)
-        disc = Discriminator(build_world_model(cfg), a.disc_layers, a.disc_queries)
-        params = list(model.parameters())
-        betas = (0.0, a.rmsprop_alpha)
-        g_opt = torch.optim.Adam(params, lr=a.g_lr, betas=betas)
-        d_opt = torch.optim.Adam(disc.parameters(), lr=a.d_lr, betas=betas)
-        rng = np.random.default_rng(0)
 
-        def step(i: int) -> None:
-            noise = torch.randn(z[:, :, 1:].shape, generator=g)
-            frames, _ = student_rollout(model, z[:, :, 0], conds, noise)
-            fake = torch.cat([z[:, :, :1], frames], dim=2)
-            segment_update(cfg, model, disc, g_opt, d_opt, i, z, conds, fake, conds, rng)
+def _adversarial_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
+    z, conds = _latents(cfg, batch, steps, g)
+    a = cfg.adversarial
+    model = build_world_model(cfg)
+    disc = Discriminator(build_world_model(cfg), a.disc_layers, a.disc_queries)
+    params = list(model.parameters())
+    betas = (0.0, a.rmsprop_alpha)
+    g_opt = torch.optim.Adam(params, lr=a.g_lr, betas=betas)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=a.d_lr, betas=betas)
+    rng = np.random.default_rng(0)
 
-    elif stage == "heads":
-        from training.stages.heads import build_heads, heads_losses
+    def step(i: int) -> None:
+        noise = torch.randn(z[:, :, 1:].shape, generator=g)
+        frames, _ = student_rollout(model, z[:, :, 0], conds, noise)
+        fake = torch.cat([z[:, :, :1], frames], dim=2)
+        segment_update(cfg, model, disc, g_opt, d_opt, i, z, conds, fake, conds, rng)
 
-        model = build_heads(cfg)
-        params = list(model.parameters())
-        opt = adamw(cfg, params)
-        rewards = torch.randn(batch, steps, generator=g)
-        terminated = (torch.rand(batch, steps, generator=g) < 0.05).float()
+    return step, params
 
-        def step(i: int) -> None:
-            warmup_lr(opt, cfg.optim, i)
-            loss = heads_losses(cfg, model, z, conds, rewards, terminated)["loss"]
-            _optimizer_step(opt, params, loss, None)
 
-    else:
+def _heads_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
+    z, conds = _latents(cfg, batch, steps, g)
+    model = build_heads(cfg)
+    params = list(model.parameters())
+    opt = adamw(cfg, params)
+    rewards = torch.randn(batch, steps, generator=g)
+    terminated = (torch.rand(batch, steps, generator=g) < 0.05).float()
+
+    def step(i: int) -> None:
+        warmup_lr(opt, cfg.optim, i)
+        loss = heads_losses(cfg, model, z, conds, rewards, terminated)["loss"]
+        _optimizer_step(opt, params, loss, None)
+
+    return step, params
+
+
+STEP_BUILDERS = {"vae": _vae_step, "diffusion": _diffusion_step,
+                 "consistency": _consistency_step, "adversarial": _adversarial_step,
+                 "heads": _heads_step}
+
+
+def make_step(stage: str, cfg: TrainConfig, batch: int, steps: int
+              ) -> tuple[StepFn, int, str, int]:
+    """-> (step function, units per step, unit, trainable parameters) of one stage."""
+    if stage not in STEP_BUILDERS:
         raise ValueError(f"unknown stage {stage!r}: choose from {STAGES}")
-    return step, batch * steps, "latent_frames", sum(p.numel() for p in params)
+    step, params = STEP_BUILDERS[stage](cfg, batch, steps, torch.Generator().manual_seed(0))
+    units, unit = ((batch * (4 * steps + 1), "video_frames") if stage == "vae"
+                   else (batch * steps, "latent_frames"))
+    return step, units, unit, sum(p.numel() for p in params)
 
 
 def time_stage(stage: str, cfg: TrainConfig, batch: int, steps: int, timed: int,

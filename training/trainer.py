@@ -253,6 +253,19 @@ class Trainer:
                 self.initialise_from(Path(self.cfg.run.init_from))
             return False
         state = torch.load(state_path, weights_only=True)
+        if not self._load_states(state, state_path):
+            return False
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        if self.ranks.is_main:
+            if not weights_exist(weights) or load_weights(weights)[1].get("step") != self.step:
+                self.export(state.get("modules"))  # killed between the state and the export
+            for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
+                trim_csv_log(self.dir / file, "step", self.step)
+        return True
+
+    def _load_states(self, state: dict[str, Any], state_path: Path) -> bool:
+        """Modules and optimizers from a resume state (False: nothing to resume from)."""
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
@@ -261,24 +274,17 @@ class Trainer:
             set_state_dict(module, opt, model_state_dict=state["modules"][name],
                            optim_state_dict=state["optimizers"][key],
                            options=StateDictOptions(full_state_dict=True))
-        elif "modules" in state:
+            return True
+        if "modules" in state:
             for name, m in self.modules.items():
                 load_into(unwrap(m), state["modules"][name], f"{state_path} [{name}]")
-        elif weights_exist(weights):  # checkpoints written before the weights joined the state
+        elif weights_exist(self.dir / WEIGHTS):  # states written before weights joined them
             load_stage_weights(self.cfg, self.dir.name,
                                {name: unwrap(m) for name, m in self.modules.items()})
         else:
             return False
-        if not self.sharded:
-            for key, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][key])
-        torch.set_rng_state(state["torch_rng"])
-        self.step = int(state["step"])
-        if self.ranks.is_main:
-            if not weights_exist(weights) or load_weights(weights)[1].get("step") != self.step:
-                self.export(state.get("modules"))  # killed between the state and the export
-            for file in (LOG, VAL_LOG):  # rows logged after the checkpoint are redone
-                trim_csv_log(self.dir / file, "step", self.step)
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
         return True
 
     def initialise_from(self, path: Path) -> None:

@@ -24,13 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DOOM_FPS
 from aapt_world.devices import resolve_device
+from aapt_world.report import print_report
+from aapt_world.video import write_mp4
+from aapt_world.world import World, load_world, update_card
+from envs import DEFAULT_WORLD
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
+from envs.doom import DoomConfig, DoomEnv
+from envs.neural import new_session
+from envs.scripted import ExplorerPolicy, RandomCommandPolicy
 
 N_BUCKETS = 10
 LATE_FRACTION = 0.3  # late window: frames ~1000-1440 of a 1440-frame run
@@ -77,8 +85,6 @@ def _strafe(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _random(n: int, rng: np.random.Generator) -> np.ndarray:
     """The random player (``RandomCommandPolicy``), which never reads observations."""
-    from envs.scripted import RandomCommandPolicy
-
     policy = RandomCommandPolicy()
     policy.reset(rng)
     return np.stack([policy.act(None, {}) for _ in range(n)]).astype(np.float32)
@@ -109,8 +115,6 @@ def real_run(commands: np.ndarray | None, doom_map: str, width: int, height: int
              policy: Any = None, steps: int = 0) -> RealRun:
     """Drive the real game with fixed ``commands``, or with ``policy`` (reads info) for
     ``steps``. Stops early if the episode ends."""
-    from envs.doom import DoomConfig, DoomEnv
-
     env = DoomEnv(DoomConfig(doom_map=doom_map, width=width, height=height,
                              action_type="continuous"))
     try:
@@ -140,10 +144,6 @@ def neural_run(world: Any, start_frame: np.ndarray, commands: np.ndarray, seed: 
                desc: str = "neural") -> tuple[np.ndarray, np.ndarray]:
     """Stream ``world`` from ``start_frame`` with ``commands``. Returns (frames (1 + 4 S, H, W,
     3) uint8 with the decoded start frame first, wall seconds of each step (generate + decode))."""
-    import torch
-
-    from envs.neural import new_session
-
     session = new_session(world, 1)
     first = session.reset(torch.from_numpy(np.ascontiguousarray(start_frame)[None]),
                           seeds=[seed])
@@ -335,23 +335,14 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
               seed: int = 0, doom_map: str | None = None,
               compare: dict[str, str] | None = None, device: str = "cpu",
               card: bool = False) -> dict[str, Any]:
-    from aapt_world.report import print_report
-    from aapt_world.video import write_mp4
-    from aapt_world.world import load_world
-
-    families = list(FAMILIES) if families is None else families
-    worlds = {"neural": load_world(world_dir, device)}
-    for name, path in (compare or {}).items():
-        worlds[name] = load_world(path, device)
+    """Every family (and the optional long explorer run) in the real game and in each world;
+    writes report.json / report.md / plots (and a side-by-side mp4) under ``out``."""
+    worlds = load_worlds({"neural": world_dir, **(compare or {})}, device)
     h, w, _ = worlds["neural"].frame_shape
-    for name, wd in worlds.items():
-        if wd.frame_shape != (h, w, 3):
-            raise ValueError(f"world {name!r} makes {wd.frame_shape} frames, the evaluated world "
-                             f"{(h, w, 3)}: compare worlds of one resolution")
     doom_map = doom_map or worlds["neural"].source_map()
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
-
+    families = list(FAMILIES) if families is None else families
     plan: list[tuple[str, np.ndarray | None, int]] = [
         (f, family_commands(f, steps, seed), steps) for f in families]
     if long_steps > 0:
@@ -360,58 +351,85 @@ def run_drift(world_dir: str, steps: int = 360, families: list[str] | None = Non
     results: dict[str, dict[str, Any]] = {}
     video_path = None
     for family, commands, n in tqdm(plan, desc="drift families"):
-        if commands is None:
-            from envs.scripted import ExplorerPolicy
+        real = real_run(commands, doom_map, w, h, seed, steps=n,
+                        policy=ExplorerPolicy() if commands is None else None)
+        results[family], frames = run_family(family, real, worlds, seed)
+        if video and video_path is None:
+            video_path = write_side_by_side(outdir / f"side_by_side_{family}.mp4", real.frames,
+                                            frames["neural"])
 
-            real = real_run(None, doom_map, w, h, seed, policy=ExplorerPolicy(), steps=n)
-        else:
-            real = real_run(commands, doom_map, w, h, seed)
-        cmds = real.commands  # what the game applied (stops early if the episode ended)
-        gens = {}
-        for gname, wd in worlds.items():
-            frames, step_seconds = neural_run(wd, real.frames[0], cmds, seed,
-                                              desc=f"{family}/{gname}")
-            ev = evaluate(real, frames, cmds)
-            ev.update(speed(step_seconds))
-            ev["nfe"] = wd.config.sample_steps
-            gens[gname] = ev
-            if video and video_path is None and gname == "neural":
-                video_path = str(outdir / f"side_by_side_{family}.mp4")
-                k = min(len(real.frames), len(frames))
-                write_mp4(video_path, np.concatenate([real.frames[:k], frames[:k]], axis=2),
-                          fps=DOOM_FPS, scale=max(1, 256 // w))
-        results[family] = {"steps": int(len(cmds)), "frames": int(len(cmds) * FRAMES_PER_STEP),
-                           "commands": cmds, "real_seconds": real.seconds, "generators": gens}
-
-    plots = _plots(outdir, results)
-    report = {"world": str(world_dir), "map": doom_map, "seed": seed, "width": w, "height": h,
-              "compare": compare or {}, "video": video_path, "plots": plots,
-              "families": {f: {**{k: v for k, v in r.items() if k != "generators"},
-                               "generators": {g: {k: v for k, v in ev.items() if k != "_series"}
-                                              for g, ev in r["generators"].items()}}
-                           for f, r in results.items()}}
-    report = _clean(report)
+    report = _clean({"world": str(world_dir), "map": doom_map, "seed": seed, "width": w,
+                     "height": h, "compare": compare or {}, "video": video_path,
+                     "plots": _plots(outdir, results), "families": _without_series(results)})
     (outdir / "report.json").write_text(json.dumps(report, indent=1))
     (outdir / "report.md").write_text(_markdown(report))
+    print_report("drift", summary_rows(report), {"out": str(outdir)})
+    if card:
+        metrics = worlds["neural"].card.get("metrics", {})  # keep families of earlier runs
+        drift = {**metrics.get("drift", {}), **card_metrics(report)}
+        update_card(world_dir, metrics={**metrics, "drift": drift})
+    return report
+
+
+def load_worlds(dirs: dict[str, str], device: str) -> dict[str, World]:
+    """Load the worlds to compare; they must make frames of one size."""
+    worlds = {name: load_world(path, device) for name, path in dirs.items()}
+    shape = next(iter(worlds.values())).frame_shape
+    for name, wd in worlds.items():
+        if wd.frame_shape != shape:
+            raise ValueError(f"world {name!r} makes {wd.frame_shape} frames, the evaluated world "
+                             f"{shape}: compare worlds of one resolution")
+    return worlds
+
+
+def run_family(family: str, real: RealRun, worlds: dict[str, World], seed: int
+               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Each world driven by the commands the real game applied (it stops early if the episode
+    ended), evaluated against it; returns the family's results and each world's frames."""
+    cmds = real.commands
+    gens, frames = {}, {}
+    for gname, wd in worlds.items():
+        frames[gname], step_seconds = neural_run(wd, real.frames[0], cmds, seed,
+                                                 desc=f"{family}/{gname}")
+        ev = evaluate(real, frames[gname], cmds)
+        ev.update(speed(step_seconds))
+        ev["nfe"] = wd.config.sample_steps
+        gens[gname] = ev
+    result = {"steps": int(len(cmds)), "frames": int(len(cmds) * FRAMES_PER_STEP),
+              "commands": cmds, "real_seconds": real.seconds, "generators": gens}
+    return result, frames
+
+
+def write_side_by_side(path: Path, real: np.ndarray, neural: np.ndarray) -> str:
+    k = min(len(real), len(neural))
+    write_mp4(path, np.concatenate([real[:k], neural[:k]], axis=2), fps=DOOM_FPS,
+              scale=max(1, 256 // real.shape[2]))
+    return str(path)
+
+
+def _without_series(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The results as reported: per-frame series (kept for the plots) left out."""
+    return {f: {**{k: v for k, v in r.items() if k != "generators"},
+                "generators": {g: {k: v for k, v in ev.items() if k != "_series"}
+                               for g, ev in r["generators"].items()}}
+            for f, r in results.items()}
+
+
+def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per (family, world): first/last PSNR, flicker, yaw following, speed."""
     rows = []
     for family, res in report["families"].items():
         for gen, ev in res["generators"].items():
+            buckets = ev["psnr_buckets"]
             rows.append({"family": family, "gen": gen, "frames": res["frames"],
-                         "psnr_first": ev["psnr_buckets"][0] if ev["psnr_buckets"] else None,
-                         "psnr_last": ev["psnr_buckets"][-1] if ev["psnr_buckets"] else None,
+                         "psnr_first": buckets[0] if buckets else None,
+                         "psnr_last": buckets[-1] if buckets else None,
                          "ssim_last": ev["ssim_buckets"][-1] if ev["ssim_buckets"] else None,
                          "flicker_ratio": ev["flicker"]["ratio"],
                          "yaw_sign_acc": ev["action_following"]["neural"]["sign_accuracy"],
                          "yaw_corr": ev["action_following"]["neural"]["pearson"],
                          "nfe": ev["nfe"], "fps": ev["fps"]})
-    print_report("drift", rows, {"out": str(outdir)})
-    if card:
-        from aapt_world.world import update_card
-
-        metrics = worlds["neural"].card.get("metrics", {})  # keep families of earlier runs
-        drift = {**metrics.get("drift", {}), **card_metrics(report)}
-        update_card(world_dir, metrics={**metrics, "drift": drift})
-    return report
+    return rows
 
 
 def card_metrics(report: dict[str, Any]) -> dict[str, Any]:
@@ -433,8 +451,6 @@ def card_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = command_parser("aapt-world drift", __doc__.split("\n")[0])
-    from envs import DEFAULT_WORLD
-
     parser.add_argument("--world", default=str(DEFAULT_WORLD),
                         help="world directory to evaluate (default: the shipped world)")
     parser.add_argument("--steps", type=int, default=360, help="steps per family (4 frames each)")
