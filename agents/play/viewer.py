@@ -193,15 +193,24 @@ class Viewer:
             os.environ["SDL_VIDEODRIVER"] = "dummy"
         else:
             _check_display()
+        self._open_worlds()
+        self._open_window()
+        self._init_state()
+        self.reset(seed=config.seed)
+        if config.record is not None:
+            self.start_recording(Path(config.record))
+
+    def _open_worlds(self) -> None:
+        """The neural world and, side by side, the real game at the same frame size."""
+        from envs.doom import DoomConfig, DoomEnv
         from envs.neural import NeuralWorldEnv
 
+        config = self.config
         self.env = NeuralWorldEnv(config.world, device=config.device)
         self.action_type: str = self.env.action_type
         height, width, _ = self.env.observation_space.shape
         self.real: Any = None  # envs.doom.DoomEnv with side_by_side
         if config.side_by_side:
-            from envs.doom import DoomConfig, DoomEnv
-
             try:
                 self.real = DoomEnv(DoomConfig(doom_map=config.doom_map, width=width,
                                                height=height, action_type=self.action_type))
@@ -214,6 +223,7 @@ class Viewer:
         self.world_fps = float(self.env.unwrapped.world.config.fps)
         self.fps = self.world_fps if config.fps is None else float(config.fps)
 
+    def _open_window(self) -> None:
         pygame.display.init()
         pygame.font.init()
         try:
@@ -223,19 +233,22 @@ class Viewer:
             if self.real is not None:
                 self.real.close()
             raise RuntimeError(f"could not open a window ({err}): use --headless") from err
-        pygame.display.set_caption("aapt-world play" + (": neural | real" if panels == 2 else ""))
-        if config.grab_mouse:
+        both = self.real is not None
+        pygame.display.set_caption("aapt-world play" + (": neural | real" if both else ""))
+        if self.config.grab_mouse:
             pygame.mouse.set_visible(False)
             pygame.event.set_grab(True)
         self._native = pygame.Surface(self.composite_size)
         self._font = pygame.font.Font(None, max(14, self.window_size[1] // 14))
         self.clock = pygame.time.Clock()
 
+    def _init_state(self) -> None:
+        """Loop, HUD and input state of a fresh session."""
         self.running = True
         self.paused = False
         self.show_help = False
         self.stats = EpisodeStats()
-        self.frame = np.zeros((height, self.composite_size[0], 3), dtype=np.uint8)
+        self.frame = np.zeros((self.composite_size[1], self.composite_size[0], 3), np.uint8)
         self.pending: deque[np.ndarray] = deque()
         self.total_steps = 0
         self.ticks = 0
@@ -251,10 +264,6 @@ class Viewer:
         self._recorder: Recorder | None = None
         self._message = ("", 0.0)
         self._closed = False
-
-        self.reset(seed=config.seed)
-        if config.record is not None:
-            self.start_recording(Path(config.record))
 
     # -- loop -----------------------------------------------------------------------------
 
