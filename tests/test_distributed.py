@@ -108,7 +108,8 @@ DDP_SCRIPT = textwrap.dedent("""
     import torch
     import torch.distributed as dist
     from training.config import TrainConfig
-    from training.stages.diffusion import build_world_model, diffusion_loss
+    from training.models import build_world_model
+    from training.stages.diffusion import diffusion_loss
     from training.trainer import adamw, init_distributed, wrap_distributed
     from aapt_world.transformer import DiTConfig
 
@@ -258,7 +259,7 @@ def test_torchrun_fsdp2_stage_checkpoints_and_resumes(latents_run: tuple[Path, P
     with open(run / "diffusion" / "log.csv", newline="") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
     # the saved weights are full tensors: a plain single-process model loads them
-    from training.stages.diffusion import build_world_model
+    from training.models import build_world_model
     from training.trainer import load_stage_weights
 
     cfg = TrainConfig(stage="diffusion", model=_tiny_model())

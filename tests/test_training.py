@@ -29,12 +29,14 @@ from aapt_world.checkpoint import load_weights
 from aapt_world.discriminator import Discriminator
 from aapt_world.session import StreamingSession
 from aapt_world.vae import CausalVideoVAE
+from training.batches import latent_batch
 from training.collect import CollectConfig, collect
 from training.config import TrainConfig
 from training.dataset import DatasetError
 from training.latents import LatentClipDataset
+from training.models import build_world_model
 from training.stages import adversarial as adv
-from training.stages.diffusion import build_world_model, diffusion_loss, latent_batch
+from training.stages.diffusion import diffusion_loss
 from training.train import run_stage
 from training.trainer import read_log
 
@@ -132,7 +134,8 @@ def test_diffusion_loss_decreases(pipeline: dict, data_root: Path) -> None:
     out = pipeline["out"]
     cfg = make_cfg(overrides(data_root, out, "stage=diffusion"))
     data = LatentClipDataset(out / "latents", data_root, cfg.data.clip_steps, "train")
-    z, conds, _, _ = latent_batch(data, np.random.default_rng(5), 8, torch.device("cpu"))
+    batch = latent_batch(data, np.random.default_rng(5), 8, torch.device("cpu"))
+    z, conds = batch.latents, batch.conds
 
     def loss_of(model: torch.nn.Module) -> float:
         gen = torch.Generator().manual_seed(0)

@@ -1,4 +1,5 @@
-"""Turning sampled dataset clips into training tensors."""
+"""Turning sampled dataset clips into training tensors: video clips (VAE, decoder) and
+cached-latent clips (every DiT stage and the heads)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.session import from_uint8_frames
+from training.config import TrainConfig
 from training.dataset import ClipDataset
+from training.latents import LatentClipDataset
+from training.trainer import stage_dir
 
 
 @dataclass
@@ -27,3 +32,29 @@ def video_batch(dataset: ClipDataset, rng: np.random.Generator, batch_size: int,
     as_tensor = lambda name: torch.from_numpy(
         np.stack([getattr(c, name) for c in clips]).astype(np.float32)).to(device)
     return VideoBatch(video, as_tensor("actions"), as_tensor("rewards"), as_tensor("terminated"))
+
+
+@dataclass
+class LatentBatch:
+    latents: torch.Tensor  # float (B, C, K+1, h, w), normalised
+    conds: torch.Tensor  # float (B, K, 4, A): each step's command held for its 4 frames
+    rewards: torch.Tensor  # float (B, K)
+    terminated: torch.Tensor  # float (B, K)
+
+
+def latent_datasets(cfg: TrainConfig) -> tuple[LatentClipDataset, LatentClipDataset]:
+    """(train, val) clips of the run's cached latents (``<out_dir>/latents``)."""
+    latents = stage_dir(cfg, "latents")
+    return (LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "train"),
+            LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "val"))
+
+
+def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_size: int,
+                 device: torch.device) -> LatentBatch:
+    clips = [dataset.sample(rng) for _ in range(batch_size)]
+    stack = lambda name: torch.from_numpy(np.stack([getattr(c, name) for c in clips])).to(device)
+    actions = stack("actions")
+    return LatentBatch(latents=stack("latents").transpose(1, 2).contiguous(),
+                       conds=actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1)
+                       .contiguous(),
+                       rewards=stack("rewards"), terminated=stack("terminated").float())

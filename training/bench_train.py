@@ -29,12 +29,13 @@ from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.discriminator import Discriminator
 from aapt_world.report import print_report
 from training.config import TrainConfig
-from training.losses import euler_schedule, shift_timesteps
+from training.losses import euler_schedule, reconstruction_loss, shift_timesteps
+from training.models import build_world_model
 from training.stages.adversarial import segment_update, student_rollout
 from training.stages.consistency import consistency_loss
-from training.stages.diffusion import build_world_model, diffusion_loss
+from training.stages.diffusion import diffusion_loss
 from training.stages.heads import build_heads, heads_losses
-from training.stages.vae import VAEPair, reconstruction_loss
+from training.stages.vae import VAEPair
 from training.trainer import adamw, seed_everything, warmup_lr
 
 STAGES = ("vae", "diffusion", "consistency", "adversarial", "heads")

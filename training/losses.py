@@ -18,6 +18,7 @@ from torch import Tensor
 
 # Shared with inference (N-step sampling of the diffusion model), defined next to the model.
 from aapt_world.world_model import euler_schedule, shift_timesteps  # noqa: F401
+from training.config import TrainConfig
 
 # -- flow matching ----------------------------------------------------------------------------
 
@@ -104,3 +105,25 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     """PSNR in dB of images in [-1, 1] (data range 2), per item of the leading dim."""
     mse = (x - y).float().flatten(1).square().mean(1).clamp_min(1e-10)
     return 10 * torch.log10(4.0 / mse)
+
+
+def reconstruction_loss(cfg: TrainConfig, recon: torch.Tensor, video: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+    """Per-frame image losses on (B, 3, T, H, W) videos."""
+    r = recon.transpose(1, 2).flatten(0, 1)
+    v = video.transpose(1, 2).flatten(0, 1)
+    parts = {"l1": (r - v).abs().mean(), "ssim": multiscale_ssim_loss(r, v),
+             "grad": image_gradient_loss(r, v)}
+    s = cfg.vae
+    parts["total"] = (s.l1_weight * parts["l1"] + s.ssim_weight * parts["ssim"]
+                      + s.gradient_weight * parts["grad"])
+    return parts
+
+
+def perturb_latents(z: torch.Tensor, max_level: float) -> torch.Tensor:
+    """z + s * std_c(z) * n, s ~ U(0, max_level) per clip, std per channel over the batch."""
+    if max_level <= 0:
+        return z
+    std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
+    s = torch.rand(z.shape[0], 1, 1, 1, 1, device=z.device, dtype=z.dtype) * max_level
+    return z + s * std * torch.randn_like(z)

@@ -27,9 +27,10 @@ import torch
 from aapt_world.discriminator import Discriminator
 from aapt_world.kv_cache import KVCache
 from aapt_world.world_model import WorldModel
+from training.batches import latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
-from training.stages.diffusion import build_world_model, latent_batch, latent_datasets
+from training.models import build_world_model
 from training.trainer import (
     Dist,
     Trainer,
@@ -145,7 +146,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     k = a.rollout_steps
 
     def real_clip(rng: np.random.Generator, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z, conds, _, _ = latent_batch(train, rng, cfg.run.batch_size, device)
+        batch = latent_batch(train, rng, cfg.run.batch_size, device)
+        z, conds = batch.latents, batch.conds
         return z[:, :, :steps + 1], conds[:, :steps]
 
     def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -186,7 +188,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         errors = []
         with eval_mode(generator):
             for _ in range(cfg.data.val_batches):
-                z, conds, _, _ = latent_batch(val, rng, cfg.run.batch_size, device)
+                batch = latent_batch(val, rng, cfg.run.batch_size, device)
+                z, conds = batch.latents, batch.conds
                 z, conds = z[:, :, :k + 1], conds[:, :k]
                 noise = torch.from_numpy(rng.standard_normal(z[:, :, 1:].shape)
                                          .astype(np.float32)).to(device)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from training.batches import latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import add_noise, euler_schedule, pseudo_huber
-from training.stages.diffusion import build_world_model, latent_batch, latent_datasets
+from training.models import build_world_model
 from training.trainer import (
     Dist,
     Trainer,
@@ -74,7 +75,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
         rng = step_rng(cfg, ranks, step)
-        z, conds, _, _ = latent_batch(train, rng, cfg.run.batch_size, device)
+        batch = latent_batch(train, rng, cfg.run.batch_size, device)
+        z, conds = batch.latents, batch.conds
         n = torch.from_numpy(rng.integers(0, c.teacher_steps, z.shape[0])).to(device)
         with autocast(device):
             loss = consistency_loss(ddp, teacher, z, conds, n, schedule, c.loss)
@@ -88,7 +90,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         errors = []
         with eval_mode(student):
             for _ in range(cfg.data.val_batches):
-                z, conds, _, _ = latent_batch(val, rng, cfg.run.batch_size, device)
+                batch = latent_batch(val, rng, cfg.run.batch_size, device)
+                z, conds = batch.latents, batch.conds
                 prev, x0 = z[:, :, :-1], z[:, :, 1:]
                 eps = torch.randn(x0.shape, generator=gen, device=device)
                 t = torch.ones(z.shape[0], device=device)

@@ -22,8 +22,7 @@ from aapt_world.vae import CausalVideoVAE, LightDecoder
 from training.batches import video_batch
 from training.config import TrainConfig
 from training.dataset import ClipDataset
-from training.losses import psnr
-from training.stages.vae import perturb_latents, reconstruction_loss
+from training.losses import perturb_latents, psnr, reconstruction_loss
 from training.trainer import (
     Dist,
     Trainer,

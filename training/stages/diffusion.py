@@ -13,12 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aapt_world.conditions import ConditionConfig
-from aapt_world.constants import FRAMES_PER_STEP
-from aapt_world.world_model import WorldModel
+from training.batches import latent_batch, latent_datasets
 from training.config import TrainConfig
-from training.latents import LatentClipDataset
 from training.losses import add_noise, flow_matching_loss, shift_timesteps
+from training.models import build_world_model
 from training.trainer import (
     Dist,
     Trainer,
@@ -33,32 +31,6 @@ from training.trainer import (
 )
 
 STAGE_DIR = "diffusion"
-
-
-def build_world_model(cfg: TrainConfig) -> WorldModel:
-    dit = cfg.model.dit
-    condition = ConditionConfig(kind=cfg.world.condition, cond_dim=dit.cond_dim,
-                                hidden_dim=cfg.model.cond_hidden, action_dim=cfg.world.action_dim)
-    return WorldModel(dit, condition)
-
-
-def latent_datasets(cfg: TrainConfig) -> tuple[LatentClipDataset, LatentClipDataset]:
-    latents = stage_dir(cfg, "latents")
-    return (LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "train"),
-            LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "val"))
-
-
-def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_size: int,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                torch.Tensor]:
-    """-> latents (B, C, K+1, h, w), per-frame conditions (B, K, 4, A), rewards, terminations."""
-    clips = [dataset.sample(rng) for _ in range(batch_size)]
-    z = torch.from_numpy(np.stack([c.latents for c in clips])).to(device).transpose(1, 2)
-    actions = torch.from_numpy(np.stack([c.actions for c in clips])).to(device)
-    frame_conds = actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1).contiguous()
-    rewards = torch.from_numpy(np.stack([c.rewards for c in clips])).to(device)
-    terminated = torch.from_numpy(np.stack([c.terminated for c in clips])).to(device).float()
-    return z.contiguous(), frame_conds, rewards, terminated
 
 
 def noise_context(prev: torch.Tensor, max_level: float, generator: torch.Generator | None = None
@@ -98,7 +70,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
         rng = step_rng(cfg, ranks, step)
-        z, conds, _, _ = latent_batch(train, rng, cfg.run.batch_size, device)
+        batch = latent_batch(train, rng, cfg.run.batch_size, device)
+        z, conds = batch.latents, batch.conds
         t = shift_timesteps(torch.from_numpy(rng.random(z.shape[0])).float().to(device), shift)
         with autocast(device):
             loss = diffusion_loss(ddp, z, conds, t, context_noise=cfg.diffusion.context_noise)
@@ -113,7 +86,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
             for t_value in (0.25, 0.5, 0.75, 1.0):
                 losses = []
                 for _ in range(cfg.data.val_batches):
-                    z, conds, _, _ = latent_batch(val, rng, cfg.run.batch_size, device)
+                    batch = latent_batch(val, rng, cfg.run.batch_size, device)
+                    z, conds = batch.latents, batch.conds
                     t = torch.full((z.shape[0],), t_value, device=device)
                     losses.append(diffusion_loss(model, z, conds, t, gen).item())
                 out[f"loss_t{t_value:g}"] = float(np.mean(losses))

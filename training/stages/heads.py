@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from aapt_world.heads import HeadsConfig, RewardTerminationHeads
+from training.batches import latent_batch, latent_datasets
 from training.config import TrainConfig
-from training.stages.diffusion import latent_batch, latent_datasets
 from training.trainer import (
     Dist,
     Trainer,
@@ -60,17 +60,18 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
-        z, conds, rewards, terminated = latent_batch(train, step_rng(cfg, ranks, step),
-                                                     cfg.run.batch_size, device)
-        parts = heads_losses(cfg, ddp, z, conds, rewards, terminated)
+        b = latent_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
+        parts = heads_losses(cfg, ddp, b.latents, b.conds, b.rewards, b.terminated)
         optimizer_step(opt, parts["loss"], heads.parameters(), cfg.optim.grad_clip)
         return {k: v.detach() for k, v in parts.items()}
 
     def evaluate() -> dict[str, float]:
         rng = np.random.default_rng(777)
         with eval_mode(heads):
-            parts = [heads_losses(cfg, heads, *latent_batch(val, rng, cfg.run.batch_size, device))
-                     for _ in range(cfg.data.val_batches)]
+            batches = [latent_batch(val, rng, cfg.run.batch_size, device)
+                       for _ in range(cfg.data.val_batches)]
+            parts = [heads_losses(cfg, heads, b.latents, b.conds, b.rewards, b.terminated)
+                     for b in batches]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
     return trainer.run(train_step, units_per_step=cfg.run.batch_size * cfg.data.clip_steps,

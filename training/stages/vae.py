@@ -16,7 +16,7 @@ from aapt_world.vae import CausalVideoVAE, LightDecoder, adapt_temporal_kernel
 from training.batches import video_batch
 from training.config import TrainConfig
 from training.dataset import ClipDataset
-from training.losses import image_gradient_loss, multiscale_ssim_loss, psnr
+from training.losses import perturb_latents, psnr, reconstruction_loss
 from training.trainer import (
     Dist,
     Trainer,
@@ -32,19 +32,6 @@ from training.trainer import (
 STAGE_DIR = "vae"
 
 
-def reconstruction_loss(cfg: TrainConfig, recon: torch.Tensor, video: torch.Tensor
-                        ) -> dict[str, torch.Tensor]:
-    """Per-frame image losses on (B, 3, T, H, W) videos."""
-    r = recon.transpose(1, 2).flatten(0, 1)
-    v = video.transpose(1, 2).flatten(0, 1)
-    parts = {"l1": (r - v).abs().mean(), "ssim": multiscale_ssim_loss(r, v),
-             "grad": image_gradient_loss(r, v)}
-    s = cfg.vae
-    parts["total"] = (s.l1_weight * parts["l1"] + s.ssim_weight * parts["ssim"]
-                      + s.gradient_weight * parts["grad"])
-    return parts
-
-
 class VAEPair(nn.Module):
     """The VAE and the light decoder as one module, so one DDP wrapper covers both."""
 
@@ -57,15 +44,6 @@ class VAEPair(nn.Module):
         posterior = self.vae.encode(video)
         z = perturb_latents(posterior.sample(), noise)
         return self.vae.decode(z), self.light_decoder.decode(z.detach()), posterior
-
-
-def perturb_latents(z: torch.Tensor, max_level: float) -> torch.Tensor:
-    """z + s * std_c(z) * n, s ~ U(0, max_level) per clip, std per channel over the batch."""
-    if max_level <= 0:
-        return z
-    std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
-    s = torch.rand(z.shape[0], 1, 1, 1, 1, device=z.device, dtype=z.dtype) * max_level
-    return z + s * std * torch.randn_like(z)
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
