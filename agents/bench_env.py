@@ -32,6 +32,9 @@ from aapt_world.report import print_report
 from aapt_world.transformer import count_parameters, dit_config
 from aapt_world.vae import VAEConfig
 from aapt_world.world import World, WorldConfig, build_world
+from envs.neural import NeuralWorldEnv
+from envs.sb3 import NeuralWorldSB3VecEnv
+from envs.vector import NeuralWorldVectorEnv
 
 
 def small_world(seed: int = 0, num_start_frames: int = 4) -> World:
@@ -58,8 +61,6 @@ def _ms(times: list[float]) -> tuple[float, float]:
 
 
 def time_single_env(world: World, steps: int, warmup: int = 5) -> dict:
-    from envs.neural import NeuralWorldEnv
-
     env = NeuralWorldEnv(world)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -76,8 +77,6 @@ def time_single_env(world: World, steps: int, warmup: int = 5) -> dict:
 
 
 def time_vector_env(world: World, num_envs: int, steps: int, warmup: int = 3) -> dict:
-    from envs.vector import NeuralWorldVectorEnv
-
     venv = NeuralWorldVectorEnv(world, num_envs=num_envs)
     venv.reset(seed=0)
     venv.action_space.seed(0)
@@ -98,8 +97,6 @@ def time_vector_env(world: World, num_envs: int, steps: int, warmup: int = 3) ->
 def time_ppo(world: World, num_envs: int, timesteps: int, n_steps: int,
              device: str = "cpu") -> dict:
     from stable_baselines3 import PPO
-
-    from envs.sb3 import NeuralWorldSB3VecEnv
 
     venv = NeuralWorldSB3VecEnv.from_world(world, num_envs=num_envs)
     in_world = [0.0]

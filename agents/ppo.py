@@ -58,7 +58,14 @@ from aapt_world.checkpoint import CheckpointError, atomic_replace, trim_csv_log
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS, DOOM_FPS
 from aapt_world.devices import resolve_device
+from aapt_world.report import print_report
+from aapt_world.video import write_mp4
+from envs import DEFAULT_WORLD
 from envs.actions import nearest_discrete_action
+from envs.doom import DoomConfig, DoomEnv
+from envs.neural import NeuralWorldEnv, resolve_world
+from envs.sb3 import NeuralWorldSB3VecEnv
+from envs.scripted import make_policy
 
 MODEL_FILE = "model.zip"
 META_FILE = "agent.json"
@@ -137,8 +144,6 @@ class AgentTrainConfig:
 
 def train(cfg: AgentTrainConfig) -> dict[str, Any]:
     """Train (or resume) PPO in the neural world; returns a summary (no printing)."""
-    from envs.sb3 import NeuralWorldSB3VecEnv
-
     cfg.validate()
     out = Path(cfg.out)
     model_path = out / MODEL_FILE
@@ -339,8 +344,6 @@ class ScriptedActor:
     """A scripted policy (continuous commands) in a world of either action type."""
 
     def __init__(self, name: str, action_type: str) -> None:
-        from envs.scripted import make_policy
-
         self.policy, self.action_type = make_policy(name), action_type
 
     def reset(self, seed: int) -> None:
@@ -411,8 +414,6 @@ def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
 
 def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
     """Evaluate in the chosen world(s); returns ``{"rows": [...], "videos": [...]}``."""
-    from envs.neural import resolve_world
-
     cfg.validate()
     device = resolve_device(cfg.device)
     world_path = cfg.world or _model_world(cfg.model)
@@ -457,10 +458,7 @@ def _eval_spec(cfg: AgentEvalConfig, world: Any, model: PPO | None
 def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tuple[int, ...],
                    action_type: str) -> tuple[gym.Env, str]:
     if kind == "neural":
-        from envs.neural import NeuralWorldEnv
-
         return NeuralWorldEnv(world), "neural"
-    from envs.doom import DoomConfig, DoomEnv
 
     card_scenario, card_map = world.source_game() if world is not None else (None, None)
     scenario = cfg.scenario or card_scenario or "freedoom2"
@@ -491,8 +489,6 @@ def _evaluate_in(env: gym.Env, actor: Actor, cfg: AgentEvalConfig
 
 def _write_video(path: str, kind: str, suffixed: bool, frames: list[np.ndarray],
                  fps: float = DOOM_FPS) -> str:
-    from aapt_world.video import write_mp4
-
     out = Path(path)
     if suffixed:
         out = out.with_name(f"{out.stem}_{kind}{out.suffix or '.mp4'}")
@@ -506,7 +502,6 @@ def _train_parser() -> argparse.ArgumentParser:
     d = AgentTrainConfig(world="")
     p = command_parser("aapt-world agent train", "PPO (stable-baselines3 CnnPolicy) inside a "
                        "neural world, batched; checkpoints to OUT/model.zip")
-    from envs import DEFAULT_WORLD
 
     p.add_argument("--world", default=str(DEFAULT_WORLD),
                    help="world directory (default: the shipped world; or from aapt-world train "
@@ -565,8 +560,6 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> dict[str, Any]:
     """``aapt-world agent train|eval ...``; errors in the inputs exit with their message."""
-    from aapt_world.report import print_report
-
     if not argv or argv[0] not in ("train", "eval"):
         raise SystemExit("usage: aapt-world agent {train,eval} [options] (-h for options)")
     try:

@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from aapt_world.constants import DEFAULT_MAP, DOOM_FPS
 from aapt_world.video import write_mp4
+from envs.doom import DoomConfig, DoomEnv
 from envs.scripted import make_policy
+from training.collect import record_episode
 
 
 @dataclass
@@ -25,9 +27,6 @@ class RolloutResult:
 def real_rollout(steps: int, policy: str = "explorer", doom_map: str = DEFAULT_MAP, seed: int = 0,
                  width: int = 128, height: int = 96, progress: bool = True) -> RolloutResult:
     """Drive the real ViZDoom world with a scripted policy for ``steps`` steps (4 frames each)."""
-    from envs.doom import DoomConfig, DoomEnv
-    from training.collect import record_episode
-
     env = DoomEnv(DoomConfig(doom_map=doom_map, width=width, height=height,
                              action_type="continuous"))
     try:

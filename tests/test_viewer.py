@@ -219,9 +219,7 @@ def test_cli_play_smoke(tiny_world_dir, tmp_path) -> None:
 
 
 def test_cli_without_a_world_says_what_to_pass(viewer_mod, monkeypatch, tmp_path) -> None:
-    import envs
-
-    monkeypatch.setattr(envs, "DEFAULT_WORLD", tmp_path / "no_world")
+    monkeypatch.setattr(viewer_mod, "DEFAULT_WORLD", tmp_path / "no_world")
     with pytest.raises(SystemExit, match="--world"):
         viewer_mod.main(["--headless", "--steps", "1"])
 

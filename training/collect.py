@@ -23,6 +23,9 @@ import numpy as np
 from tqdm import tqdm
 
 from aapt_world.constants import COLLECTION_MAPS, DOOM_FPS
+from envs.actions import COMMAND_NAMES
+from envs.doom import POSE_NAMES, DoomConfig, DoomEnv
+from envs.scripted import POLICIES, make_policy
 from training.dataset import (
     FRAMES_PER_STEP,
     MANIFEST,
@@ -54,9 +57,6 @@ class CollectConfig:
     workers: int = 2
 
     def validate(self) -> None:
-        from envs.doom import DoomConfig
-        from envs.scripted import POLICIES
-
         DoomConfig(scenario=self.scenario, width=self.width, height=self.height).validate()
         if self.num_episodes < 2 or self.steps_per_episode < 1:
             raise ValueError(f"num_episodes must be >= 2 (one episode goes to validation) and "
@@ -72,9 +72,6 @@ class CollectConfig:
 
     def dataset_meta(self) -> dict[str, Any]:
         """What every episode of this dataset shares; a resumed run must agree with it."""
-        from envs.actions import COMMAND_NAMES
-        from envs.doom import POSE_NAMES
-
         return {"world": "doom", "plan_version": 3, "scenario": self.scenario, "width": self.width,
                 "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": DOOM_FPS,
                 "action_names": list(COMMAND_NAMES), "pose_names": list(POSE_NAMES)}
@@ -136,9 +133,6 @@ def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np
 
 def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, int]]:
     """Record a list of planned episodes in one process (one ViZDoom instance per map)."""
-    from envs.doom import DoomConfig, DoomEnv
-    from envs.scripted import make_policy
-
     cfg_dict, plans = args
     cfg = CollectConfig(**cfg_dict)
     envs: dict[str, DoomEnv] = {}

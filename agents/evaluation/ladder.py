@@ -37,7 +37,9 @@ from aapt_world import metrics as M
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import COLLECTION_MAPS, HELD_OUT_SEED
 from aapt_world.devices import resolve_device
+from aapt_world.report import print_report
 from aapt_world.session import from_uint8_frames, to_uint8_frames
+from aapt_world.world import load_world
 from agents.evaluation.drift import (
     FAMILIES,
     LATE_FRACTION,
@@ -51,7 +53,10 @@ from agents.evaluation.drift import (
     parse_families,
     real_run,
 )
+from envs import DEFAULT_WORLD
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
+from envs.neural import new_session
+from envs.scripted import ExplorerPolicy
 
 FULL_TURN_STEPS = 15  # a full-speed turn is 24 degrees per step: 360 degrees in 15 steps
 STRIP_FRAMES = (0, 4, 40, 400, 1400)
@@ -127,8 +132,6 @@ def _steps_psnr(pred: np.ndarray, real: np.ndarray) -> float:
 # -- rungs --------------------------------------------------------------------------------------
 
 def held_out_clips(cfg: LadderConfig, width: int, height: int) -> list[RealRun]:
-    from envs.scripted import ExplorerPolicy
-
     return [real_run(None, m, width, height, cfg.seed + i, policy=ExplorerPolicy(),
                      steps=cfg.clip_steps) for i, m in enumerate(cfg.maps)]
 
@@ -136,8 +139,6 @@ def held_out_clips(cfg: LadderConfig, width: int, height: int) -> list[RealRun]:
 @torch.inference_mode()
 def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
                                 seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    from envs.neural import new_session
-
     vae_psnr, vae_ssim, tf, copy, ceiling, pred = [], [], [], [], [], []
     latents = []
     for i, clip in enumerate(clips):
@@ -347,9 +348,6 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
                strip_path: str | None = None, device: str = "cpu") -> dict[str, Any]:
     import cv2
 
-    from aapt_world.report import print_report
-    from aapt_world.world import load_world
-
     loaded = {name: load_world(path, device) for name, path in worlds.items()}
     first = next(iter(loaded.values()))
     h, w, _ = first.frame_shape
@@ -404,8 +402,6 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from envs import DEFAULT_WORLD
-
     parser = command_parser("aapt-world ladder", __doc__.split("\n")[0])
     parser.add_argument("--world", default=str(DEFAULT_WORLD), help="world directory")
     parser.add_argument("--compare", nargs="*", default=[], metavar="NAME=DIR",

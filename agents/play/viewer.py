@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +38,11 @@ import pygame  # noqa: E402  (pygame-ce; after silencing its banner)
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DEFAULT_MAP
 from aapt_world.video import write_mp4  # noqa: E402
+from aapt_world.world import World  # noqa: E402
+from envs import DEFAULT_WORLD  # noqa: E402
 from envs.actions import DISCRETE_ACTION_NAMES, nearest_discrete_action  # noqa: E402
-
-if TYPE_CHECKING:
-    from aapt_world.world import World
-
+from envs.doom import DoomConfig, DoomEnv  # noqa: E402
+from envs.neural import NeuralWorldEnv, has_display  # noqa: E402
 
 # (key, command axis, sign): forward, strafe (right +), turn (right +), look (down +).
 MOVE_KEYS: tuple[tuple[int, int, float], ...] = (
@@ -202,9 +202,6 @@ class Viewer:
 
     def _open_worlds(self) -> None:
         """The neural world and, side by side, the real game at the same frame size."""
-        from envs.doom import DoomConfig, DoomEnv
-        from envs.neural import NeuralWorldEnv
-
         config = self.config
         self.env = NeuralWorldEnv(config.world, device=config.device)
         self.action_type: str = self.env.action_type
@@ -573,8 +570,6 @@ class Viewer:
 
 
 def _check_display() -> None:
-    from envs.neural import has_display
-
     if not has_display():
         raise RuntimeError("no display (DISPLAY / WAYLAND_DISPLAY unset): pass --headless to "
                            "run without a window (SDL dummy driver)")
@@ -625,8 +620,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ViewerConfig, argpars
 def main(argv: Sequence[str] | None = None) -> None:
     config, args = parse_args(argv)
     if config.world is None:
-        from envs import DEFAULT_WORLD
-
         if not DEFAULT_WORLD.is_dir():
             raise SystemExit(f"aapt-world play: no default world at {DEFAULT_WORLD} (the repo "
                              f"ships it there: is the checkout complete?): pass --world DIR, a "
