@@ -37,6 +37,7 @@ from .checkpoint import (
 from .conditions import ConditionConfig
 from .constants import DEFAULT_MAP, DOOM_FPS, FRAMES_PER_STEP
 from .heads import HeadsConfig, RewardTerminationHeads
+from .session import StreamingSession
 from .transformer import DiTConfig
 from .vae import CausalVideoVAE, VAEConfig
 from .world_model import WorldModel
@@ -131,6 +132,18 @@ class World:
     def source_map(self) -> str:
         """The map to compare this world against: its card's, else ``DEFAULT_MAP``."""
         return self.source_game()[1] or DEFAULT_MAP
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def session(self, batch_size: int) -> StreamingSession:
+        """A fresh streaming session of ``batch_size`` streams, sampled as the world says
+        (NFE, timestep shift, inference context noise)."""
+        return StreamingSession(self.generator, self.vae, batch_size=batch_size,
+                                sample_steps=self.config.sample_steps,
+                                timestep_shift=self.config.timestep_shift,
+                                context_noise=self.config.context_noise)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         mods: dict[str, torch.nn.Module] = {"vae": self.vae, "generator": self.generator}

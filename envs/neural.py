@@ -40,7 +40,7 @@ import torch
 from gymnasium import spaces
 
 from aapt_world.constants import DOOM_FPS
-from aapt_world.session import NonFiniteError, SessionSnapshot, StreamingSession
+from aapt_world.session import NonFiniteError, SessionSnapshot
 from aapt_world.world import World, load_world
 from envs import DEFAULT_WORLD
 from envs.actions import (
@@ -158,17 +158,6 @@ class WorldActions:
             raise ValueError(message) from None
 
 
-def world_device(world: World) -> torch.device:
-    return next(world.generator.parameters()).device
-
-
-def new_session(world: World, batch_size: int) -> StreamingSession:
-    return StreamingSession(world.generator, world.vae, batch_size=batch_size,
-                            sample_steps=world.config.sample_steps,
-                            timestep_shift=world.config.timestep_shift,
-                            context_noise=world.config.context_noise)
-
-
 # ------------------------------------------------------------------------------ the env
 @dataclass
 class NeuralEnvSnapshot:
@@ -210,8 +199,8 @@ class NeuralWorldEnv(gym.Env):
         self.action_space = self.actions.space
         self.observation_space = spaces.Box(0, 255, shape=self.world.frame_shape, dtype=np.uint8)
         self.metadata = {**self.metadata, "render_fps": self.world.config.fps // FRAMES_PER_STEP}
-        self.session = new_session(self.world, 1)
-        self._device = world_device(self.world)
+        self.session = self.world.session(1)
+        self._device = self.world.device
         self._last_frame = np.zeros(self.world.frame_shape, dtype=np.uint8)
         self._terminated = False
         self._started = False

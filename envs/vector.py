@@ -50,9 +50,7 @@ from envs.neural import (
     check_start_frame,
     check_start_index,
     evaluate_heads,
-    new_session,
     resolve_world,
-    world_device,
 )
 
 VECTOR_RESET_OPTIONS = ("frames", "reset_mask", *RESET_OPTIONS)
@@ -103,8 +101,8 @@ class NeuralWorldVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.metadata = {**self.metadata,
                          "render_fps": self.world.config.fps // FRAMES_PER_STEP}
-        self.session = new_session(self.world, self.num_envs)
-        self._device = world_device(self.world)
+        self.session = self.world.session(self.num_envs)
+        self._device = self.world.device
         self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
         self._obs = np.zeros((self.num_envs, *self.world.frame_shape), dtype=np.uint8)
         self._started = np.zeros(self.num_envs, dtype=bool)

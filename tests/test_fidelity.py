@@ -124,12 +124,11 @@ def test_per_group_vae_latent_depends_on_its_own_frames_only():
 
 def test_session_teacher_forcing_recycles_the_given_latent(tiny_world_dir):
     from aapt_world.world import load_world
-    from envs.neural import new_session
 
     world = load_world(tiny_world_dir)
     start = torch.from_numpy(world.start_frames[:1])
     conds = torch.zeros(1, 4, 4)
-    a, b = new_session(world, 1), new_session(world, 1)
+    a, b = world.session(1), world.session(1)
     a.reset(start, seeds=[3])
     b.reset(start, seeds=[3])
     torch.testing.assert_close(a.step(conds), b.step(conds, recycled=b.prev.clone()))
@@ -180,13 +179,12 @@ def test_copy_over_zero_of_a_static_latent_is_zero():
 
 def test_inference_context_noise_is_seeded_and_survives_snapshots(tiny_world_dir):
     from aapt_world.world import load_world
-    from envs.neural import new_session
 
     world = load_world(tiny_world_dir)
     world.config.context_noise = 0.3
     start = torch.from_numpy(world.start_frames[:1])
     conds = torch.zeros(1, 4, 4)
-    a, clean = new_session(world, 1), new_session(load_world(tiny_world_dir), 1)
+    a, clean = world.session(1), load_world(tiny_world_dir).session(1)
     assert a.context_noise == 0.3 and clean.context_noise == 0.0
     a.reset(start, seeds=[1])
     clean.reset(start, seeds=[1])

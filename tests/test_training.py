@@ -178,7 +178,6 @@ def test_export_baselines_and_their_sampling(pipeline: dict, data_root: Path,
                                              tmp_path: Path) -> None:
     """export.source picks the stage; the diffusion baseline is sampled with N Euler steps."""
     from aapt_world.world import load_world
-    from envs.neural import new_session
 
     out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "diffusion", "consistency")
     run_stage(make_cfg(overrides(data_root, out, "stage=export", "export.source=diffusion",
@@ -190,7 +189,7 @@ def test_export_baselines_and_their_sampling(pipeline: dict, data_root: Path,
     trained, _ = load_weights(out / "diffusion" / "model.safetensors")
     for key, value in diffusion.generator.state_dict().items():
         torch.testing.assert_close(value, trained[f"model.{key}"], atol=1e-3, rtol=1e-3)
-    session = new_session(diffusion, 1)
+    session = diffusion.session(1)
     assert len(session.timesteps) == 5 and session.sample_steps == 4
     with pytest.raises(FileNotFoundError, match="export.source=adversarial"):
         run_stage(make_cfg(overrides(data_root, out, "stage=export",

@@ -37,7 +37,6 @@ from aapt_world.world import World, load_world, update_card
 from envs import DEFAULT_WORLD
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
 from envs.doom import DoomConfig, DoomEnv
-from envs.neural import new_session
 from envs.scripted import ExplorerPolicy, RandomCommandPolicy
 
 N_BUCKETS = 10
@@ -144,7 +143,7 @@ def neural_run(world: Any, start_frame: np.ndarray, commands: np.ndarray, seed: 
                desc: str = "neural") -> tuple[np.ndarray, np.ndarray]:
     """Stream ``world`` from ``start_frame`` with ``commands``. Returns (frames (1 + 4 S, H, W,
     3) uint8 with the decoded start frame first, wall seconds of each step (generate + decode))."""
-    session = new_session(world, 1)
+    session = world.session(1)
     first = session.reset(torch.from_numpy(np.ascontiguousarray(start_frame)[None]),
                           seeds=[seed])
     out = [first[0].cpu().numpy()]

@@ -55,7 +55,6 @@ from agents.evaluation.drift import (
 )
 from envs import DEFAULT_WORLD
 from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
-from envs.neural import new_session
 from envs.scripted import ExplorerPolicy
 
 FULL_TURN_STEPS = 15  # a full-speed turn is 24 degrees per step: 360 degrees in 15 steps
@@ -148,7 +147,7 @@ def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
         recon = decode_latents(world, z)
         vae_psnr.append(M.psnr(recon[1:], real[1:]))
         vae_ssim.append(M.ssim(recon[1:], real[1:]))
-        session = new_session(world, 1)
+        session = world.session(1)
         session.reset(torch.from_numpy(real[:1]), seeds=[seed + i])
         for k, cmd in enumerate(clip.commands):
             conds = torch.from_numpy(command_to_frame_conditions(cmd))[None]
