@@ -2,10 +2,9 @@
 
 Visibility (``N`` = window in latent frames)
 --------------------------------------------
-* context tokens (optional scene / text tokens) attend only to context tokens;
-* a visual token of frame ``q`` attends to every context token, to the SINK (latent frame 0,
-  always visible) and to frames ``max(1, q - N) .. q``: full attention inside a frame, causal
-  across frames, a sliding window of ``N`` past frames.
+* a token of frame ``q`` attends to the SINK (latent frame 0, always visible) and to frames
+  ``max(1, q - N) .. q``: full attention inside a frame, causal across frames, a sliding window
+  of ``N`` past frames.
 
 Temporal positions that never run out
 -------------------------------------
@@ -13,7 +12,7 @@ Keys are stored in the KV cache WITHOUT their temporal RoPE rotation (the spatia
 applied once, when a key is written). At every step the temporal positions are assigned relative
 to the window: for query frame ``q`` let ``offset(q) = max(0, q - N - 1)``; window frame ``j``
 gets position ``j - offset(q)``, the sink gets ``0`` and the query gets
-``q - offset(q) <= N + 1``. Context tokens carry no position (temporal position 0, identity).
+``q - offset(q) <= N + 1``.
 Before the window slides (``q <= N + 1``) these are exactly the absolute positions. After it
 slides, all distances between window frames are unchanged (RoPE only sees differences) and the
 sink simply sits just before the window. Positions therefore stay in ``[0, N + 1]`` forever: a
@@ -21,8 +20,8 @@ sink simply sits just before the window. Positions therefore stay in ``[0, N + 1
 
 The parallel (training) forward implements the same semantics with ONE masked attention call.
 Window frames use absolute positions (only differences matter). The keys whose relative position
-to the query does change once the window slides (the sink and the context tokens, which sit at
-distance ``q - offset(q)`` from query frame ``q``) are replicated once per offset
+to the query does change once the window slides (the sink, which sits at distance
+``q - offset(q)`` from query frame ``q``) are replicated once per offset
 ``o = 0 .. T - N - 2`` with an extra temporal rotation by ``o``, and query frame ``q`` sees only
 copy ``offset(q)``. When ``T <= N + 1`` there is a single copy and this is a plain block-causal
 mask over absolute positions. See :func:`parallel_layout`.
@@ -83,9 +82,9 @@ def frame_visibility(num_frames: int, window: int) -> Tensor:
 class ParallelLayout:
     """Token layout of the parallel forward's single attention call.
 
-    Queries: ``[context (n_ctx) | frames 0..T-1 (T * tpf)]``.
-    Keys: ``num_offsets`` copies of ``[context | sink frame]`` (copy ``o`` rotated by temporal
-    position ``o``), then frames ``1..T-1`` at their absolute temporal positions.
+    Queries: frames ``0..T-1`` (T * tpf tokens).
+    Keys: ``num_offsets`` copies of the sink frame (copy ``o`` rotated by temporal position
+    ``o``), then frames ``1..T-1`` at their absolute temporal positions.
     """
 
     num_offsets: int
@@ -95,44 +94,37 @@ class ParallelLayout:
 
 
 @functools.lru_cache(maxsize=16)
-def parallel_layout(
-    num_frames: int, tokens_per_frame: int, window: int, context_tokens: int = 0
-) -> ParallelLayout:
+def parallel_layout(num_frames: int, tokens_per_frame: int, window: int) -> ParallelLayout:
     """Build (and memoise, on the CPU) the parallel block-causal layout; see module docstring.
 
     Built outside inference mode so a layout memoised by inference stays usable in training.
     """
     with torch.inference_mode(False):
-        return _parallel_layout(num_frames, tokens_per_frame, window, context_tokens)
+        return _parallel_layout(num_frames, tokens_per_frame, window)
 
 
-def _parallel_layout(
-    num_frames: int, tokens_per_frame: int, window: int, context_tokens: int
-) -> ParallelLayout:
-    t, n, c = num_frames, tokens_per_frame, context_tokens
+def _parallel_layout(num_frames: int, tokens_per_frame: int, window: int) -> ParallelLayout:
+    t, n = num_frames, tokens_per_frame
     num_offsets = max(1, t - window - 1)
-    # Per-query-token metadata.
-    q_frame = torch.cat([torch.full((c,), -1), torch.arange(t).repeat_interleave(n)])
-    q_is_ctx = q_frame < 0
-    q_off = window_offset(q_frame.clamp(min=0), window)
-    # Per-key-token metadata: copies of [ctx | sink], then frames 1..T-1.
-    copy_kind = torch.cat([torch.zeros(c, dtype=torch.long), torch.ones(n, dtype=torch.long)])
-    k_kind = torch.cat([copy_kind.repeat(num_offsets), torch.full(((t - 1) * n,), 2)])
+    q_frame = torch.arange(t).repeat_interleave(n)  # per query token
+    q_off = window_offset(q_frame, window)
+    # Per key token: copies of the sink (copy o, frame -1), then frames 1..T-1 (copy -1).
+    is_sink = torch.cat([torch.ones(num_offsets * n, dtype=torch.bool),
+                         torch.zeros((t - 1) * n, dtype=torch.bool)])
     k_copy = torch.cat(
-        [torch.arange(num_offsets).repeat_interleave(c + n), torch.full(((t - 1) * n,), -1)]
+        [torch.arange(num_offsets).repeat_interleave(n), torch.full(((t - 1) * n,), -1)]
     )
     k_frame = torch.cat(
-        [torch.full((num_offsets * (c + n),), -1), torch.arange(1, t).repeat_interleave(n)]
+        [torch.full((num_offsets * n,), -1), torch.arange(1, t).repeat_interleave(n)]
     )
-    qf, qo, qc = q_frame[:, None], q_off[:, None], q_is_ctx[:, None]
-    kk, kc, kf = k_kind[None, :], k_copy[None, :], k_frame[None, :]
-    ctx_rows = qc & (kk == 0) & (kc == 0)
-    vis_copy = ~qc & (kk < 2) & (kc == qo)
-    vis_window = ~qc & (kk == 2) & (kf <= qf) & (kf >= (qf - window).clamp(min=1))
-    key_time = torch.where(k_kind == 2, k_frame, k_copy)
+    qf, qo = q_frame[:, None], q_off[:, None]
+    ks, kc, kf = is_sink[None, :], k_copy[None, :], k_frame[None, :]
+    vis_sink = ks & (kc == qo)  # query frame q sees sink copy offset(q)
+    vis_window = ~ks & (kf <= qf) & (kf >= (qf - window).clamp(min=1))
+    key_time = torch.where(is_sink, k_copy, k_frame)
     return ParallelLayout(
         num_offsets=num_offsets,
-        mask=ctx_rows | vis_copy | vis_window,
+        mask=vis_sink | vis_window,
         query_time=torch.arange(t).repeat_interleave(n),
         key_time=key_time,
     )

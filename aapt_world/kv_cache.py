@@ -2,7 +2,7 @@
 
 Layout of every layer's key (and value) buffer, shape ``(B, heads, length, head_dim)``::
 
-    [ context tokens | sink frame (latent frame 0) | ring: (window + 1) frame slots ]
+    [ sink frame (latent frame 0) | ring: (window + 1) frame slots ]
 
 The ring has ``window + 1`` slots because the current frame is written into the ring *before*
 attention (so one attention call runs over one contiguous buffer, no ``torch.cat``): at query
@@ -69,7 +69,6 @@ class KVCacheState:
     k_time: list[Tensor]
     slot_frame: Tensor
     frame: Tensor
-    context_valid: Tensor
     step_count: int
 
 
@@ -100,7 +99,6 @@ class KVCache:
         tokens_per_frame: int,
         window: int,
         time_dim: int,
-        context_tokens: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
@@ -113,10 +111,9 @@ class KVCache:
         self.batch_size = batch_size
         self.tokens_per_frame = tokens_per_frame
         self.window = window
-        self.context_tokens = context_tokens
         self.ring_slots = window + 1
-        self.sink_start = context_tokens
-        self.ring_start = context_tokens + tokens_per_frame
+        self.sink_start = 0
+        self.ring_start = tokens_per_frame
         self.length = self.ring_start + self.ring_slots * tokens_per_frame
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         shape = (batch_size, heads, self.length, head_dim)
@@ -129,7 +126,6 @@ class KVCache:
         self.k_time = zeros(*shape[:-1], time_dim)
         self.slot_frame = torch.full((batch_size, self.ring_slots), -1, dtype=torch.long)
         self.frame = torch.zeros(batch_size, dtype=torch.long)
-        self.context_valid = torch.zeros(batch_size, dtype=torch.bool)
         self.step_count = 0
 
     # ------------------------------------------------------------------ stepping
@@ -146,16 +142,10 @@ class KVCache:
         ring_valid = (ring >= 1) & (ring >= (q - self.window)[:, None]) & (ring <= q[:, None])
         ring_time = (ring - offset[:, None]).clamp(min=0)
         tpf, b = self.tokens_per_frame, self.batch_size
-        fixed = torch.zeros(b, self.ring_start, dtype=torch.long)  # context and sink: position 0
+        fixed = torch.zeros(b, self.ring_start, dtype=torch.long)  # the sink: position 0
         key_time = torch.cat([fixed, ring_time.repeat_interleave(tpf, 1)], dim=1)
-        valid = torch.cat(
-            [
-                self.context_valid[:, None].expand(b, self.context_tokens),
-                torch.ones(b, tpf, dtype=torch.bool),  # the sink is written by now
-                ring_valid.repeat_interleave(tpf, 1),
-            ],
-            dim=1,
-        )
+        valid = torch.cat([torch.ones(b, tpf, dtype=torch.bool),  # the sink is written by now
+                           ring_valid.repeat_interleave(tpf, 1)], dim=1)
         key_valid = None if bool(valid.all()) else valid.to(self.device)[:, None, None, :]
         write_sink = q == 0
         self.frame += 1
@@ -184,15 +174,10 @@ class KVCache:
             items = None if plan.all_sink else plan.write_sink.to(self.device)
             self._store(layer, self.sink_start, k, v, items)
 
-    def write_context(self, layer: int, k: Tensor, v: Tensor, items: Tensor | None = None) -> None:
-        """Store the context tokens' keys/values (B, H, context_tokens, D) of ``layer``."""
-        mask = None if items is None else self._items(items).to(self.device)
-        self._store(layer, 0, k, v, mask)
-
     def keys(self, layer: int, cos: Tensor, sin: Tensor) -> Tensor:
         """Attention-ready keys (B, H, length, D) of ``layer``: the stored keys with their
         temporal channels rotated by ``cos``/``sin`` (B, 1, length, time_dim // 2) built from
-        the plan's ``key_time``. Context and sink keys sit at position 0 (no rotation)."""
+        the plan's ``key_time``. Sink keys sit at position 0 (no rotation)."""
         k, kt = self.k[layer], self.k_time[layer]
         if torch.is_grad_enabled() and (k.requires_grad or kt.requires_grad):
             return torch.cat([apply_rotary(kt, cos, sin), k[..., self.time_dim :]], dim=-1)
@@ -200,18 +185,12 @@ class KVCache:
         apply_rotary_into(k[:, :, r:, : self.time_dim], kt[:, :, r:], cos[:, :, r:], sin[:, :, r:])
         return k
 
-    def enable_context(self, items: Tensor | None = None, enabled: bool = True) -> None:
-        """Mark the context slot of ``items`` (default all) as visible (or not)."""
-        self.context_valid[self._items(items)] = enabled
-
     # ------------------------------------------------------------------ reset / state
-    def reset(self, items: Tensor | None = None, keep_context: bool = True) -> None:
+    def reset(self, items: Tensor | None = None) -> None:
         """Restart ``items`` (bool mask (B,) or indices; default all) at frame 0."""
         sel = self._items(items)
         self.frame[sel] = 0
         self.slot_frame[sel] = -1
-        if not keep_context:
-            self.context_valid[sel] = False
 
     def detach_(self) -> KVCache:
         """Cut the autograd history of the cached tensors (next training segment)."""
@@ -228,7 +207,6 @@ class KVCache:
             k_time=[t.clone() for t in self.k_time],
             slot_frame=self.slot_frame.clone(),
             frame=self.frame.clone(),
-            context_valid=self.context_valid.clone(),
             step_count=self.step_count,
         )
 
@@ -248,7 +226,6 @@ class KVCache:
                     bufs[i] = src.clone()
         self.slot_frame.copy_(state.slot_frame)
         self.frame.copy_(state.frame)
-        self.context_valid.copy_(state.context_valid)
         self.step_count = state.step_count
 
     def clone(self) -> KVCache:
@@ -258,7 +235,6 @@ class KVCache:
         state = self.snapshot()
         new.k, new.v, new.k_time = state.k, state.v, state.k_time
         new.slot_frame, new.frame = state.slot_frame, state.frame
-        new.context_valid = state.context_valid
         return new
 
     @property

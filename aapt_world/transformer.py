@@ -47,8 +47,6 @@ class DiTConfig:
     mlp_type: str = "swiglu"  # "swiglu" (hidden = 2/3 * ratio * dim) or "gelu"
     mlp_hidden_multiple: int = 32  # SwiGLU hidden size rounded up to this
     window: int = 16  # N past latent frames visible besides the sink
-    context_tokens: int = 0  # optional scene/text tokens (attend only to themselves)
-    context_dim: int = 0  # input width of context tokens; 0 = dim
     attn_backend: str = "sdpa"  # "sdpa" | "flash" | "auto" (see attention.py)
     qk_norm: bool = True
     rope_theta: float = 10000.0
@@ -193,7 +191,7 @@ class BlockCausalDiT(nn.Module):
     """Block-causal sliding-window DiT with a first-frame sink and a ring-buffer KV cache.
 
     Shapes: ``noisy``/``prev`` (B, C, T, h, w); ``cond`` (B, T, cond_dim); ``t`` a float, (B,) or
-    (B, T) in [0, 1]; ``context`` (B, context_tokens, context_dim). Output v (B, C, T, h, w).
+    (B, T) in [0, 1]. Output v (B, C, T, h, w).
     """
 
     def __init__(self, cfg: DiTConfig) -> None:
@@ -207,10 +205,6 @@ class BlockCausalDiT(nn.Module):
             self.cond_embed = _embed_mlp(cfg.cond_dim, d)  # -> adaLN
         if cfg.context_noise_buckets > 0:  # one learned adaLN offset per context-noise bucket
             self.context_noise_embed = nn.Embedding(cfg.context_noise_buckets, d)
-        if cfg.context_tokens > 0:
-            self.context_in = nn.Linear(cfg.context_dim or d, d)
-            self.context_pos = nn.Parameter(torch.zeros(cfg.context_tokens, d))
-            self.context_cond = nn.Parameter(torch.zeros(d))  # adaLN input of context tokens
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.final_ada = nn.Linear(d, 2 * d)
@@ -229,9 +223,6 @@ class BlockCausalDiT(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
         if self.cfg.context_noise_buckets > 0:
             nn.init.normal_(self.context_noise_embed.weight, std=0.02)
-        if self.cfg.context_tokens > 0:
-            nn.init.normal_(self.context_pos, std=0.02)
-            nn.init.normal_(self.context_cond, std=0.02)
         for blk in self.blocks:
             nn.init.zeros_(blk.ada.weight)
             nn.init.zeros_(blk.ada.bias)
@@ -289,14 +280,6 @@ class BlockCausalDiT(nn.Module):
             c = c + self.context_noise_embed(self.context_noise_bucket(level)).to(c.dtype)
         return x, F.silu(c)
 
-    def _context_stream(self, context: Tensor) -> Stream:
-        n = self.cfg.context_tokens
-        if n == 0 or context.shape[1] != n:
-            raise ValueError(f"context must have {n} tokens (config.context_tokens)")
-        x = (self.context_in(context) + self.context_pos)[:, None]  # (B, 1, n, dim)
-        c = F.silu(self.context_cond).expand(x.shape[0], 1, -1)
-        return x, c, None
-
     def _unpatchify(self, x: Tensor, c: Tensor, h: int, w: int) -> Tensor:
         """tokens (B, T, S, dim) -> v (B, C, T, h, w)."""
         b, nt = x.shape[:2]
@@ -326,7 +309,6 @@ class BlockCausalDiT(nn.Module):
         prev: Tensor,
         cond: Tensor | None,
         t: Tensor | float,
-        context: Tensor | None = None,
         return_hidden: Sequence[int] | None = None,
         context_level: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
@@ -339,45 +321,28 @@ class BlockCausalDiT(nn.Module):
         hp, wp = self._grid(h, w)
         n = hp * wp
         x, c = self._embed(noisy, prev, cond, t, context_level)
-        n_ctx = self.cfg.context_tokens if context is not None else 0
-        layout = parallel_layout(nt, n, self.cfg.window, n_ctx)
+        layout = parallel_layout(nt, n, self.cfg.window)
         dev, dt = x.device, x.dtype
         mask = layout.mask.to(dev)
         sp_cos, sp_sin = self.rope.spatial_rotation(hp, wp, dev, dt)
         spatial = (sp_cos.repeat(nt, 1), sp_sin.repeat(nt, 1))
         q_cos, q_sin = self.rope.time_rotation(layout.query_time, dev, dt)
         k_cos, k_sin = self.rope.time_rotation(layout.key_time, dev, dt)
-        streams = [(x, c, spatial)]
-        if context is not None:
-            streams.insert(0, self._context_stream(context))
-
         def attend_fn(layer: int, qkvs: list[QKV]) -> list[Tensor]:
-            qv, kv, vv = qkvs[-1]  # spatially rotated
-            qv = self.rope.rotate_time(qv, q_cos, q_sin)
-            if n_ctx:
-                qc, kc, vc = qkvs[0]
-                base_k, base_v = torch.cat([kc, kv[:, :, :n]], 2), torch.cat([vc, vv[:, :, :n]], 2)
-                q_all = torch.cat([qc, qv], 2)
-            else:
-                base_k, base_v, q_all = kv[:, :, :n], vv[:, :, :n], qv
-            reps = (1, 1, layout.num_offsets, 1)
-            keys = torch.cat([base_k.repeat(reps), kv[:, :, n:]], 2)
-            values = torch.cat([base_v.repeat(reps), vv[:, :, n:]], 2)
+            q, k, v = qkvs[0]  # spatially rotated
+            q = self.rope.rotate_time(q, q_cos, q_sin)
+            reps = (1, 1, layout.num_offsets, 1)  # the sink, once per window offset
+            keys = torch.cat([k[:, :, :n].repeat(reps), k[:, :, n:]], 2)
+            values = torch.cat([v[:, :, :n].repeat(reps), v[:, :, n:]], 2)
             keys = self.rope.rotate_time(keys, k_cos, k_sin)
-            o = self.blocks[layer].attn.attend(q_all, keys, values, mask)
-            return [o[:, :, :n_ctx], o[:, :, n_ctx:]] if n_ctx else [o]
+            return [self.blocks[layer].attn.attend(q, keys, values, mask)]
 
-        xs, hidden = self._run_blocks(streams, attend_fn, return_hidden)
+        xs, hidden = self._run_blocks([(x, c, spatial)], attend_fn, return_hidden)
         v = self._skip(self._unpatchify(xs[-1], c, h, w), noisy, prev, t)
         return (v, hidden) if return_hidden is not None else v
 
     # ------------------------------------------------------------------ cached path
-    def init_cache(
-        self,
-        batch_size: int,
-        context: Tensor | None = None,
-        latent_size: tuple[int, int] | None = None,
-    ) -> KVCache:
+    def init_cache(self, batch_size: int, latent_size: tuple[int, int] | None = None) -> KVCache:
         """A fresh cache for ``batch_size`` streams (latent size defaults to the config's)."""
         h, w = latent_size or (self.cfg.latent_height, self.cfg.latent_width)
         hp, wp = self._grid(h, w)
@@ -390,24 +355,10 @@ class BlockCausalDiT(nn.Module):
             tokens_per_frame=hp * wp,
             window=self.cfg.window,
             time_dim=self.rope.time_dim,
-            context_tokens=self.cfg.context_tokens,
             device=ref.device,
             dtype=ref.dtype,
         )
-        if context is not None:
-            self.set_context(cache, context)
         return cache
-
-    def set_context(self, cache: KVCache, context: Tensor, items: Tensor | None = None) -> None:
-        """Encode context tokens (B, n, context_dim) into the cache (only ``items`` if given)."""
-
-        def attend_fn(layer: int, qkvs: list[QKV]) -> list[Tensor]:
-            q, k, v = qkvs[0]
-            cache.write_context(layer, k, v, items)
-            return [self.blocks[layer].attn.attend(q, k, v)]
-
-        self._run_blocks([self._context_stream(context)], attend_fn, None)
-        cache.enable_context(items)
 
     def step(
         self,
@@ -456,7 +407,7 @@ def step_flops(cfg: DiTConfig, tokens_per_frame: int | None = None) -> int:
     """Matmul FLOPs (2 x multiply-adds) of one cached ``step``, batch 1, window full."""
     n = tokens_per_frame or cfg.tokens_per_frame
     d, patch = cfg.dim, cfg.latent_channels * cfg.patch_size**2
-    keys = cfg.context_tokens + n * (cfg.window + 2)
+    keys = n * (cfg.window + 2)  # the sink, the window and the current frame
     mlp = (3 if cfg.mlp_type == "swiglu" else 2) * d * cfg.mlp_hidden
     block = n * (4 * d * d + mlp + 2 * keys * d) + 6 * d * d  # proj, mlp, QK^T + AV, adaLN
     embed = n * 2 * patch * d + (cfg.timestep_freq_dim + d) * d + 2 * cfg.cond_dim * d + d * d

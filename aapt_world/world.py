@@ -48,6 +48,17 @@ CARD = "MODEL_CARD.md"
 ACTION_TYPES = ("discrete", "continuous", "game")  # Doom's two, or a game's own (action_space)
 
 
+# DiT options that were removed; a world saved with their (unused) defaults still loads.
+REMOVED_DIT_OPTIONS = {"context_tokens": 0, "context_dim": 0}
+
+
+def dit_from_json(data: dict[str, Any]) -> DiTConfig:
+    used = {k: v for k, v in data.items() if REMOVED_DIT_OPTIONS.get(k, v) != v}
+    if used:
+        raise TypeError(f"this world uses removed DiT options {used}")
+    return DiTConfig(**{k: v for k, v in data.items() if k not in REMOVED_DIT_OPTIONS})
+
+
 @dataclass
 class WorldConfig:
     """Everything needed to rebuild a world's modules (stored as JSON in the weights)."""
@@ -97,7 +108,7 @@ class WorldConfig:
         if heads is not None and not isinstance(heads, dict):
             raise TypeError(f"heads must be an object or null, got {heads!r}")
         return WorldConfig(
-            vae=VAEConfig(**data["vae"]), dit=DiTConfig(**data["dit"]),
+            vae=VAEConfig(**data["vae"]), dit=dit_from_json(data["dit"]),
             condition=ConditionConfig(**data["condition"]),
             heads=HeadsConfig(**heads) if heads else None,
             action_type=data["action_type"], fps=data["fps"],

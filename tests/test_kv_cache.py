@@ -8,8 +8,8 @@ from aapt_world.kv_cache import KVCache
 TPF, HEADS, HD = 2, 1, 2
 
 
-def make(batch=2, window=2, layers=2, ctx=0):
-    return KVCache(layers, batch, HEADS, HD, TPF, window, time_dim=HD, context_tokens=ctx)
+def make(batch=2, window=2, layers=2):
+    return KVCache(layers, batch, HEADS, HD, TPF, window, time_dim=HD)
 
 
 def write_frames(cache):
@@ -28,7 +28,7 @@ def visible(cache, plan, item):
     valid = (torch.ones(cache.length, dtype=torch.bool) if plan.key_valid is None
              else plan.key_valid[item, 0, 0])
     out = set()
-    for i in range(cache.context_tokens, cache.length):
+    for i in range(cache.length):
         if valid[i]:
             out.add((int(cache.k[0][item, 0, i, 0]), int(plan.key_time[item, i])))
     return out
@@ -82,21 +82,6 @@ def test_per_item_reset():
         assert cache.frame.tolist() == [0, 7, 13]
 
 
-def test_context_validity():
-    cache = make(batch=2, ctx=3)
-    with torch.no_grad():
-        plan = write_frames(cache)
-        assert not plan.key_valid[:, 0, 0, :3].any()
-        ck = torch.ones(2, HEADS, 3, HD)
-        for layer in range(cache.num_layers):
-            cache.write_context(layer, ck, ck, items=torch.tensor([True, False]))
-        cache.enable_context(torch.tensor([True, False]))
-        plan = write_frames(cache)
-        assert plan.key_valid[0, 0, 0, :3].all() and not plan.key_valid[1, 0, 0, :3].any()
-        assert cache.k[0][:, 0, :3, 0].tolist() == [[1.0] * 3, [0.0] * 3]
-        assert (plan.key_time[:, :3] == 0).all()
-
-
 def test_snapshot_restore_clone():
     cache = make(batch=2, window=2)
     with torch.no_grad():
@@ -143,7 +128,7 @@ def test_keys_rotate_ring_by_window_relative_time():
     from aapt_world.rope import apply_rotary
 
     hd, time_dim = 8, 4
-    cache = KVCache(1, 2, HEADS, hd, TPF, 2, time_dim=time_dim, context_tokens=1)
+    cache = KVCache(1, 2, HEADS, hd, TPF, 2, time_dim=time_dim)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _ in range(6):

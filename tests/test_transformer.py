@@ -7,7 +7,6 @@ from aapt_world.attention import Attention, flash_available, frame_visibility, p
 from aapt_world.transformer import BlockCausalDiT, count_parameters, dit_config, step_flops
 
 TOL = 1e-5
-CTX_DIM = 8
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +22,7 @@ def make_model(**overrides) -> BlockCausalDiT:
     """Tiny model with the zero-initialised (adaLN-Zero) weights randomised, so that every path
     actually carries signal."""
     torch.manual_seed(0)
-    cfg = dit_config("tiny", context_dim=CTX_DIM, **overrides)
+    cfg = dit_config("tiny", **overrides)
     model = BlockCausalDiT(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -41,8 +40,6 @@ def clip(model, batch, frames, seed=1):
         prev=torch.randn(shape, generator=g),
         cond=torch.randn(batch, frames, cfg.cond_dim, generator=g),
         t=torch.rand(batch, frames, generator=g),
-        context=torch.randn(batch, cfg.context_tokens, CTX_DIM, generator=g)
-        if cfg.context_tokens else None,
     )
 
 
@@ -50,7 +47,7 @@ def rollout(model, inputs, cache=None, start=0, stop=None):
     """Cached step-by-step outputs (B, C, T, h, w) for frames start..stop-1."""
     stop = inputs["noisy"].shape[2] if stop is None else stop
     if cache is None:
-        cache = model.init_cache(inputs["noisy"].shape[0], context=inputs["context"])
+        cache = model.init_cache(inputs["noisy"].shape[0])
     outs = [
         model.step(inputs["noisy"][:, :, k], inputs["prev"][:, :, k], inputs["cond"][:, k],
                    inputs["t"][:, k], cache)
@@ -60,8 +57,7 @@ def rollout(model, inputs, cache=None, start=0, stop=None):
 
 
 def parallel(model, inputs, **kw):
-    return model(inputs["noisy"], inputs["prev"], inputs["cond"], inputs["t"],
-                 context=inputs["context"], **kw)
+    return model(inputs["noisy"], inputs["prev"], inputs["cond"], inputs["t"], **kw)
 
 
 def select(inputs, items, frames=slice(None)):
@@ -71,8 +67,6 @@ def select(inputs, items, frames=slice(None)):
             out[key] = None
         elif key in ("noisy", "prev"):
             out[key] = x[items][:, :, frames]
-        elif key == "context":
-            out[key] = x[items]
         else:
             out[key] = x[items][:, frames]
     return out
@@ -86,19 +80,17 @@ def test_frame_visibility():
 
 
 def test_parallel_layout_mask():
-    t, n, window, ctx = 9, 2, 3, 2
-    lay = parallel_layout(t, n, window, ctx)
+    t, n, window = 9, 2, 3
+    lay = parallel_layout(t, n, window)
     copies = lay.num_offsets
     assert copies == t - window - 1
-    per_copy = ctx + n
+    per_copy = n  # each copy: the sink frame's tokens
     mask = lay.mask
-    assert mask.shape == (ctx + t * n, copies * per_copy + (t - 1) * n)
-    # context queries: only the (unrotated) copy-0 context keys
-    assert mask[:ctx, :ctx].all() and not mask[:ctx, ctx:].any()
+    assert mask.shape == (t * n, copies * per_copy + (t - 1) * n)
     vis = frame_visibility(t, window)
     for q in range(t):
-        row = mask[ctx + q * n]
-        assert torch.equal(mask[ctx + q * n : ctx + (q + 1) * n], row.expand(n, -1))
+        row = mask[q * n]
+        assert torch.equal(mask[q * n : (q + 1) * n], row.expand(n, -1))
         seen_copies = [o for o in range(copies) if row[o * per_copy : (o + 1) * per_copy].all()]
         assert seen_copies == [max(0, q - window - 1)]
         assert row[: copies * per_copy].sum() == per_copy  # nothing else from the copies
@@ -130,13 +122,12 @@ def test_zero_init_outputs_zero():
 
 
 @pytest.mark.parametrize("frames", [4, 12])  # window 3: 4 = N + 1 (no sliding), 12 = slides
-@pytest.mark.parametrize("context_tokens", [0, 3])
-def test_step_matches_parallel(frames, context_tokens):
-    model = make_model(context_tokens=context_tokens)
+def test_step_matches_parallel(frames):
+    model = make_model()
     inputs = clip(model, batch=2, frames=frames)
     with torch.no_grad():
         v_par, hid_par = parallel(model, inputs, return_hidden=[0, -1])
-        cache = model.init_cache(2, context=inputs["context"])
+        cache = model.init_cache(2)
         v_steps, hid_steps = [], []
         for k in range(frames):
             v, hid = model.step(inputs["noisy"][:, :, k], inputs["prev"][:, :, k],
@@ -162,13 +153,12 @@ def test_scalar_and_per_item_timesteps():
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
-@pytest.mark.parametrize("context_tokens", [0, 3])
-def test_per_item_reset_matches_fresh_rollout(context_tokens):
-    model = make_model(context_tokens=context_tokens)
+def test_per_item_reset_matches_fresh_rollout():
+    model = make_model()
     total, reset_at = 14, 5
     inputs = clip(model, 2, total)
     with torch.no_grad():
-        cache = model.init_cache(2, context=inputs["context"])
+        cache = model.init_cache(2)
         before = rollout(model, inputs, cache, 0, reset_at)
         cache.reset(torch.tensor([False, True]))
         after = rollout(model, inputs, cache, reset_at, total)
@@ -179,7 +169,7 @@ def test_per_item_reset_matches_fresh_rollout(context_tokens):
 
 
 def test_causality():
-    model = make_model(context_tokens=3)
+    model = make_model()
     inputs = clip(model, 2, 8)
     j = 5
     changed = {k: (v.clone() if v is not None else None) for k, v in inputs.items()}
@@ -227,10 +217,10 @@ def test_positions_are_window_relative():
 
 
 def test_gradients_flow_through_cache():
-    model = make_model(context_tokens=3).train()
+    model = make_model().train()
     inputs = clip(model, 2, 7)
     noisy0 = inputs["noisy"][:, :, 0].clone().requires_grad_(True)
-    cache = model.init_cache(2, context=inputs["context"])
+    cache = model.init_cache(2)
     model.step(noisy0, inputs["prev"][:, :, 0], inputs["cond"][:, 0], inputs["t"][:, 0], cache)
     v = rollout(model, inputs, cache, 1, 7)
     loss = v[:, :, -1].square().mean()  # only the last step's output
@@ -291,12 +281,10 @@ def test_ten_thousand_step_rollout_is_stable_and_bounded():
 
 
 def test_validation_and_accounting():
-    model = make_model(context_tokens=3)
+    model = make_model()
     inputs = clip(model, 1, 2)
     with pytest.raises(ValueError):
         model(inputs["noisy"], inputs["prev"], inputs["cond"][:, :1], 1.0)
-    with pytest.raises(ValueError):
-        model.init_cache(1, context=torch.randn(1, 2, CTX_DIM))
     small = dit_config("small")
     assert small.tokens_per_frame == 48
     assert count_parameters(model) > 0 and step_flops(small) > 0
