@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -165,6 +166,13 @@ def test_ladder_cli_on_tiny_world(tiny_world_dir, tmp_path):
     img = cv2.imread(str(strip))
     assert img is not None and img.shape[0] >= 3 * 48  # real + two worlds
     assert "| teacher-forced 1 step PSNR |" in (out / "ladder.md").read_text()
+    summary, rolls = w["rollout_summary"], w["rollouts"]
+    margins = [np.mean(np.subtract(v["psnr_buckets"], v["frozen_buckets"]))
+               for v in rolls.values()]
+    assert summary["mean_margin_over_frozen"] == pytest.approx(float(np.mean(margins)))
+    assert summary["worst_margin_over_frozen"] == min(v["margin_over_frozen_min"]
+                                                      for v in rolls.values())
+    assert "| rollouts: mean margin over frozen (dB) |" in (out / "ladder.md").read_text()
 
 
 def test_copy_over_zero_of_a_static_latent_is_zero():

@@ -257,6 +257,21 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: {"value": v, "threshold": t, "met": bool(v >= t)} for k, (v, t) in out.items()}
 
 
+def rollout_summary(rolls: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The free rollouts in four numbers: margin over the frozen start frame averaged over every
+    bucket of every family and its worst bucket, mean yaw sign accuracy and flicker ratio."""
+    if not rolls:
+        return {}
+    margins = [np.mean(np.subtract(v["psnr_buckets"], v["frozen_buckets"]))
+               for v in rolls.values()]
+    yaw = [v["yaw_sign_accuracy"] for v in rolls.values()
+           if v["yaw_sign_accuracy"] is not None and math.isfinite(v["yaw_sign_accuracy"])]
+    return {"mean_margin_over_frozen": float(np.mean(margins)),
+            "worst_margin_over_frozen": min(v["margin_over_frozen_min"] for v in rolls.values()),
+            "yaw_sign_accuracy": float(np.mean(yaw)) if yaw else math.nan,
+            "flicker_ratio": float(np.mean([v["flicker_ratio"] for v in rolls.values()]))}
+
+
 # -- report -------------------------------------------------------------------------------------
 
 def strip(real: np.ndarray, neural: dict[str, np.ndarray], frames: tuple[int, ...],
@@ -311,6 +326,12 @@ def markdown(report: dict[str, Any]) -> str:
     row("loop closure: neural end vs start", lambda w: w["loop_closure"]["neural_end_vs_start"])
     row("  real game end vs start", lambda w: w["loop_closure"]["real_end_vs_start"])
     row("NFE per latent frame", lambda w: w["nfe"], "d")
+    if next(iter(report["worlds"].values())).get("rollout_summary"):
+        summary = lambda key: lambda w: w["rollout_summary"][key]  # noqa: E731
+        row("rollouts: mean margin over frozen (dB)", summary("mean_margin_over_frozen"))
+        row("rollouts: worst bucket margin (dB)", summary("worst_margin_over_frozen"))
+        row("rollouts: yaw sign accuracy", summary("yaw_sign_accuracy"))
+        row("rollouts: flicker ratio (1 = real)", summary("flicker_ratio"))
     fams = list(next(iter(report["worlds"].values()))["rollouts"])
     if fams:
         lines += ["", "## Free rollouts (PSNR per time bucket: first / middle / last)", "",
@@ -373,6 +394,7 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
              "loop_closure": rung_loop_closure(wd, loops, device, cfg.seed)}
         r["rollouts"], vids = rung_rollouts(wd, families, device, cfg.seed)
         r["targets"] = targets(r)
+        r["rollout_summary"] = rollout_summary(r["rollouts"])
         results[name] = r
         if cfg.strip_family in vids:
             videos[name] = vids[cfg.strip_family]
@@ -394,6 +416,8 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
              "tf_copy": r["teacher_forced"]["copy_previous"],
              "noop_last_q": r["noop_hold"]["psnr_last_quarter"],
              "loop_end": r["loop_closure"]["neural_end_vs_start"],
+             "mean_margin": r["rollout_summary"].get("mean_margin_over_frozen"),
+             "yaw_acc": r["rollout_summary"].get("yaw_sign_accuracy"),
              "targets_met": sum(t["met"] for t in r["targets"].values()),
              "targets": len(r["targets"])} for n, r in report["worlds"].items()]
     print_report("ladder", rows, {"out": str(outdir)})
