@@ -547,3 +547,23 @@ def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     result = run("tiny", list(STAGES), threads=1, timed=1, warmup=0)
     assert [r["stage"] for r in result["rows"]] == list(STAGES)
     assert all(r["step_s"] > 0 and r["params_m"] > 0 for r in result["rows"])
+
+
+def test_init_from_a_world_directory_starts_the_generator(tiny_world_factory,
+                                                          tmp_path: Path) -> None:
+    """``run.init_from=<world dir>``: a generator stage continues from a shipped world."""
+    from aapt_world.checkpoint import CheckpointError
+    from aapt_world.world import save_world
+    from training.trainer import Dist, Trainer
+
+    world = tiny_world_factory(heads=False)
+    save_world(tmp_path / "world", world)
+    cfg = TrainConfig(stage="diffusion")
+    cfg.run.init_from = str(tmp_path / "world")
+    model = type(world.generator)(world.config.dit, world.config.condition)
+    Trainer(cfg, tmp_path / "run" / "diffusion", {"model": model}, {}, Dist()).resume()
+    for (name, a), b in zip(model.state_dict().items(), world.generator.state_dict().values()):
+        torch.testing.assert_close(a, b.half().float(), msg=name)
+    with pytest.raises(CheckpointError, match="only a generator stage"):
+        Trainer(cfg, tmp_path / "run" / "heads", {"heads": torch.nn.Linear(2, 2)}, {},
+                Dist()).resume()

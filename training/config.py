@@ -59,8 +59,9 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process (0 = leave torch's default)
-    init_from: str = ""  # safetensors to start a fresh stage from (e.g. a shipped stage's
-    # fp16 weights, to fine-tune on your own game); ignored when the stage resumes
+    init_from: str = ""  # safetensors to start a fresh stage from (e.g. a shipped stage's fp16
+    # weights, to fine-tune on your own game), or a world directory (a generator stage starts
+    # from the world's generator: continue the shipped world); ignored when the stage resumes
     fsdp: bool = False  # under torchrun: FSDP2 fully_shard per block instead of DDP
     # (diffusion, consistency, heads; the VAE pair and stage 3 use DDP / one process)
     progress: bool = True

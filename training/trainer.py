@@ -39,6 +39,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from aapt_world.checkpoint import (
+    CheckpointError,
     atomic_replace,
     load_into,
     load_modules,
@@ -48,9 +49,11 @@ from aapt_world.checkpoint import (
     weights_exist,
 )
 from aapt_world.devices import resolve_device
+from aapt_world.world import WEIGHTS as WORLD_WEIGHTS
 from training.config import TrainConfig
 
 WEIGHTS = "model.safetensors"
+GENERATOR_MODULES = ("model", "generator")  # what a stage calls its world model
 STATE = "trainer_state.pt"
 LOG = "log.csv"
 VAL_LOG = "val_log.csv"
@@ -288,11 +291,27 @@ class Trainer:
         return True
 
     def initialise_from(self, path: Path) -> None:
-        """Fresh stage: load every module from ``path`` (tensors named ``<module>.<param>``)."""
-        tensors, _ = load_weights(path)
+        """Fresh stage: load every module from ``path`` (tensors named ``<module>.<param>``).
+
+        ``path`` may also be a world directory (``aapt-world train stage=export``, e.g. the
+        shipped ``worlds/doom``): the stage's generator (module ``model`` or ``generator``)
+        then starts from the world's generator; other modules keep their fresh init."""
+        modules = {name: unwrap(m) for name, m in self.modules.items()}
+        if path.is_dir():
+            path = path / WORLD_WEIGHTS
+            modules = {n: m for n, m in modules.items() if n in GENERATOR_MODULES}
+            if not modules:
+                raise CheckpointError(f"run.init_from={path.parent} is a world: only a "
+                                      f"generator stage (modules {GENERATOR_MODULES}) can "
+                                      "start from it")
+            world_tensors, _ = load_weights(path)
+            tensors = {f"{name}.{k[len('generator.'):]}": v for name in modules
+                       for k, v in world_tensors.items() if k.startswith("generator.")}
+        else:
+            tensors, _ = load_weights(path)
         if self.adapt_init is not None:
             tensors = self.adapt_init(tensors)
-        load_modules({name: unwrap(m) for name, m in self.modules.items()}, tensors, path)
+        load_modules(modules, tensors, path)
 
     # -- logging --------------------------------------------------------------------------------
 
