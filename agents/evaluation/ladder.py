@@ -257,19 +257,30 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: {"value": v, "threshold": t, "met": bool(v >= t)} for k, (v, t) in out.items()}
 
 
+SUMMARY_LABELS = {"mean_margin_over_frozen": "mean margin over frozen (dB)",
+                  "worst_margin_over_frozen": "worst bucket margin (dB)",
+                  "yaw_sign_accuracy": "yaw sign accuracy",
+                  "flicker_ratio": "flicker ratio (1 = real)"}
+
+
 def rollout_summary(rolls: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The free rollouts in four numbers: margin over the frozen start frame averaged over every
-    bucket of every family and its worst bucket, mean yaw sign accuracy and flicker ratio."""
+    """The free rollouts in a few numbers: margin over the frozen start frame averaged over every
+    bucket of every family and its worst bucket, mean yaw sign accuracy, flicker ratio and the
+    late-window fraction of frames whose brightness / saturation / HF energy is in the real
+    range (PSNR alone rewards a blurry mean frame; these do not)."""
     if not rolls:
         return {}
     margins = [np.mean(np.subtract(v["psnr_buckets"], v["frozen_buckets"]))
                for v in rolls.values()]
     yaw = [v["yaw_sign_accuracy"] for v in rolls.values()
            if v["yaw_sign_accuracy"] is not None and math.isfinite(v["yaw_sign_accuracy"])]
+    stats = next(iter(rolls.values()))["late_in_range"]
+    late = {f"late_{k}_in_range": float(np.mean([v["late_in_range"][k] for v in rolls.values()]))
+            for k in stats}  # a world that fades to a flat mean image scores high PSNR, 0 here
     return {"mean_margin_over_frozen": float(np.mean(margins)),
             "worst_margin_over_frozen": min(v["margin_over_frozen_min"] for v in rolls.values()),
             "yaw_sign_accuracy": float(np.mean(yaw)) if yaw else math.nan,
-            "flicker_ratio": float(np.mean([v["flicker_ratio"] for v in rolls.values()]))}
+            "flicker_ratio": float(np.mean([v["flicker_ratio"] for v in rolls.values()])), **late}
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -326,30 +337,11 @@ def markdown(report: dict[str, Any]) -> str:
     row("loop closure: neural end vs start", lambda w: w["loop_closure"]["neural_end_vs_start"])
     row("  real game end vs start", lambda w: w["loop_closure"]["real_end_vs_start"])
     row("NFE per latent frame", lambda w: w["nfe"], "d")
-    if next(iter(report["worlds"].values())).get("rollout_summary"):
-        summary = lambda key: lambda w: w["rollout_summary"][key]  # noqa: E731
-        row("rollouts: mean margin over frozen (dB)", summary("mean_margin_over_frozen"))
-        row("rollouts: worst bucket margin (dB)", summary("worst_margin_over_frozen"))
-        row("rollouts: yaw sign accuracy", summary("yaw_sign_accuracy"))
-        row("rollouts: flicker ratio (1 = real)", summary("flicker_ratio"))
-    fams = list(next(iter(report["worlds"].values()))["rollouts"])
-    if fams:
-        lines += ["", "## Free rollouts (PSNR per time bucket: first / middle / last)", "",
-                  "| family | world | neural | frozen start frame | VAE ceiling | min margin "
-                  "over frozen | late in range (bright/sat/HF) | flicker ratio | yaw sign acc |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for f in fams:
-            for n in names:
-                v = report["worlds"][n]["rollouts"][f]
-
-                def three(b: list[float]) -> str:
-                    return " / ".join(fmt(b[i]) for i in (0, len(b) // 2, -1))
-
-                lines.append(f"| {f} | {n} | {three(v['psnr_buckets'])} | "
-                             f"{three(v['frozen_buckets'])} | {three(v['vae_buckets'])} | "
-                             f"{fmt(v['margin_over_frozen_min'])} | "
-                             + "/".join(fmt(x) for x in v["late_in_range"].values())
-                             + f" | {fmt(v['flicker_ratio'])} | {fmt(v['yaw_sign_accuracy'])} |")
+    summary_keys = next(iter(report["worlds"].values())).get("rollout_summary", {})
+    for key in summary_keys:
+        row(f"rollouts: {SUMMARY_LABELS.get(key, key.replace('_', ' ') + ' (mean family)')}",
+            lambda w, key=key: w["rollout_summary"][key])
+    lines += _rollout_lines(report, names)
     lines += ["", "## Targets (default world)", "", "| target | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
     for key in next(iter(report["worlds"].values()))["targets"]:
@@ -362,6 +354,30 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("strip"):
         lines += ["", f"![strip]({Path(report['strip']).name})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _rollout_lines(report: dict[str, Any], names: list[str]) -> list[str]:
+    """The per-family rollout table (PSNR buckets next to both baselines, late stats, ...)."""
+    fams = list(next(iter(report["worlds"].values()))["rollouts"])
+    if not fams:
+        return []
+    lines = ["", "## Free rollouts (PSNR per time bucket: first / middle / last)", "",
+             "| family | world | neural | frozen start frame | VAE ceiling | min margin "
+             "over frozen | late in range (bright/sat/HF) | flicker ratio | yaw sign acc |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def three(b: list[float]) -> str:
+        return " / ".join(fmt(b[i]) for i in (0, len(b) // 2, -1))
+
+    for f in fams:
+        for n in names:
+            v = report["worlds"][n]["rollouts"][f]
+            lines.append(f"| {f} | {n} | {three(v['psnr_buckets'])} | "
+                         f"{three(v['frozen_buckets'])} | {three(v['vae_buckets'])} | "
+                         f"{fmt(v['margin_over_frozen_min'])} | "
+                         + "/".join(fmt(x) for x in v["late_in_range"].values())
+                         + f" | {fmt(v['flicker_ratio'])} | {fmt(v['yaw_sign_accuracy'])} |")
+    return lines
 
 
 def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/ladder",
