@@ -260,13 +260,13 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
 SUMMARY_LABELS = {"mean_margin_over_frozen": "mean margin over frozen (dB)",
                   "worst_margin_over_frozen": "worst bucket margin (dB)",
                   "yaw_sign_accuracy": "yaw sign accuracy",
-                  "flicker_ratio": "flicker ratio (1 = real)"}
+                  "flicker_ratio": "flicker ratio (1 = real; median family)"}
 
 
 def rollout_summary(rolls: dict[str, dict[str, Any]]) -> dict[str, float]:
     """The free rollouts in a few numbers: margin over the frozen start frame averaged over every
-    bucket of every family and its worst bucket, mean yaw sign accuracy, flicker ratio and the
-    late-window fraction of frames whose brightness / saturation / HF energy is in the real
+    bucket of every family and its worst bucket, mean yaw sign accuracy, median flicker ratio,
+    the late-window fraction of frames whose brightness / saturation / HF energy is in the real
     range (PSNR alone rewards a blurry mean frame; these do not)."""
     if not rolls:
         return {}
@@ -280,7 +280,8 @@ def rollout_summary(rolls: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {"mean_margin_over_frozen": float(np.mean(margins)),
             "worst_margin_over_frozen": min(v["margin_over_frozen_min"] for v in rolls.values()),
             "yaw_sign_accuracy": float(np.mean(yaw)) if yaw else math.nan,
-            "flicker_ratio": float(np.mean([v["flicker_ratio"] for v in rolls.values()])), **late}
+            "flicker_ratio": float(np.median([v["flicker_ratio"] for v in rolls.values()])),
+            **late}
 
 
 # -- report -------------------------------------------------------------------------------------
