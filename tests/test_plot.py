@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.plot import main, read_log
+from training.plot import main, read_series
 
 
 def test_plot_writes_png_per_stage(tmp_path: Path) -> None:
@@ -18,7 +18,7 @@ def test_plot_writes_png_per_stage(tmp_path: Path) -> None:
     main([str(tmp_path)])
     png = stage / "curves.png"
     assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
-    assert read_log(stage / "log.csv")["loss"] == [(1, 2.0), (2, 1.5)]
+    assert read_series(stage / "log.csv")["loss"] == [(1, 2.0), (2, 1.5)]
 
 
 def test_plot_errors(tmp_path: Path) -> None:
