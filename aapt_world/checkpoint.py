@@ -168,6 +168,23 @@ def _read_index(index: Path) -> tuple[dict[str, str], dict[str, str], dict[str, 
     return parts
 
 
+def recorded_checksums(path: str | Path) -> dict[str, str]:
+    """The SHA-256s a sharded checkpoint's index records (shards, and files stored beside it
+    such as a world's start frames); {} for a single file or an index without them."""
+    index = _index_path(Path(path))
+    return _read_index(index)[2] if index.exists() else {}
+
+
+def add_checksums(path: str | Path, files: dict[str, str]) -> None:
+    """Record more SHA-256s in a sharded checkpoint's index, and those of its shards if the
+    index lacks them; the shards are not rewritten (their bytes stay the same)."""
+    index = _index_path(Path(path))
+    spec = json.loads(index.read_text())
+    shards = {name: sha256_file(index.with_name(name)) for name in set(spec["weight_map"].values())}
+    spec["sha256"] = {**shards, **spec.get("sha256", {}), **files}
+    atomic_replace(index, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=1)))
+
+
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a single-file or sharded checkpoint; returns (tensors, metadata with JSON decoded).
 

@@ -31,6 +31,7 @@ from .checkpoint import (
     atomic_replace,
     load_modules,
     load_weights,
+    recorded_checksums,
     save_weights,
     sha256_file,
 )
@@ -242,7 +243,8 @@ def load_world(directory: str | Path, device: str | torch.device = "cpu") -> Wor
     tensors, meta = load_weights(weights)
     config = read_world_config(weights, meta)
     files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
-    start_frames = load_start_frames(directory / START_FRAMES, config, files.get(START_FRAMES))
+    frames_sha = files.get(START_FRAMES) or recorded_checksums(weights).get(START_FRAMES)
+    start_frames = load_start_frames(directory / START_FRAMES, config, frames_sha)
     world = build_world(config, start_frames, meta.get("card", {}))
     load_modules(world.modules(), tensors, weights)
     for module in world.modules().values():

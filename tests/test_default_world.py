@@ -52,3 +52,21 @@ def test_vector_env_defaults_to_the_shipped_world() -> None:
     assert obs.shape[0] == 2
     venv.step(np.array([1, 2]))
     venv.close()
+
+
+def test_shipped_world_records_checksums_of_every_file(tmp_path) -> None:
+    """The shipped world's index holds the SHA-256 of each shard and of the start frames; a
+    changed start frame is caught (the shards' bytes were never rewritten to add them)."""
+    import shutil
+
+    from aapt_world.checkpoint import CheckpointError, recorded_checksums
+
+    sums = recorded_checksums(DEFAULT_WORLD / WEIGHTS)
+    shards = {p.name for p in DEFAULT_WORLD.glob("world-*-of-*.safetensors")}
+    assert shards and set(sums) == shards | {"start_frames.npy"}
+    copy = tmp_path / "doom"
+    shutil.copytree(DEFAULT_WORLD, copy)
+    frames = np.load(copy / "start_frames.npy")
+    np.save(copy / "start_frames.npy", frames[::-1].copy())
+    with pytest.raises(CheckpointError, match="corrupt start frames"):
+        load_world(copy)
