@@ -83,6 +83,28 @@ def test_diffusion_context_noise_changes_the_input_only_when_on():
     assert not torch.equal(noised, prev)
 
 
+def test_self_forced_context_shifts_in_the_models_own_predictions():
+    """A copy model (prev_skip, zero output layer: x0 = prev) makes the recycled frames visible:
+    after n passes frame k must be the real frame max(0, k - n) — frames 1..n are the model's
+    exact rollout from the real first frame, later ones carry n steps of its own error."""
+    from aapt_world.conditions import ConditionConfig
+    from aapt_world.world_model import WorldModel
+    from training.stages.diffusion import diffusion_loss, self_forced_context
+
+    torch.manual_seed(0)
+    dit = dit_config("tiny", prev_skip=True)
+    model = WorldModel(dit, ConditionConfig(kind="camera", cond_dim=dit.cond_dim)).eval()
+    z = torch.randn(2, dit.latent_channels, 7, dit.latent_height, dit.latent_width)
+    conds = torch.randn(2, 6, 4, 5)  # camera motion per video frame
+    for passes in (1, 2, 4):
+        prev = self_forced_context(model, z, conds, passes)
+        expected = torch.stack([z[:, :, max(0, k - passes)] for k in range(6)], dim=2)
+        torch.testing.assert_close(prev, expected)
+    t = torch.ones(2)
+    own = diffusion_loss(model, z, conds, t, prev=self_forced_context(model, z, conds, 2))
+    assert own > diffusion_loss(model, z, conds, t)  # copying older frames is further off
+
+
 def _small_vae(kernel: int) -> CausalVideoVAE:
     cfg = VAEConfig(height=48, width=64, hi_channels=4, enc_channels=16, temporal_channels=16,
                     dec_channels=16, norm_groups=4, light_temporal_channels=8,

@@ -108,6 +108,11 @@ class DiffusionStageConfig:
     sample_steps: int = 32  # Euler steps when sampling the diffusion model (eval, baselines)
     context_noise: float = 0.0  # max context-noise level of the recycled frames in training
     # (per frame, U(0, max)); give the model the level with model.dit.context_noise_buckets
+    # Self-forcing (exposure bias): this fraction of clips recycle the model's OWN one-step
+    # predictions instead of the real previous frames; ``self_forcing_passes`` parallel
+    # no-grad unrolls make frame k's context carry up to that many steps of its own error.
+    self_forcing: float = 0.0
+    self_forcing_passes: int = 1
 
 
 @dataclass
@@ -201,6 +206,11 @@ class TrainConfig:
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),
             (0 <= self.diffusion.context_noise < 1,
              f"diffusion.context_noise must be in [0, 1), got {self.diffusion.context_noise}"),
+            (0 <= self.diffusion.self_forcing <= 1,
+             f"diffusion.self_forcing must be in [0, 1], got {self.diffusion.self_forcing}"),
+            (self.diffusion.self_forcing_passes >= 1,
+             f"diffusion.self_forcing_passes must be >= 1, got "
+             f"{self.diffusion.self_forcing_passes}"),
             (self.export.source in ("auto", "adversarial", "consistency", "diffusion"),
              f"export.source must be auto, adversarial, consistency or diffusion, got "
              f"{self.export.source!r}"),

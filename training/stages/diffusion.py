@@ -31,6 +31,7 @@ from training.trainer import (
 )
 
 STAGE_DIR = "diffusion"
+EVAL_UNROLL_PASSES = 3  # validation's own-context loss: frames 1-3 exact 1-NFE rollouts
 
 
 def noise_context(prev: torch.Tensor, max_level: float, generator: torch.Generator | None = None
@@ -46,12 +47,30 @@ def noise_context(prev: torch.Tensor, max_level: float, generator: torch.Generat
     return add_noise(prev, n, s.to(prev.dtype)), s
 
 
+@torch.no_grad()
+def self_forced_context(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.Tensor,
+                        passes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The recycled frames (B, C, K, h, w) as the model itself would make them: the real first
+    frame, then its one-step (t = 1) predictions. Each pass predicts every frame in parallel from
+    the previous pass's frames, so after n passes frames 1..n are exact autoregressive rollouts
+    and later ones carry n steps of the model's own error (1 pass = one-step errors only)."""
+    first, prev = z[:, :, :1], z[:, :, :-1]
+    t = torch.ones(z.shape[0], device=z.device, dtype=z.dtype)
+    for _ in range(passes):
+        eps = torch.randn(prev.shape, generator=generator, device=z.device, dtype=z.dtype)
+        predicted = eps - model(eps, prev, frame_conds, t)  # x0 = x_t - t v at t = 1
+        prev = torch.cat([first, predicted[:, :, :-1]], dim=2)
+    return prev
+
+
 def diffusion_loss(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.Tensor,
                    t: torch.Tensor, generator: torch.Generator | None = None,
-                   context_noise: float = 0.0) -> torch.Tensor:
-    """Teacher-forced flow-matching loss of a clip batch at per-clip timesteps ``t`` (B,),
-    with the recycled frames noised up to ``context_noise`` (0 = clean, the paper's stage 1)."""
-    prev, x0 = z[:, :, :-1], z[:, :, 1:]
+                   context_noise: float = 0.0, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """Flow-matching loss of a clip batch at per-clip timesteps ``t`` (B,), with the recycled
+    frames noised up to ``context_noise`` (0 = clean, the paper's stage 1). ``prev`` replaces the
+    real recycled frames ``z[:, :, :-1]`` (teacher forcing) e.g. by :func:`self_forced_context`."""
+    x0 = z[:, :, 1:]
+    prev = z[:, :, :-1] if prev is None else prev
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     prev, level = noise_context(prev, context_noise, generator)
     v = model(add_noise(x0, eps, t), prev, frame_conds, t, context_level=level)
@@ -65,7 +84,8 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     opt = adamw(cfg, model.parameters())                    # swaps in sharded parameters
     trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"model": model}, {"opt": opt}, ranks)
     trainer.resume()
-    shift = cfg.diffusion.timestep_shift
+    d = cfg.diffusion
+    shift = d.timestep_shift
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
@@ -73,8 +93,13 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         batch = latent_batch(train, rng, cfg.run.batch_size, device)
         z, conds = batch.latents, batch.conds
         t = shift_timesteps(torch.from_numpy(rng.random(z.shape[0])).float().to(device), shift)
+        own = torch.from_numpy(rng.random(z.shape[0]) < d.self_forcing).to(device)
         with autocast(device):
-            loss = diffusion_loss(ddp, z, conds, t, context_noise=cfg.diffusion.context_noise)
+            prev = None
+            if own.any():  # exposure bias: these clips recycle the model's own predictions
+                prev = z[:, :, :-1].clone()
+                prev[own] = self_forced_context(model, z[own], conds[own], d.self_forcing_passes)
+            loss = diffusion_loss(ddp, z, conds, t, context_noise=d.context_noise, prev=prev)
         grad_norm = optimizer_step(opt, loss, model.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 
@@ -91,6 +116,15 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                     t = torch.full((z.shape[0],), t_value, device=device)
                     losses.append(diffusion_loss(model, z, conds, t, gen).item())
                 out[f"loss_t{t_value:g}"] = float(np.mean(losses))
+            # the one-step loss from the model's own recycled frames: the exposure-bias gap
+            losses = []
+            for _ in range(cfg.data.val_batches):
+                batch = latent_batch(val, rng, cfg.run.batch_size, device)
+                z, conds = batch.latents, batch.conds
+                prev = self_forced_context(model, z, conds, EVAL_UNROLL_PASSES, gen)
+                t = torch.ones(z.shape[0], device=device)
+                losses.append(diffusion_loss(model, z, conds, t, gen, prev=prev).item())
+            out["loss_t1_own"] = float(np.mean(losses))
         return out
 
     latent_frames = cfg.run.batch_size * cfg.data.clip_steps

@@ -1,0 +1,63 @@
+"""Seed a run directory with a shipped world's autoencoder, so later stages share its latents.
+
+    python -m training.seed_run --world worlds/doom --vae worlds/doom-training/vae.safetensors \
+        --run runs/doom4
+
+A fresh clone has no ``runs/``. The DiT stages can start from a world (``run.init_from``), but
+they also need the world's latent space: this writes ``<run>/vae/model.safetensors`` (the
+training copy of the VAE: encoder, full and light decoder) and ``<run>/decoder/model.safetensors``
+(the world's own, patch-GAN-sharpened light decoder, which export then ships again). The VAE's
+encoder must be the world's, bit for bit: otherwise the latents would not be the world's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from aapt_world.checkpoint import CheckpointError, load_weights, save_weights, weights_exist
+from aapt_world.world import WEIGHTS as WORLD_WEIGHTS
+from training.trainer import WEIGHTS
+
+WORLD_ENCODER, WORLD_DECODER = "vae.encoder.", "vae.decoder."  # a world's VAE: light decoder
+STAGE_DECODER = "light_decoder."
+
+
+def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
+    """Write the vae and decoder stages of ``run`` from ``world`` and the VAE file; returns
+    the files written (none when both exist already)."""
+    targets = run / "vae" / WEIGHTS, run / "decoder" / WEIGHTS
+    if all(weights_exist(t) for t in targets):
+        return []
+    world_tensors, _ = load_weights(world / WORLD_WEIGHTS)
+    vae_tensors, vae_meta = load_weights(vae)
+    encoder = {k: v for k, v in world_tensors.items() if k.startswith(WORLD_ENCODER)}
+    differ = [k for k, v in encoder.items() if k not in vae_tensors
+              or not torch.equal(v.float(), vae_tensors[k].float())]
+    if not encoder or differ:
+        raise CheckpointError(f"{vae} is not the VAE of {world}: encoder tensors differ "
+                              f"({differ[:3]})")
+    decoder = {STAGE_DECODER + k[len(WORLD_DECODER):]: v.float()
+               for k, v in world_tensors.items() if k.startswith(WORLD_DECODER)}
+    written = save_weights(targets[0], {k: v.float() for k, v in vae_tensors.items()}, vae_meta)
+    written += save_weights(targets[1], decoder,
+                            {**vae_meta, "stage": "decoder", "from_world": str(world)})
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.seed_run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", type=Path, required=True, help="a world directory")
+    parser.add_argument("--vae", type=Path, required=True,
+                        help="the training copy of that world's VAE (stage=vae weights)")
+    parser.add_argument("--run", type=Path, required=True, help="the run directory to seed")
+    args = parser.parse_args(argv)
+    for path in seed_run(args.world, args.vae, args.run):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
