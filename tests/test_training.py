@@ -549,6 +549,22 @@ def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     assert all(r["step_s"] > 0 and r["params_m"] > 0 for r in result["rows"])
 
 
+@pytest.mark.parametrize("stage", ["diffusion", "adversarial"])
+def test_bench_train_builds_the_stage_that_training_runs(stage: str) -> None:
+    """The benchmark's step is the stage's own ``build()`` train_step: it updates the weights
+    the stage checkpoints (under the names ``aapt-world train`` saves them) and reports its
+    own metrics."""
+    from training.bench_train import bench_config, build_stage
+
+    parts = build_stage(stage, bench_config("tiny"), batch=2, steps=3)
+    names = {"diffusion": {"model"}, "adversarial": {"generator", "discriminator"}}[stage]
+    assert set(parts.modules) == names
+    before = [p.detach().clone() for p in parts.trainable]
+    metrics = parts.train_step(0)
+    assert ("loss" if stage == "diffusion" else "g_loss") in metrics
+    assert any(not torch.equal(a, b) for a, b in zip(before, parts.trainable))
+
+
 def test_init_from_a_world_directory_starts_the_generator(tiny_world_factory,
                                                           tmp_path: Path) -> None:
     """``run.init_from=<world dir>``: a generator stage continues from a shipped world."""

@@ -42,11 +42,21 @@ class LatentBatch:
     terminated: torch.Tensor  # float (B, K)
 
 
-def latent_datasets(cfg: TrainConfig) -> tuple[LatentClipDataset, LatentClipDataset]:
+LatentData = tuple[LatentClipDataset, LatentClipDataset]  # (train, val)
+VideoData = tuple[ClipDataset, ClipDataset]
+
+
+def latent_datasets(cfg: TrainConfig) -> LatentData:
     """(train, val) clips of the run's cached latents (``<out_dir>/latents``)."""
     latents = stage_dir(cfg, "latents")
     return (LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "train"),
             LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "val"))
+
+
+def video_datasets(cfg: TrainConfig) -> VideoData:
+    """(train, val) clips of the run's recorded episodes (the VAE and decoder stages)."""
+    return (ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train"),
+            ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val"))
 
 
 def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_size: int,

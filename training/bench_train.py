@@ -3,13 +3,14 @@
     aapt-world bench train [--model small] [--threads 2] [--stages vae diffusion ...]
                            [--steps 3] [--warmup 1] [--json out.json]
 
-Per stage, after ``--warmup`` untimed steps, the median wall time of ``--steps`` optimizer steps
-of the SAME loss and update functions the stages train with (imported from
-``training.stages.*``), on random frames / latents at the chosen model size (default ``small``:
+Per stage, after ``--warmup`` untimed steps, the median wall time of ``--steps`` calls of the
+stage's own ``train_step``, built by its ``build()`` exactly as ``aapt-world train`` builds it
+(models, optimizers, losses, batching), on random clips at the chosen model size (default ``small``:
 128x96 video, 16x12x16 latents). Throughput is video frames/s for the VAE and latent frames/s
 (one latent frame = 4 video frames) for the DiT stages; the adversarial stage counts generated
 frames of one student-forced segment (rollout + one D and one G update). No dataset and no
-trained model are needed: the speed does not depend on the weights' values.
+trained model are needed: the speed does not depend on the weights' values. The decoder stage
+counts video frames like the VAE (its encoder is frozen).
 
 On a shared machine, timings with 2 threads collapse when another job runs: use ``--threads 1``
 for numbers that mean something there.
@@ -17,31 +18,28 @@ for numbers that mean something there.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
-from aapt_world.discriminator import Discriminator
 from aapt_world.report import print_report
 from training.config import TrainConfig
-from training.losses import euler_schedule, reconstruction_loss, shift_timesteps
-from training.models import build_world_model
-from training.stages.adversarial import segment_update, student_rollout
-from training.stages.consistency import consistency_loss
-from training.stages.diffusion import diffusion_loss
-from training.stages.heads import build_heads, heads_losses
-from training.stages.vae import VAEPair
-from training.trainer import adamw, seed_everything, warmup_lr
+from training.dataset import Clip
+from training.latents import LatentClip
+from training.train import STAGE_MODULES
+from training.trainer import Dist, StageParts, seed_everything
 
-STAGES = ("vae", "diffusion", "consistency", "adversarial", "heads")
+STAGES = ("vae", "decoder", "diffusion", "consistency", "adversarial", "heads")
 # Per stage: (batch size, clip length in latent steps K). VAE clips are 4K + 1 video frames.
-DEFAULT_SHAPES = {"vae": (2, 4), "diffusion": (4, 8), "consistency": (4, 8),
+DEFAULT_SHAPES = {"vae": (2, 4), "decoder": (2, 4), "diffusion": (4, 8), "consistency": (4, 8),
                   "adversarial": (2, 8), "heads": (8, 8)}
+TERMINATION_RATE = 0.05  # of the random clips' steps
 
 
 def bench_config(model: str) -> TrainConfig:
@@ -57,147 +55,56 @@ def bench_config(model: str) -> TrainConfig:
     return cfg
 
 
-def _optimizer_step(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-                    loss: torch.Tensor, clip: float | None) -> None:
-    """What every stage's train_step does after its loss."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
+class RandomClips:
+    """Stands in for a stage's dataset: ``sample(rng)`` -> random clips of the right shapes
+    (video frames for the VAE stages, normalised latents for the DiT stages and the heads)."""
+
+    def __init__(self, cfg: TrainConfig, latent: bool) -> None:
+        self.cfg, self.latent = cfg, latent
+
+    def sample(self, rng: np.random.Generator) -> Clip | LatentClip:
+        k, v, d = self.cfg.data.clip_steps, self.cfg.model.vae, self.cfg.model.dit
+        actions = rng.uniform(-1, 1, (k, self.cfg.world.action_dim)).astype(np.float32)
+        rewards = rng.standard_normal(k).astype(np.float32)
+        terminated = rng.random(k) < TERMINATION_RATE
+        if self.latent:
+            z = rng.standard_normal((k + 1, d.latent_channels, d.latent_height, d.latent_width))
+            return LatentClip(z.astype(np.float32), actions, rewards, terminated)
+        frames = rng.integers(0, 256, (4 * k + 1, v.height, v.width, 3), dtype=np.uint8)
+        poses = np.zeros((4 * k + 1, 0), np.float32)
+        return Clip(frames, poses, actions, rewards, terminated, "random", 0)
 
 
-def _latents(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    d = cfg.model.dit
-    z = torch.randn(batch, d.latent_channels, steps + 1, d.latent_height, d.latent_width,
-                    generator=g)
-    conds = torch.rand(batch, steps, 4, cfg.world.action_dim, generator=g) * 2 - 1
-    return z, conds
-
-
-StepFn = Callable[[int], None]
-Built = tuple[StepFn, list[torch.nn.Parameter]]
-
-
-def _vae_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
-    pair = VAEPair(cfg)
-    params = list(pair.parameters())
-    opt = adamw(cfg, params)
-    v = cfg.model.vae
-    video = torch.rand(batch, 3, 4 * steps + 1, v.height, v.width, generator=g) * 2 - 1
-
-    def step(i: int) -> None:
-        warmup_lr(opt, cfg.optim, i)
-        recon, light_recon, posterior = pair(video)
-        loss = (reconstruction_loss(cfg, recon, video)["total"]
-                + reconstruction_loss(cfg, light_recon, video)["total"]
-                + cfg.vae.kl_weight * posterior.kl())
-        _optimizer_step(opt, params, loss, cfg.optim.grad_clip)
-
-    return step, params
-
-
-def _diffusion_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
-    z, conds = _latents(cfg, batch, steps, g)
-    model = build_world_model(cfg)
-    params = list(model.parameters())
-    opt = adamw(cfg, params)
-
-    def step(i: int) -> None:
-        warmup_lr(opt, cfg.optim, i)
-        t = shift_timesteps(torch.rand(batch, generator=g), cfg.diffusion.timestep_shift)
-        _optimizer_step(opt, params, diffusion_loss(model, z, conds, t), cfg.optim.grad_clip)
-
-    return step, params
-
-
-def _consistency_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
-    z, conds = _latents(cfg, batch, steps, g)
-    teacher = build_world_model(cfg).eval().requires_grad_(False)
-    model = build_world_model(cfg)
-    params = list(model.parameters())
-    opt = adamw(cfg, params)
-    c = cfg.consistency
-    schedule = euler_schedule(c.teacher_steps, c.timestep_shift)
-
-    def step(i: int) -> None:
-        warmup_lr(opt, cfg.optim, i)
-        n = torch.randint(0, c.teacher_steps, (batch,), generator=g)
-        loss = consistency_loss(model, teacher, z, conds, n, schedule, c.loss)
-        _optimizer_step(opt, params, loss, cfg.optim.grad_clip)
-
-    return step, params
-
-
-def _adversarial_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
-    z, conds = _latents(cfg, batch, steps, g)
-    a = cfg.adversarial
-    model = build_world_model(cfg)
-    disc = Discriminator(build_world_model(cfg), a.disc_layers, a.disc_queries)
-    params = list(model.parameters())
-    betas = (0.0, a.rmsprop_alpha)
-    g_opt = torch.optim.Adam(params, lr=a.g_lr, betas=betas)
-    d_opt = torch.optim.Adam(disc.parameters(), lr=a.d_lr, betas=betas)
-    rng = np.random.default_rng(0)
-
-    def step(i: int) -> None:
-        noise = torch.randn(z[:, :, 1:].shape, generator=g)
-        frames, _ = student_rollout(model, z[:, :, 0], conds, noise)
-        fake = torch.cat([z[:, :, :1], frames], dim=2)
-        segment_update(cfg, model, disc, g_opt, d_opt, i, z, conds, fake, conds, rng)
-
-    return step, params
-
-
-def _heads_step(cfg: TrainConfig, batch: int, steps: int, g: torch.Generator) -> Built:
-    z, conds = _latents(cfg, batch, steps, g)
-    model = build_heads(cfg)
-    params = list(model.parameters())
-    opt = adamw(cfg, params)
-    rewards = torch.randn(batch, steps, generator=g)
-    terminated = (torch.rand(batch, steps, generator=g) < 0.05).float()
-
-    def step(i: int) -> None:
-        warmup_lr(opt, cfg.optim, i)
-        loss = heads_losses(cfg, model, z, conds, rewards, terminated)["loss"]
-        _optimizer_step(opt, params, loss, None)
-
-    return step, params
-
-
-STEP_BUILDERS = {"vae": _vae_step, "diffusion": _diffusion_step,
-                 "consistency": _consistency_step, "adversarial": _adversarial_step,
-                 "heads": _heads_step}
-
-
-def make_step(stage: str, cfg: TrainConfig, batch: int, steps: int
-              ) -> tuple[StepFn, int, str, int]:
-    """-> (step function, units per step, unit, trainable parameters) of one stage."""
-    if stage not in STEP_BUILDERS:
+def build_stage(stage: str, cfg: TrainConfig, batch: int, steps: int) -> StageParts:
+    """The stage exactly as ``aapt-world train`` builds it, on random clips and weights."""
+    if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}: choose from {STAGES}")
-    step, params = STEP_BUILDERS[stage](cfg, batch, steps, torch.Generator().manual_seed(0))
-    units, unit = ((batch * (4 * steps + 1), "video_frames") if stage == "vae"
-                   else (batch * steps, "latent_frames"))
-    return step, units, unit, sum(p.numel() for p in params)
+    cfg = copy.deepcopy(cfg)
+    cfg.run.batch_size, cfg.data.clip_steps = batch, steps
+    cfg.adversarial.rollout_steps, cfg.adversarial.segments = steps, 1
+    clips = RandomClips(cfg, latent=stage not in ("vae", "decoder"))
+    module = importlib.import_module(STAGE_MODULES[stage])
+    return module.build(cfg, Dist(), torch.device("cpu"), (clips, clips), pretrained=False)
 
 
 def time_stage(stage: str, cfg: TrainConfig, batch: int, steps: int, timed: int,
                warmup: int) -> dict[str, Any]:
     seed_everything(0)  # also flushes denormals, as training does
-    step, units, unit, n_params = make_step(stage, cfg, batch, steps)
+    parts = build_stage(stage, cfg, batch, steps)
     for i in range(warmup):
-        step(i)
+        parts.train_step(i)
     times = []
     for i in range(warmup, warmup + timed):
         start = time.perf_counter()
-        step(i)
+        parts.train_step(i)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
+    video = parts.unit == "video_frames"
     return {"stage": stage, "batch": batch,
-            "clip": f"{4 * steps + 1} frames" if stage == "vae" else f"{steps} latents",
-            "params_m": n_params / 1e6, "step_s": median, "min_step_s": min(times),
-            "unit": unit, "per_s": units / median}
+            "clip": f"{4 * steps + 1} frames" if video else f"{steps} latents",
+            "params_m": sum(p.numel() for p in parts.trainable) / 1e6, "step_s": median,
+            "min_step_s": min(times), "unit": parts.unit,
+            "per_s": parts.units_per_step / median}
 
 
 def run(model: str = "small", stages: list[str] | None = None, threads: int = 2,

@@ -375,6 +375,33 @@ class Trainer:
         return bool(flag.item())
 
 
+@dataclasses.dataclass
+class StageParts:
+    """One stage, built: what its ``run()`` trains and ``aapt-world bench train`` times.
+
+    Every stage module has ``build(cfg, ranks, device, data=None, pretrained=True)``: ``data``
+    is its (train, val) datasets (None: the run's own), ``pretrained`` loads the earlier stages'
+    weights it starts from (off in the benchmark, which times random weights)."""
+
+    modules: dict[str, torch.nn.Module]  # checkpointed under these names
+    optimizers: dict[str, torch.optim.Optimizer]
+    train_step: Callable[[int], dict[str, Any]]
+    evaluate: Callable[[], dict[str, float]] | None
+    units_per_step: int  # for the throughput column
+    unit: str
+    trainable: list[torch.nn.Parameter]
+    adapt_init: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+
+
+def train_parts(cfg: TrainConfig, name: str, parts: StageParts, ranks: Dist) -> dict[str, float]:
+    """Resume a built stage from ``<out_dir>/<name>`` (or ``run.init_from``) and train it."""
+    trainer = Trainer(cfg, stage_dir(cfg, name), parts.modules, parts.optimizers, ranks,
+                      adapt_init=parts.adapt_init)
+    trainer.resume()
+    return trainer.run(parts.train_step, units_per_step=parts.units_per_step, unit=parts.unit,
+                       evaluate=parts.evaluate)
+
+
 def read_log(path: Path) -> list[dict[str, float]]:
     """The rows of a stage's ``log.csv`` / ``val_log.csv`` as floats, an empty cell as NaN
     ([] if absent)."""

@@ -27,19 +27,19 @@ import torch
 from aapt_world.discriminator import Discriminator
 from aapt_world.kv_cache import KVCache
 from aapt_world.world_model import WorldModel
-from training.batches import latent_batch, latent_datasets
+from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
 from training.models import build_world_model
 from training.trainer import (
     Dist,
-    Trainer,
+    StageParts,
     autocast,
     eval_mode,
     load_stage_weights,
     optimizer_step,
-    stage_dir,
     step_rng,
+    train_parts,
     warmup_lr,
 )
 
@@ -125,24 +125,23 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
             "d_fake_std": d_fake.detach().float().std().item()}
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
+          pretrained: bool = True) -> StageParts:
+    if ranks.world_size > 1:
+        raise NotImplementedError("stage 3 runs in one process per world for now: its "
+                                  "rollouts step a KV cache, which DDP's hooks do not support")
     a = cfg.adversarial
     generator = build_world_model(cfg).to(device)
-    load_stage_weights(cfg, "consistency", {"model": generator})
     backbone = build_world_model(cfg).to(device)
-    load_stage_weights(cfg, "diffusion", {"model": backbone})
+    if pretrained:
+        load_stage_weights(cfg, "consistency", {"model": generator})
+        load_stage_weights(cfg, "diffusion", {"model": backbone})
     disc = Discriminator(backbone, a.disc_layers, a.disc_queries).to(device)
     betas = (0.0, a.rmsprop_alpha)
     g_opt = torch.optim.Adam(generator.parameters(), lr=a.g_lr, betas=betas)
     d_opt = torch.optim.Adam(disc.parameters(), lr=a.d_lr, betas=betas)
-    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR),
-                      {"generator": generator, "discriminator": disc},
-                      {"g": g_opt, "d": d_opt}, ranks)
-    trainer.resume()
-    if ranks.world_size > 1:
-        raise NotImplementedError("stage 3 runs in one process per world for now: its "
-                                  "rollouts step a KV cache, which DDP's hooks do not support")
-    train, val = latent_datasets(cfg)
+    # after the weights: a missing earlier stage is reported before missing data
+    train, val = data or latent_datasets(cfg)
     k = a.rollout_steps
 
     def real_clip(rng: np.random.Generator, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +196,11 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                 errors.append((frames - z[:, :, 1:]).square().mean().item())
         return {"rollout_mse": float(np.mean(errors))}
 
-    latent_frames = cfg.run.batch_size * k * a.segments
-    return trainer.run(train_step, units_per_step=latent_frames, unit="latent_frames",
-                       evaluate=evaluate)
+    return StageParts({"generator": generator, "discriminator": disc}, {"g": g_opt, "d": d_opt},
+                      train_step, evaluate,
+                      units_per_step=cfg.run.batch_size * k * a.segments,
+                      unit="latent_frames", trainable=list(generator.parameters()))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    return train_parts(cfg, STAGE_DIR, build(cfg, ranks, device), ranks)

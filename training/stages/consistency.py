@@ -15,20 +15,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.batches import latent_batch, latent_datasets
+from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import add_noise, euler_schedule, pseudo_huber
 from training.models import build_world_model
 from training.trainer import (
     Dist,
-    Trainer,
+    StageParts,
     adamw,
     autocast,
     eval_mode,
     load_stage_weights,
     optimizer_step,
-    stage_dir,
     step_rng,
+    train_parts,
     warmup_lr,
     wrap_distributed,
 )
@@ -59,16 +59,17 @@ def consistency_loss(student: torch.nn.Module, teacher: torch.nn.Module, z: torc
     return pseudo_huber(pred.flatten(1), target.flatten(1))
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
+          pretrained: bool = True) -> StageParts:
     teacher = build_world_model(cfg).to(device).eval().requires_grad_(False)
     student = build_world_model(cfg).to(device)
-    load_stage_weights(cfg, "diffusion", {"model": teacher})
-    student.load_state_dict(teacher.state_dict())  # resume below overrides it if a run exists
-    train, val = latent_datasets(cfg)
+    if pretrained:
+        load_stage_weights(cfg, "diffusion", {"model": teacher})
+    student.load_state_dict(teacher.state_dict())  # resume overrides it if a run exists
+    # after the weights: a missing earlier stage is reported before missing data
+    train, val = data or latent_datasets(cfg)
     ddp = wrap_distributed(student, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, student.parameters())
-    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"model": student}, {"opt": opt}, ranks)
-    trainer.resume()
     c = cfg.consistency
     schedule = euler_schedule(c.teacher_steps, c.timestep_shift, device)
 
@@ -99,6 +100,10 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                               .square().mean().item())
         return {"one_step_mse": float(np.mean(errors))}
 
-    latent_frames = cfg.run.batch_size * cfg.data.clip_steps
-    return trainer.run(train_step, units_per_step=latent_frames, unit="latent_frames",
-                       evaluate=evaluate)
+    return StageParts({"model": student}, {"opt": opt}, train_step, evaluate,
+                      units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
+                      unit="latent_frames", trainable=list(student.parameters()))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    return train_parts(cfg, STAGE_DIR, build(cfg, ranks, device), ranks)

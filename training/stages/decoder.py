@@ -19,19 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from aapt_world.vae import CausalVideoVAE, LightDecoder
-from training.batches import video_batch
+from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
-from training.dataset import ClipDataset
 from training.losses import perturb_latents, psnr, reconstruction_loss
 from training.trainer import (
     Dist,
-    Trainer,
+    StageParts,
     adamw,
     eval_mode,
     load_stage_weights,
     optimizer_step,
-    stage_dir,
     step_rng,
+    train_parts,
     warmup_lr,
 )
 
@@ -60,21 +59,19 @@ def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData | None = None,
+          pretrained: bool = True) -> StageParts:
     if ranks.world_size > 1:
         raise NotImplementedError("stage decoder runs in one process")
     vae = CausalVideoVAE(cfg.model.vae).to(device).eval().requires_grad_(False)
     light = LightDecoder(cfg.model.vae).to(device)
-    load_stage_weights(cfg, "vae", {"vae": vae, "light_decoder": light})
+    if pretrained:
+        load_stage_weights(cfg, "vae", {"vae": vae, "light_decoder": light})
     disc = PatchDiscriminator(cfg.decoder.disc_width).to(device)
     g_opt = adamw(cfg, light.parameters())
     d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.decoder.d_lr, betas=(0.5, 0.9))
-    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"light_decoder": light,
-                                                       "patch_disc": disc},
-                      {"g": g_opt, "d": d_opt}, ranks)
-    trainer.resume()
-    train = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train")
-    val = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val")
+    # after the weights: a missing earlier stage is reported before missing data
+    train, val = data or video_datasets(cfg)
 
     def frames_of(video: torch.Tensor) -> torch.Tensor:
         return video.transpose(1, 2).flatten(0, 1)  # (B, 3, T, H, W) -> (B T, 3, H, W)
@@ -114,8 +111,14 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                 hf.append(laplacian_energy(fake) / laplacian_energy(real))
         return {"light_psnr": torch.cat(scores).mean().item(), "hf_ratio": float(np.mean(hf))}
 
-    frames = cfg.run.batch_size * (4 * cfg.data.clip_steps + 1)
-    return trainer.run(train_step, units_per_step=frames, evaluate=evaluate)
+    return StageParts({"light_decoder": light, "patch_disc": disc}, {"g": g_opt, "d": d_opt},
+                      train_step, evaluate,
+                      units_per_step=cfg.run.batch_size * (4 * cfg.data.clip_steps + 1),
+                      unit="video_frames", trainable=list(light.parameters()))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    return train_parts(cfg, STAGE_DIR, build(cfg, ranks, device), ranks)
 
 
 def laplacian_energy(frames: torch.Tensor) -> float:

@@ -13,19 +13,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.batches import latent_batch, latent_datasets
+from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import add_noise, flow_matching_loss, shift_timesteps
 from training.models import build_world_model
 from training.trainer import (
     Dist,
-    Trainer,
+    StageParts,
     adamw,
     autocast,
     eval_mode,
     optimizer_step,
-    stage_dir,
     step_rng,
+    train_parts,
     warmup_lr,
     wrap_distributed,
 )
@@ -77,13 +77,12 @@ def diffusion_loss(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.T
     return flow_matching_loss(v, x0, eps)
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
-    model = build_world_model(cfg).to(device)
-    train, val = latent_datasets(cfg)
+def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
+          pretrained: bool = True) -> StageParts:
+    model = build_world_model(cfg).to(device)  # random; resume / run.init_from load weights
+    train, val = data or latent_datasets(cfg)
     ddp = wrap_distributed(model, ranks, fsdp=cfg.run.fsdp)  # before the optimizer: FSDP2
     opt = adamw(cfg, model.parameters())                    # swaps in sharded parameters
-    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"model": model}, {"opt": opt}, ranks)
-    trainer.resume()
     d = cfg.diffusion
     shift = d.timestep_shift
 
@@ -127,6 +126,10 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
             out["loss_t1_own"] = float(np.mean(losses))
         return out
 
-    latent_frames = cfg.run.batch_size * cfg.data.clip_steps
-    return trainer.run(train_step, units_per_step=latent_frames, unit="latent_frames",
-                       evaluate=evaluate)
+    return StageParts({"model": model}, {"opt": opt}, train_step, evaluate,
+                      units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
+                      unit="latent_frames", trainable=list(model.parameters()))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    return train_parts(cfg, STAGE_DIR, build(cfg, ranks, device), ranks)

@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from aapt_world.heads import HeadsConfig, RewardTerminationHeads
-from training.batches import latent_batch, latent_datasets
+from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.trainer import (
     Dist,
-    Trainer,
+    StageParts,
     adamw,
     eval_mode,
     optimizer_step,
-    stage_dir,
     step_rng,
+    train_parts,
     warmup_lr,
     wrap_distributed,
 )
@@ -50,13 +50,12 @@ def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, cond
     return parts
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
+          pretrained: bool = True) -> StageParts:
     heads = build_heads(cfg).to(device)
-    train, val = latent_datasets(cfg)
+    train, val = data or latent_datasets(cfg)
     ddp = wrap_distributed(heads, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, heads.parameters())
-    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"heads": heads}, {"opt": opt}, ranks)
-    trainer.resume()
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
@@ -74,5 +73,10 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                      for b in batches]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
-    return trainer.run(train_step, units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
-                       unit="latent_frames", evaluate=evaluate)
+    return StageParts({"heads": heads}, {"opt": opt}, train_step, evaluate,
+                      units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
+                      unit="latent_frames", trainable=list(heads.parameters()))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    return train_parts(cfg, STAGE_DIR, build(cfg, ranks, device), ranks)

@@ -13,18 +13,18 @@ import torch
 from torch import nn
 
 from aapt_world.vae import CausalVideoVAE, LightDecoder, adapt_temporal_kernel
-from training.batches import video_batch
+from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
 from training.dataset import ClipDataset
 from training.losses import perturb_latents, psnr, reconstruction_loss
 from training.trainer import (
     Dist,
-    Trainer,
+    StageParts,
     adamw,
     eval_mode,
     optimizer_step,
-    stage_dir,
     step_rng,
+    train_parts,
     warmup_lr,
     wrap_distributed,
 )
@@ -46,19 +46,15 @@ class VAEPair(nn.Module):
         return self.vae.decode(z), self.light_decoder.decode(z.detach()), posterior
 
 
-def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData | None = None,
+          pretrained: bool = True) -> StageParts:
     pair = VAEPair(cfg).to(device)
     vae, light = pair.vae, pair.light_decoder
-    train = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train")
-    val = ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val")
+    train, val = data or video_datasets(cfg)
     params = list(pair.parameters())
     opt = adamw(cfg, params)
-    kernel = cfg.model.vae.temporal_kernel
-    trainer = Trainer(cfg, stage_dir(cfg, STAGE_DIR), {"vae": vae, "light_decoder": light},
-                      {"opt": opt}, ranks,
-                      adapt_init=lambda tensors: adapt_temporal_kernel(tensors, kernel))
-    trainer.resume()
     model = wrap_distributed(pair, ranks)
+    kernel = cfg.model.vae.temporal_kernel
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
@@ -79,8 +75,14 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     def evaluate() -> dict[str, float]:
         return evaluate_psnr(cfg, vae, light, val, device)
 
-    frames = cfg.run.batch_size * (4 * cfg.data.clip_steps + 1)
-    return trainer.run(train_step, units_per_step=frames, evaluate=evaluate)
+    return StageParts({"vae": vae, "light_decoder": light}, {"opt": opt}, train_step, evaluate,
+                      units_per_step=cfg.run.batch_size * (4 * cfg.data.clip_steps + 1),
+                      unit="video_frames", trainable=params,
+                      adapt_init=lambda tensors: adapt_temporal_kernel(tensors, kernel))
+
+
+def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
+    return train_parts(cfg, STAGE_DIR, build(cfg, ranks, device), ranks)
 
 
 def evaluate_psnr(cfg: TrainConfig, vae: CausalVideoVAE, light: LightDecoder, val: ClipDataset,
