@@ -46,7 +46,8 @@ from .world_model import WorldModel
 WEIGHTS = "world.safetensors"
 START_FRAMES = "start_frames.npy"
 CARD = "MODEL_CARD.md"
-ACTION_TYPES = ("discrete", "continuous", "game")  # Doom's two, or a game's own (action_space)
+# Doom's action types (envs.actions), or "game": a recorded game's own action_space
+ACTION_TYPES = ("discrete", "continuous", "dodge", "game")
 
 
 # DiT options that were removed; a world saved with their (unused) defaults still loads.

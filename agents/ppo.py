@@ -61,18 +61,18 @@ from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
 from aapt_world.video import write_mp4
 from envs import DEFAULT_WORLD
-from envs.actions import nearest_discrete_action
+from envs.actions import discrete_action_type, nearest_discrete_action
 from envs.doom import DoomConfig, DoomEnv
 from envs.neural import NeuralWorldEnv, resolve_world
 from envs.sb3 import NeuralWorldSB3VecEnv
-from envs.scripted import make_policy
+from envs.scripted import POLICIES, make_policy
 
 MODEL_FILE = "model.zip"
 META_FILE = "agent.json"
 LOG_FILE = "progress.csv"
 NATURE_CNN_MIN_SIZE = 36  # smallest H and W NatureCNN's conv stack accepts
 ENV_KINDS = ("real", "neural", "both")
-SCRIPTED = ("explorer", "random")
+SCRIPTED = tuple(POLICIES)
 
 
 # ------------------------------------------------------------------------------ policy network
@@ -287,7 +287,7 @@ class AgentEvalConfig:
     """``aapt-world agent eval``: a trained ``model`` or a scripted ``policy``, not both."""
 
     model: str | None = None
-    policy: str | None = None  # explorer | random
+    policy: str | None = None  # a scripted player of envs.scripted.POLICIES
     env: str = "real"  # real | neural | both
     episodes: int = 5
     world: str | None = None  # default: the world the model was trained on (agent.json)
@@ -351,11 +351,9 @@ class ScriptedActor:
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
         command = self.policy.act(obs, info)
-        return command if self.action_type == "continuous" else nearest_discrete(command)
-
-
-nearest_discrete = nearest_discrete_action
-
+        if self.action_type == "continuous":
+            return command
+        return nearest_discrete_action(command, self.action_type)
 
 
 class NoRewardHeadWarning(UserWarning):
@@ -408,7 +406,9 @@ def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
     """(channels-last frame shape, action type) the model expects."""
     shape = model.observation_space.shape
     frame = (shape[1], shape[2], shape[0]) if shape[0] in (1, 3) else tuple(shape)
-    kind = "discrete" if isinstance(model.action_space, gym.spaces.Discrete) else "continuous"
+    space = model.action_space
+    kind = (discrete_action_type(int(space.n)) if isinstance(space, gym.spaces.Discrete)
+            else "continuous")
     return frame, kind  # type: ignore[return-value]
 
 
@@ -452,7 +452,9 @@ def _eval_spec(cfg: AgentEvalConfig, world: Any, model: PPO | None
         return spec
     if model is not None:
         return _model_spec(model)
-    return (cfg.height or 96, cfg.width or 128, 3), "continuous"
+    # TakeCover is played with its own actions (strafe only); other scenarios with commands
+    action_type = "dodge" if cfg.scenario == "take_cover" else "continuous"
+    return (cfg.height or 96, cfg.width or 128, 3), action_type
 
 
 def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tuple[int, ...],
@@ -465,7 +467,7 @@ def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tup
     doom_map = cfg.doom_map or card_map or DEFAULT_MAP
     height, width = frame_shape[:2]
     env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width, height=height,
-                             action_type=action_type, nomonsters=scenario == "freedoom2"))
+                             action_type=action_type))
     label = f"real:{scenario}" + (f"/{doom_map}" if scenario == "freedoom2" else "")
     return env, label
 

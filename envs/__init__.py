@@ -2,7 +2,8 @@
 
 Registered ids:
 - ``aapt/Doom-v0``: Freedoom2 MAP01 without monsters, camera exploration (the default world).
-- ``aapt/DoomTakeCover-v0``, ``aapt/DoomHealthGathering-v0``: ViZDoom scenarios with rewards.
+- ``aapt/DoomTakeCover-v0``, ``aapt/DoomHealthGathering-v0``: ViZDoom scenarios with rewards
+  and deaths (TakeCover: Discrete(3) noop / strafe left / strafe right, 2100 tics at most).
 - ``aapt/NeuralDoom-v0``: the neural Doom world (``envs.neural.NeuralWorldEnv``), by default
   the trained world shipped at ``DEFAULT_WORLD``; ``world=<path to a world directory>`` picks
   another. ``gym.make_vec("aapt/NeuralDoom-v0", num_envs=8)`` gives the natively batched
@@ -35,10 +36,12 @@ def _register(env_id: str, entry_point: str, max_episode_steps: int | None,
 
 _register("aapt/Doom-v0", _REAL_DOOM, max_episode_steps=DOOM_EPISODE_STEPS,
           scenario="freedoom2", doom_map=DEFAULT_MAP)
-_register("aapt/DoomTakeCover-v0", _REAL_DOOM, max_episode_steps=None,
-          scenario="take_cover", nomonsters=False)
+# TakeCover with its own actions (noop / strafe left / right); episodes capped at 2100 tics as
+# in World Models' evaluation (the return is the tics survived: living reward 1 per tic)
+_register("aapt/DoomTakeCover-v0", _REAL_DOOM, max_episode_steps=DOOM_EPISODE_STEPS,
+          scenario="take_cover", action_type="dodge")
 _register("aapt/DoomHealthGathering-v0", _REAL_DOOM, max_episode_steps=None,
-          scenario="health_gathering", nomonsters=False)
+          scenario="health_gathering")
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
           max_episode_steps=DOOM_EPISODE_STEPS,
           vector_entry_point="envs.vector:NeuralWorldVectorEnv")

@@ -59,13 +59,21 @@ DISCRETE_ACTIONS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
 DISCRETE_ACTION_NAMES = tuple(name for name, _ in DISCRETE_ACTIONS)
 _DISCRETE_COMMANDS = np.array([cmd for _, cmd in DISCRETE_ACTIONS], dtype=np.float32)
 
-ACTION_TYPES = ("discrete", "continuous")
+# TakeCover's own action set (ViZDoom's take_cover.cfg: MOVE_LEFT, MOVE_RIGHT), as commands:
+# only strafing, so an agent cannot turn away from the monsters the scenario is about.
+DODGE_ACTION_NAMES = ("noop", "strafe_left", "strafe_right")
+# Discrete action types -> their commands (index i of the space = row i).
+_DISCRETE_SETS = {
+    "discrete": _DISCRETE_COMMANDS,
+    "dodge": _DISCRETE_COMMANDS[[DISCRETE_ACTION_NAMES.index(n) for n in DODGE_ACTION_NAMES]],
+}
+ACTION_TYPES = ("discrete", "continuous", "dodge")
 
 
 def make_action_space(action_type: str) -> spaces.Space:
     """The Gymnasium action space of a Doom world (real or neural)."""
-    if action_type == "discrete":
-        return spaces.Discrete(len(DISCRETE_ACTIONS))
+    if action_type in _DISCRETE_SETS:
+        return spaces.Discrete(len(_DISCRETE_SETS[action_type]))
     if action_type == "continuous":
         return spaces.Box(-1.0, 1.0, shape=(COMMAND_DIM,), dtype=np.float32)
     raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
@@ -77,19 +85,20 @@ def action_to_command(action: object, action_type: str) -> np.ndarray:
     Raises ValueError naming the expected space when the action is malformed, so that a bad
     action never reaches the game engine or the model.
     """
-    if action_type == "discrete":
+    if action_type in _DISCRETE_SETS:
+        commands = _DISCRETE_SETS[action_type]
         arr = np.asarray(action)
         if arr.shape != () or not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(
-                f"expected a discrete action: an integer in [0, {len(DISCRETE_ACTIONS) - 1}] "
-                f"(Discrete({len(DISCRETE_ACTIONS)})), got {action!r}"
+                f"expected a {action_type} action: an integer in [0, {len(commands) - 1}] "
+                f"(Discrete({len(commands)})), got {action!r}"
             )
         index = int(arr)
-        if not 0 <= index < len(DISCRETE_ACTIONS):
+        if not 0 <= index < len(commands):
             raise ValueError(
-                f"discrete action {index} out of range: expected Discrete({len(DISCRETE_ACTIONS)})"
+                f"{action_type} action {index} out of range: expected Discrete({len(commands)})"
             )
-        return _DISCRETE_COMMANDS[index].copy()
+        return commands[index].copy()
     if action_type == "continuous":
         arr = np.asarray(action)
         if arr.shape != (COMMAND_DIM,) or not np.issubdtype(arr.dtype, np.number):
@@ -106,11 +115,21 @@ def action_to_command(action: object, action_type: str) -> np.ndarray:
     raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
 
 
-def nearest_discrete_action(command: np.ndarray) -> int:
-    """The discrete action whose command is closest (L2) to ``command`` (ties go to the lower
-    index, so forward + strafe is "forward")."""
-    distances = np.linalg.norm(_DISCRETE_COMMANDS - np.asarray(command, np.float32), axis=1)
+def nearest_discrete_action(command: np.ndarray, action_type: str = "discrete") -> int:
+    """The action of a discrete action type (``discrete`` or ``dodge``) whose command is
+    closest (L2) to ``command`` (ties go to the lower index, so forward + strafe is "forward")."""
+    commands = _DISCRETE_SETS[action_type]
+    distances = np.linalg.norm(commands - np.asarray(command, np.float32), axis=1)
     return int(np.argmin(distances))
+
+
+def discrete_action_type(n: int) -> str:
+    """The discrete action type with ``n`` actions (an SB3 model's Discrete(n) space)."""
+    for name, commands in _DISCRETE_SETS.items():
+        if len(commands) == n:
+            return name
+    raise ValueError(f"no Doom action type has Discrete({n}): expected one of "
+                     f"{ {k: len(v) for k, v in _DISCRETE_SETS.items()} }")
 
 
 def command_to_buttons(command: np.ndarray, scale: CommandScale = CommandScale()) -> list[float]:

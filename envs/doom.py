@@ -87,9 +87,15 @@ class DoomConfig:
     width: int = 128
     height: int = 96
     action_type: str = "discrete"
-    nomonsters: bool = True  # exploration worlds: no monsters, the camera is all that moves
+    # None: the scenario's own (freedoom2: no monsters, the camera is all that moves; the
+    # reward scenarios keep theirs, TakeCover IS its monsters)
+    nomonsters: bool | None = None
     episode_timeout_tics: int = 0  # tics of play; 0 keeps the scenario's own (none for freedoom2)
     command_scale: CommandScale = field(default_factory=CommandScale)
+
+    @property
+    def monsters_off(self) -> bool:
+        return self.scenario == "freedoom2" if self.nomonsters is None else self.nomonsters
 
     def validate(self) -> None:
         if self.scenario != "freedoom2" and self.scenario not in REWARD_SCENARIOS:
@@ -159,7 +165,7 @@ class DoomEnv(gym.Env):
         game.set_available_game_variables(_POSE_VARIABLES)
         game.set_mode(vzd.Mode.PLAYER)
         args = "+freelook 1"
-        if config.nomonsters:
+        if config.monsters_off:
             args += " -nomonsters"
         game.add_game_args(args)
         if config.episode_timeout_tics or config.scenario == "freedoom2":

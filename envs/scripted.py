@@ -6,6 +6,9 @@ world model a poor picture of how the camera moves. ``ExplorerPolicy`` switches 
 behaviours with a small state machine. All policies emit continuous commands
 ``[forward, strafe, turn, look]`` in [-1, 1] (see ``envs.actions``) and read the camera poses the
 real env reports in ``info["poses"]`` (only to notice being stuck against a wall).
+
+TakeCover players (``random_dodge``, ``dodger``) only strafe, as that scenario's own action set
+(noop / left / right) allows, and see only the frame, so they play the neural world too.
 """
 
 from __future__ import annotations
@@ -132,7 +135,65 @@ class RandomCommandPolicy:
         return self._command.copy()
 
 
-POLICIES = {"explorer": ExplorerPolicy, "random": RandomCommandPolicy}
+STRAFE_LEFT = np.array([0.0, -1.0, 0.0, 0.0], dtype=np.float32)
+STRAFE_RIGHT = np.array([0.0, 1.0, 0.0, 0.0], dtype=np.float32)
+NOOP = np.zeros(4, dtype=np.float32)
+
+
+class RandomDodgePolicy:
+    """TakeCover's random player: noop / left / right uniformly, each held 1-``max_hold`` steps
+    (held, so it wanders across the room instead of jittering in place)."""
+
+    def __init__(self, max_hold: int = 4) -> None:
+        self.max_hold = max_hold
+        self._rng = np.random.default_rng(0)
+        self._command, self._left = NOOP, 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng, self._left = rng, 0
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if self._left <= 0:
+            self._command = (NOOP, STRAFE_LEFT, STRAFE_RIGHT)[int(self._rng.integers(3))]
+            self._left = int(self._rng.integers(1, self.max_hold + 1))
+        self._left -= 1
+        return self._command.copy()
+
+
+@dataclass
+class DodgerConfig:
+    span: int = 12  # strafe steps either side of the start (the room's centre) before turning
+    reverse: float = 0.0  # chance per step of turning early (0: measured best, see README)
+
+
+class DodgerPolicy:
+    """A heuristic TakeCover player: never stands still (fireballs are aimed at where the player
+    IS), patrols across the room and turns back before the wall traps it. It counts its own
+    strafes, so it needs no pose and plays the neural world too. Measured against reacting to
+    the fireballs seen in the frame (colour blobs): keeping moving survived longer (see the
+    README's TakeCover table)."""
+
+    def __init__(self, config: DodgerConfig | None = None) -> None:
+        self.config = config or DodgerConfig()
+        self._rng = np.random.default_rng(0)
+        self._offset, self._direction = 0, 1  # own strafe steps right of the start; heading
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng, self._offset = rng, 0
+        self._direction = 1 if rng.random() < 0.5 else -1
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        c = self.config
+        if self._rng.random() < c.reverse:
+            self._direction = -self._direction
+        if abs(self._offset) >= c.span:  # the wall is near: head back
+            self._direction = -1 if self._offset > 0 else 1
+        self._offset += self._direction
+        return (STRAFE_RIGHT if self._direction > 0 else STRAFE_LEFT).copy()
+
+
+POLICIES = {"explorer": ExplorerPolicy, "random": RandomCommandPolicy,
+            "random_dodge": RandomDodgePolicy, "dodger": DodgerPolicy}
 
 
 def make_policy(name: str) -> Policy:

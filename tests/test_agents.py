@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -23,10 +24,10 @@ from agents.ppo import (
     AgentTrainConfig,
     SmallCNN,
     evaluate,
-    nearest_discrete,
     policy_kwargs_for,
     train,
 )
+from envs.actions import nearest_discrete_action as nearest_discrete
 
 ROOT = Path(__file__).parents[1]
 SHAPE = (48, 64, 3)  # the tiny world of conftest.py
@@ -138,6 +139,33 @@ def test_scripted_policy_eval_in_both_worlds(tiny_world_dir) -> None:
     # scripted commands map to the nearest discrete action in discrete worlds
     assert nearest_discrete(np.array([0.8, 0.0, 0.2, 0.0])) == 1  # forward
     assert nearest_discrete(np.array([0.0, 0.0, -0.9, 0.1])) == 5  # turn_left
+    assert nearest_discrete(np.array([0.2, 0.9, 0.3, 0.0]), "dodge") == 2  # strafe_right
+
+
+def test_take_cover_is_scored_in_tics_with_its_own_actions() -> None:
+    """The real TakeCover env: Discrete(3) (noop / left / right), the return is the tics
+    survived (living reward 1 per tic, 4 per step), the heuristic dodger outlives standing
+    still over the same seeds."""
+    result = evaluate(AgentEvalConfig(policy="dodger", scenario="take_cover", episodes=3,
+                                      width=64, height=48))
+    row = result["rows"][0]
+    assert result["action_type"] == "dodge" and row["world"] == "real:take_cover"
+    assert row["return_mean"] == pytest.approx(4 * row["length_mean"], abs=4)
+    env = gym.make("aapt/DoomTakeCover-v0", width=64, height=48)
+    try:
+        assert env.action_space == spaces.Discrete(3)
+        lengths = []
+        for seed in range(3):
+            env.reset(seed=seed)
+            terminated = truncated = False
+            steps = 0
+            while not (terminated or truncated):
+                _, _, terminated, truncated, _ = env.step(0)
+                steps += 1
+            lengths.append(steps)
+    finally:
+        env.close()
+    assert np.mean(lengths) < row["length_mean"]  # standing still dies sooner
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -64,6 +64,9 @@ class CollectConfig:
                              f"{self.steps_per_episode}")
         if not self.maps or not self.policies:
             raise ValueError("maps and policies must not be empty")
+        if self.scenario != "freedoom2" and len(self.maps) != 1:
+            raise ValueError(f"scenario {self.scenario} brings its own map: pass one map entry "
+                             f"(e.g. maps=[MAP01]), got maps={self.maps}")
         unknown = set(self.policies) - set(POLICIES)
         if unknown:
             raise ValueError(f"unknown policies {sorted(unknown)}: expected {sorted(POLICIES)}")
@@ -89,14 +92,16 @@ class EpisodePlan:
 
 def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
     """Episode i: map i mod M; the policy list shifts by one every round of maps, so every map
-    meets every policy; one validation episode per block of ``val_every``, at a position that
-    moves on by one each block, so validation covers every map and policy too (a fixed
-    position would correlate with the map/policy cycles)."""
+    meets every policy (with one map, e.g. a scenario's, the policies take turns); one
+    validation episode per block of ``val_every``, at a position that moves on by one each
+    block, so validation covers every map and policy too (a fixed position would correlate
+    with the map/policy cycles)."""
     m, p, n = len(cfg.maps), len(cfg.policies), cfg.num_episodes
     val = validation_episodes(n, cfg.val_every)
     return [
         EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % m], seed=cfg.seed + i,
-                    policy=cfg.policies[(i + i // m) % p], split="val" if i in val else "train")
+                    policy=cfg.policies[(i % m + i // m) % p],
+                    split="val" if i in val else "train")
         for i in range(n)
     ]
 

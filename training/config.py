@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from aapt_world.constants import DOOM_FPS
 from aapt_world.transformer import DiTConfig
 from aapt_world.vae import VAEConfig
+from aapt_world.world import ACTION_TYPES as WORLD_ACTION_TYPES
 
 STAGES = ("vae", "decoder", "latents", "diffusion", "consistency", "adversarial", "heads",
           "export")
@@ -198,9 +199,9 @@ class TrainConfig:
              f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}"),
             (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
              f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
-            (self.world.action_type in ("discrete", "continuous", "game"),
-             f"world.action_type must be discrete, continuous (Doom) or game (a recorded "
-             f"game's own space), got {self.world.action_type!r}"),
+            (self.world.action_type in WORLD_ACTION_TYPES,
+             f"world.action_type must be discrete, continuous, dodge (Doom) or game (a "
+             f"recorded game's own space), got {self.world.action_type!r}"),
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),
