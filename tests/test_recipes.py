@@ -29,3 +29,23 @@ def test_gpu_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
     assert world.frame_shape == (48, 64, 3)
     for stage in ("vae", "decoder", "diffusion", "consistency", "adversarial"):
         assert (tmp_path / "run" / stage / "log.csv").exists(), stage
+
+
+@pytest.mark.slow
+def test_take_cover_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
+    """The TakeCover recipe end to end with the tiny model: real take_cover data with deaths,
+    every stage plus the heads, a world that keeps TakeCover's own actions."""
+    env = {**os.environ, "PY": sys.executable, "MODEL": "tiny", "SCALE": "0.005",
+           "EPISODES": "8", "WORKERS": "1", "THREADS": "1", "DATA": str(tmp_path / "data"),
+           "RUN": str(tmp_path / "run"), "OUT_WORLD": str(tmp_path / "world")}
+    done = subprocess.run(["bash", "training/recipes/take_cover_cpu.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    from aapt_world.world import load_world
+    from training.dataset import ClipDataset
+
+    world = load_world(tmp_path / "world")
+    assert world.frame_shape == (48, 64, 3) and world.config.action_type == "dodge"
+    assert world.source_game()[0] == "take_cover" and world.heads is not None
+    episodes = ClipDataset(tmp_path / "data", 1, split="all").episodes
+    assert any(ep.arrays["terminated"][-1] for ep in episodes)  # players die in TakeCover

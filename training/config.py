@@ -36,8 +36,9 @@ class WorldConfig:
     name: str = "doom"
     condition: str = "action"  # condition encoder kind: action | camera | pose
     action_dim: int = 4  # width of the per-frame command (Doom: forward, strafe, turn, look)
-    action_type: str = "discrete"  # the exported env's action space: discrete | continuous
-    # (Doom) | game (the recorded game's own space, from the dataset manifest)
+    action_type: str = "discrete"  # the exported env's action space: discrete | continuous |
+    # dodge (Doom; dodge = TakeCover's noop / left / right) | game (the recorded game's own
+    # space, from the dataset manifest)
     fps: int = DOOM_FPS
 
 
