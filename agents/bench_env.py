@@ -2,10 +2,11 @@
 
     aapt-world bench env [--batch 1 8 32] [--steps 30] [--ppo-envs 8] [--ppo-steps 256]
 
-Reports, for a world at the ``small`` default sizes (128x96 video, dim-256 depth-8 DiT, light
-decoder, reward/termination heads) built with ``build_world`` — RANDOM weights: latency does
-not depend on weight values, and the termination head's bias is set so no episode ends while
-timing:
+Reports, for a world at the sizes of a training model config (``--model``: ``small`` = the
+default Doom world, 128x96, dim-256 depth-8 DiT; ``dream`` = the TakeCover size, 64x48) with
+the light decoder and reward/termination heads, built with ``build_world`` — RANDOM weights:
+latency does not depend on weight values, and the termination head's bias is set so no episode
+ends while timing:
 
 - single env (``envs.neural.NeuralWorldEnv``): ``step`` latency p50 / p95 (action encoding,
   1 generator forward, streaming decode, heads, numpy conversion);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -29,27 +31,29 @@ from aapt_world.conditions import ConditionConfig
 from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.heads import HeadsConfig
 from aapt_world.report import print_report
-from aapt_world.transformer import count_parameters, dit_config
-from aapt_world.vae import VAEConfig
+from aapt_world.transformer import count_parameters
 from aapt_world.world import World, WorldConfig, build_world
 from envs.neural import NeuralWorldEnv
 from envs.sb3 import NeuralWorldSB3VecEnv
 from envs.vector import NeuralWorldVectorEnv
+from training.bench_train import bench_config
 
 
-def small_world(seed: int = 0, num_start_frames: int = 4) -> World:
-    """The default CPU world's sizes (training/configs/model/small.yaml), random weights."""
+def random_world(model: str = "small", seed: int = 0, num_start_frames: int = 4) -> World:
+    """A world at the sizes of a training model config (``training/configs/model/<model>``:
+    ``small`` = the default Doom world, ``dream`` = the 64x48 TakeCover size), random weights."""
     torch.manual_seed(seed)
-    vae = VAEConfig(light_decoder=True)  # 128x96, the inference decoder a world ships with
-    dit = dit_config("small", latent_height=vae.height // 8, latent_width=vae.width // 8)
+    m = bench_config(model).model
+    vae = replace(m.vae, light_decoder=True)  # the inference decoder a world ships with
     config = WorldConfig(
-        vae=vae, dit=dit,
-        condition=ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
-                                  hidden_dim=256),
+        vae=vae, dit=m.dit,
+        condition=ConditionConfig(kind="action", action_dim=4, cond_dim=m.dit.cond_dim,
+                                  hidden_dim=m.cond_hidden),
         heads=HeadsConfig(latent_channels=vae.latent_channels, action_dim=4))
     starts = np.random.default_rng(seed).integers(
         0, 256, (num_start_frames, vae.height, vae.width, 3), dtype=np.uint8)
-    world = build_world(config, starts, card={"name": "benchmark world (random weights)"})
+    world = build_world(config, starts, card={"name": f"benchmark world ({model}, random "
+                                                      "weights)"})
     with torch.no_grad():  # random heads would end episodes at random: keep them going
         world.heads.out[-1].bias[1] = -1e4
     return world
@@ -122,12 +126,12 @@ def time_ppo(world: World, num_envs: int, timesteps: int, n_steps: int,
 
 
 def run(batches: list[int], steps: int, ppo_envs: int, ppo_steps: int, ppo_n_steps: int,
-        threads: int, json_path: str | None, device: str = "cpu") -> dict:
+        threads: int, json_path: str | None, device: str = "cpu", model: str = "small") -> dict:
     if threads:  # 0: keep the current count (apply_threads)
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     load_before = os.getloadavg()
-    world = small_world()
+    world = random_world(model)
     for module in world.modules().values():
         module.to(device)
     rows = [time_single_env(world, steps)]
@@ -141,19 +145,21 @@ def run(batches: list[int], steps: int, ppo_envs: int, ppo_steps: int, ppo_n_ste
                    "biased so that no episode ends while timing",
         "resolution": f"{cfg.vae.width}x{cfg.vae.height}", "threads": threads,
         "device": device,
-        "generator": f"small: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window "
-                     f"{cfg.dit.window}", "decoder": "light",
+        "generator": f"{model}: dim {cfg.dit.dim}, depth {cfg.dit.depth}, patch "
+                     f"{cfg.dit.patch_size}, window {cfg.dit.window}", "decoder": "light",
         "generator_params": count_parameters(world.generator),
         "heads_params": count_parameters(world.heads),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
-    return print_report(f"neural world env ({cfg.vae.width}x{cfg.vae.height}, small, random "
+    return print_report(f"neural world env ({cfg.vae.width}x{cfg.vae.height}, {model}, random "
                         f"weights, {device}, {threads} threads)", rows, extra, json_path)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = command_parser("aapt-world bench env", "neural env throughput, batched and PPO")
+    parser.add_argument("--model", default="small",
+                        help="world size: a training model config (small, dream, tiny)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32],
                         help="num_envs of the batched env")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement "
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     run(args.batch, args.steps, args.ppo_envs, args.ppo_steps, args.ppo_n_steps, args.threads,
-        args.json, args.device)
+        args.json, args.device, args.model)
 
 
 if __name__ == "__main__":

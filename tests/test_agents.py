@@ -213,3 +213,15 @@ def test_ppo_in_a_world_without_reward_head_warns(tiny_world_factory, tmp_path) 
     save_world(tmp_path / "no_heads", tiny_world_factory(heads=False))
     with pytest.warns(ppo.NoRewardHeadWarning, match="NO reward/termination heads"):
         train(tiny_train_config(tmp_path / "no_heads", tmp_path / "run", steps=64))
+
+
+def test_bench_env_builds_the_world_of_a_model_config() -> None:
+    """``bench env --model``: the timed world has the training config's sizes."""
+    from agents.bench_env import random_world, run
+
+    world = random_world("tiny")
+    assert world.frame_shape == (48, 64, 3) and world.config.dit.window == 3
+    result = run([2], steps=2, ppo_envs=2, ppo_steps=0, ppo_n_steps=2, threads=1,
+                 json_path=None, model="tiny")
+    assert [r["num_envs"] for r in result["rows"]] == [1, 2]
+    assert all(r["env_steps_per_s"] > 0 for r in result["rows"])
