@@ -4,6 +4,8 @@
     aapt-world agent train --world runs/doom/world --steps 40000 --out runs/ppo --resume
     aapt-world agent eval --model runs/ppo/model.zip --env real --episodes 5 --video ppo.mp4
     aapt-world agent eval --policy explorer --env both --world runs/doom/world
+    aapt-world agent train --world real:take_cover --steps 50000 --out runs/ppo_real  # baseline
+    aapt-world agent eval --model runs/ppo_real/model.zip --scenario take_cover --episodes 100
 
 Training: stable-baselines3 ``PPO("CnnPolicy")`` on ``envs.sb3.NeuralWorldSB3VecEnv``, i.e. the
 natively batched neural world (one generator forward per step for all envs). The SB3 model is
@@ -64,7 +66,7 @@ from envs import DEFAULT_WORLD
 from envs.actions import discrete_action_type, nearest_discrete_action
 from envs.doom import DoomConfig, DoomEnv
 from envs.neural import NeuralWorldEnv, resolve_world
-from envs.sb3 import NeuralWorldSB3VecEnv
+from envs.sb3 import NeuralWorldSB3VecEnv, real_doom_vec_env
 from envs.scripted import POLICIES, make_policy
 
 MODEL_FILE = "model.zip"
@@ -72,6 +74,7 @@ META_FILE = "agent.json"
 LOG_FILE = "progress.csv"
 NATURE_CNN_MIN_SIZE = 36  # smallest H and W NatureCNN's conv stack accepts
 ENV_KINDS = ("real", "neural", "both")
+REAL_PREFIX = "real:"  # agent train --world real:take_cover: PPO in the real game
 SCRIPTED = tuple(POLICIES)
 
 
@@ -109,7 +112,7 @@ def policy_kwargs_for(frame_shape: tuple[int, ...]) -> dict[str, Any]:
 class AgentTrainConfig:
     """``aapt-world agent train`` (argparse flags use dashes: ``--num-envs``)."""
 
-    world: str
+    world: str  # a world directory: PPO in the dream; or "real:<scenario>": in the real game
     out: str = "runs/ppo"
     num_envs: int = 8
     steps: int = 20_000  # total environment steps (summed over envs), resumed runs included
@@ -127,8 +130,17 @@ class AgentTrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:i]: world and policy
     resume: bool = False
     progress: bool = True
+    width: int = 64  # real-game frames (a world's training size: the dream's is its own)
+    height: int = 48
+
+    @property
+    def real_scenario(self) -> str | None:
+        return self.world[len(REAL_PREFIX):] if self.world.startswith(REAL_PREFIX) else None
 
     def validate(self) -> None:
+        if self.real_scenario is not None:
+            DoomConfig(scenario=self.real_scenario, width=self.width,
+                       height=self.height).validate()
         positive = ("num_envs", "steps", "max_episode_steps", "n_steps", "batch_size", "n_epochs",
                     "checkpoint_every")
         for name in positive:
@@ -154,18 +166,7 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
         raise FileExistsError(f"{model_path} exists: pass --resume to continue that run or "
                               f"choose another --out")
     device = resolve_device(cfg.device)
-    try:
-        venv = NeuralWorldSB3VecEnv.from_world(cfg.world, num_envs=cfg.num_envs,
-                                               max_episode_steps=cfg.max_episode_steps,
-                                               device=device)
-    except CheckpointError as err:
-        raise CheckpointError(f"--world: {err}") from err
-    if venv.venv.world.heads is None:
-        warnings.warn(f"the world {cfg.world} has NO reward/termination heads: every reward is "
-                      "0 and episodes only end by truncation, so PPO learns nothing here (it "
-                      "only exercises the machinery). Train the heads (`aapt-world train "
-                      "stage=heads`) and re-export for a world an agent can learn in.",
-                      NoRewardHeadWarning, stacklevel=2)
+    venv = _train_venv(cfg, device)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
@@ -197,6 +198,29 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
             "log": str(out / LOG_FILE)}
 
 
+def _train_venv(cfg: AgentTrainConfig, device: str) -> Any:
+    """The envs PPO trains in: the batched neural world, or the real game for baselines."""
+    if cfg.real_scenario is not None:
+        scenario = cfg.real_scenario
+        action_type = "dodge" if scenario == "take_cover" else "discrete"
+        return real_doom_vec_env(DoomConfig(scenario=scenario, width=cfg.width,
+                                            height=cfg.height, action_type=action_type),
+                                 cfg.num_envs, cfg.max_episode_steps, cfg.seed)
+    try:
+        venv = NeuralWorldSB3VecEnv.from_world(cfg.world, num_envs=cfg.num_envs,
+                                               max_episode_steps=cfg.max_episode_steps,
+                                               device=device)
+    except CheckpointError as err:
+        raise CheckpointError(f"--world: {err}") from err
+    if venv.venv.world.heads is None:
+        warnings.warn(f"the world {cfg.world} has NO reward/termination heads: every reward is "
+                      "0 and episodes only end by truncation, so PPO learns nothing here (it "
+                      "only exercises the machinery). Train the heads (`aapt-world train "
+                      "stage=heads`) and re-export for a world an agent can learn in.",
+                      NoRewardHeadWarning, stacklevel=3)
+    return venv
+
+
 def _new_model(cfg: AgentTrainConfig, venv: Any, device: str) -> PPO:
     return PPO("CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma,
@@ -220,9 +244,10 @@ def save_model(model: PPO, path: Path) -> None:
 
 
 def _write_meta(out: Path, cfg: AgentTrainConfig, venv: Any) -> None:
-    meta = {"world": str(Path(cfg.world).resolve()),
+    real = cfg.real_scenario is not None
+    meta = {"world": cfg.world if real else str(Path(cfg.world).resolve()),
             "frame_shape": list(venv.observation_space.shape),
-            "action_type": venv.venv.action_type, "config": asdict(cfg)}
+            "action_type": _space_action_type(venv.action_space), "config": asdict(cfg)}
     atomic_replace(out / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
 
 
@@ -406,10 +431,12 @@ def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
     """(channels-last frame shape, action type) the model expects."""
     shape = model.observation_space.shape
     frame = (shape[1], shape[2], shape[0]) if shape[0] in (1, 3) else tuple(shape)
-    space = model.action_space
-    kind = (discrete_action_type(int(space.n)) if isinstance(space, gym.spaces.Discrete)
+    return frame, _space_action_type(model.action_space)  # type: ignore[return-value]
+
+
+def _space_action_type(space: gym.spaces.Space) -> str:
+    return (discrete_action_type(int(space.n)) if isinstance(space, gym.spaces.Discrete)
             else "continuous")
-    return frame, kind  # type: ignore[return-value]
 
 
 def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
@@ -507,7 +534,10 @@ def _train_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--world", default=str(DEFAULT_WORLD),
                    help="world directory (default: the shipped world; or from aapt-world train "
-                        "stage=export)")
+                        "stage=export), or real:<scenario> (e.g. real:take_cover) to train in "
+                        "the real game (the baseline)")
+    p.add_argument("--width", type=int, default=d.width, help="real-game frame width")
+    p.add_argument("--height", type=int, default=d.height, help="real-game frame height")
     p.add_argument("--out", default=d.out, help="run directory (model.zip, log, agent.json)")
     p.add_argument("--num-envs", type=int, default=d.num_envs,
                    help="parallel streams of the batched neural env")

@@ -18,6 +18,7 @@ the adapter in ``VecTransposeImage`` for ``CnnPolicy`` by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from aapt_world.world import World
+from envs.doom import DoomConfig, DoomEnv
 from envs.vector import NeuralWorldVectorEnv
 
 
@@ -148,3 +150,20 @@ class NeuralWorldSB3VecEnv(VecEnv):
 def _same_options(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return set(a) == set(b) and all(
         np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
+
+
+def real_doom_vec_env(config: DoomConfig, num_envs: int, max_episode_steps: int, seed: int = 0
+                      ) -> VecEnv:
+    """The REAL game as an SB3 ``VecEnv`` (baselines trained outside the dream): ``num_envs``
+    ViZDoom instances in this process, truncated at ``max_episode_steps``, Monitor-wrapped so
+    SB3 logs episode returns; channels-last frames at ``config``'s size, as in the dream."""
+    from gymnasium.wrappers import TimeLimit
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    def make() -> Monitor:
+        return Monitor(TimeLimit(DoomEnv(dataclasses.replace(config)), max_episode_steps))
+
+    venv = DummyVecEnv([make] * num_envs)
+    venv.seed(seed)
+    return venv

@@ -4,6 +4,7 @@ ViZDoom world and the neural world, scripted baselines, input errors, the CLI.""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -225,3 +226,20 @@ def test_bench_env_builds_the_world_of_a_model_config() -> None:
                  json_path=None, model="tiny")
     assert [r["num_envs"] for r in result["rows"]] == [1, 2]
     assert all(r["env_steps_per_s"] > 0 for r in result["rows"])
+
+
+def test_ppo_trains_in_the_real_game_for_the_baseline(tmp_path) -> None:
+    """``agent train --world real:take_cover``: the same PPO in the real game (TakeCover's own
+    actions, the dream's frame size); the saved agent evaluates there with the dodge actions."""
+    out = tmp_path / "real"
+    summary = train(AgentTrainConfig(world="real:take_cover", out=str(out), num_envs=2,
+                                     steps=64, n_steps=32, batch_size=32, n_epochs=1,
+                                     progress=False))
+    assert summary["num_timesteps"] >= 64
+    meta = json.loads((out / "agent.json").read_text())
+    assert meta["world"] == "real:take_cover" and meta["action_type"] == "dodge"
+    result = evaluate(AgentEvalConfig(model=str(out / "model.zip"), scenario="take_cover",
+                                      episodes=1, max_steps=10))
+    assert result["action_type"] == "dodge" and result["frame_shape"] == [48, 64, 3]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        AgentTrainConfig(world="real:nowhere").validate()
