@@ -63,7 +63,7 @@ from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
 from aapt_world.video import write_mp4
 from envs import DEFAULT_WORLD
-from envs.actions import discrete_action_type, nearest_discrete_action
+from envs.actions import discrete_action_type, nearest_discrete_action, scenario_action_type
 from envs.doom import DoomConfig, DoomEnv
 from envs.neural import NeuralWorldEnv, resolve_world
 from envs.sb3 import NeuralWorldSB3VecEnv, real_doom_vec_env
@@ -202,7 +202,7 @@ def _train_venv(cfg: AgentTrainConfig, device: str) -> Any:
     """The envs PPO trains in: the batched neural world, or the real game for baselines."""
     if cfg.real_scenario is not None:
         scenario = cfg.real_scenario
-        action_type = "dodge" if scenario == "take_cover" else "discrete"
+        action_type = scenario_action_type(scenario, "discrete")
         return real_doom_vec_env(DoomConfig(scenario=scenario, width=cfg.width,
                                             height=cfg.height, action_type=action_type),
                                  cfg.num_envs, cfg.max_episode_steps, cfg.seed)
@@ -479,8 +479,8 @@ def _eval_spec(cfg: AgentEvalConfig, world: Any, model: PPO | None
         return spec
     if model is not None:
         return _model_spec(model)
-    # TakeCover is played with its own actions (strafe only); other scenarios with commands
-    action_type = "dodge" if cfg.scenario == "take_cover" else "continuous"
+    # a scenario with its own action set (TakeCover) is played with it, the rest with commands
+    action_type = scenario_action_type(cfg.scenario or "freedoom2", "continuous")
     return (cfg.height or 96, cfg.width or 128, 3), action_type
 
 

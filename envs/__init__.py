@@ -20,6 +20,7 @@ from pathlib import Path
 import gymnasium as gym
 
 from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS
+from envs.actions import SCENARIO_ACTION_TYPES
 
 # The default neural Doom world, shipped in the repo (fp16, see its MODEL_CARD.md).
 DEFAULT_WORLD = Path(__file__).parents[1] / "worlds" / "doom"
@@ -39,7 +40,7 @@ _register("aapt/Doom-v0", _REAL_DOOM, max_episode_steps=DOOM_EPISODE_STEPS,
 # TakeCover with its own actions (noop / strafe left / right); episodes capped at 2100 tics as
 # in World Models' evaluation (the return is the tics survived: living reward 1 per tic)
 _register("aapt/DoomTakeCover-v0", _REAL_DOOM, max_episode_steps=DOOM_EPISODE_STEPS,
-          scenario="take_cover", action_type="dodge")
+          scenario="take_cover", action_type=SCENARIO_ACTION_TYPES["take_cover"])
 _register("aapt/DoomHealthGathering-v0", _REAL_DOOM, max_episode_steps=None,
           scenario="health_gathering")
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",

@@ -68,6 +68,13 @@ _DISCRETE_SETS = {
     "dodge": _DISCRETE_COMMANDS[[DISCRETE_ACTION_NAMES.index(n) for n in DODGE_ACTION_NAMES]],
 }
 ACTION_TYPES = ("discrete", "continuous", "dodge")
+# Scenarios played with their own action set rather than the camera commands
+SCENARIO_ACTION_TYPES = {"take_cover": "dodge"}
+
+
+def scenario_action_type(scenario: str, default: str) -> str:
+    """The action type a ViZDoom scenario is played with: its own set, else ``default``."""
+    return SCENARIO_ACTION_TYPES.get(scenario, default)
 
 
 def make_action_space(action_type: str) -> spaces.Space:

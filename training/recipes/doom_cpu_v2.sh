@@ -21,10 +21,8 @@ RUN=${RUN:-runs/doom2}
 THREADS=${THREADS:-2}
 STAGES=${STAGES:-vae latents diffusion consistency adversarial decoder export}
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}
-train() {
-  aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
-    run.progress=false "$@"
-}
+ADV_MINUTES=15
+source "$(dirname "$0")/cpu_stages.sh"  # train, stage_consistency, stage_adversarial
 
 stage_vae() {
   train stage=vae run.init_from="$VAE_INIT" run.steps=600 run.batch_size=4 data.clip_steps=4 \
@@ -44,17 +42,6 @@ stage_diffusion() {
     optim.decay_start=450 optim.decay_steps=300 diffusion.context_noise=0.5 \
     run.max_minutes=40
 }
-stage_consistency() {
-  train stage=consistency run.steps=80 run.batch_size=6 data.clip_steps=12 run.log_every=5 \
-    run.eval_every=40 run.ckpt_every=10 optim.lr=2e-4 optim.warmup_steps=10 run.max_minutes=6
-}
-stage_adversarial() {
-  # r1_weight 100: at the paper's 1000 the first world's D lost all input dependence
-  train stage=adversarial run.steps=400 run.batch_size=2 data.clip_steps=10 \
-    adversarial.rollout_steps=10 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
-    adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
-    optim.warmup_steps=10 run.max_minutes=15
-}
 stage_export() {  # world-ctx25 is what ships as worlds/doom (the ladder chose it)
   train stage=export
   train stage=export export.context_noise=0.25 export.out="$RUN/world-ctx25"
@@ -64,6 +51,4 @@ stage_export() {  # world-ctx25 is what ships as worlds/doom (the ladder chose i
     export.out="$RUN/world-diffusion-1nfe"
 }
 
-for stage in $STAGES; do
-  "stage_$stage"
-done
+run_stages

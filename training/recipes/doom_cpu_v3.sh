@@ -15,10 +15,8 @@ SRC=${SRC:-runs/doom2}
 RUN=${RUN:-runs/doom3}
 THREADS=${THREADS:-2}
 STAGES=${STAGES:-link diffusion consistency adversarial export}
-train() {
-  aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
-    run.progress=false "$@"
-}
+ADV_MINUTES=35
+source "$(dirname "$0")/cpu_stages.sh"  # train, stage_consistency, stage_adversarial
 
 stage_link() {  # v2's VAE, light decoder and latents, unchanged
   mkdir -p "$RUN"
@@ -32,16 +30,6 @@ stage_diffusion() {
     optim.lr=3e-4 optim.warmup_steps=30 optim.decay_start=500 optim.decay_steps=500 \
     diffusion.context_noise=0.5 run.max_minutes=65
 }
-stage_consistency() {
-  train stage=consistency run.steps=80 run.batch_size=6 data.clip_steps=12 run.log_every=5 \
-    run.eval_every=40 run.ckpt_every=10 optim.lr=2e-4 optim.warmup_steps=10 run.max_minutes=6
-}
-stage_adversarial() {
-  train stage=adversarial run.steps=400 run.batch_size=2 data.clip_steps=10 \
-    adversarial.rollout_steps=10 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
-    adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
-    optim.warmup_steps=10 run.max_minutes=35
-}
 stage_export() {
   for level in 0.25 0.4; do
     train stage=export export.context_noise=$level export.out="$RUN/world-ctx${level#0.}"
@@ -50,6 +38,4 @@ stage_export() {
   done
 }
 
-for stage in $STAGES; do
-  "stage_$stage"
-done
+run_stages

@@ -18,10 +18,8 @@ RUN=${RUN:-runs/doom4}
 WORLD=${WORLD:-worlds/doom}
 THREADS=${THREADS:-2}
 STAGES=${STAGES:-seed latents diffusion consistency adversarial export}
-train() {
-  aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
-    run.progress=false "$@"
-}
+ADV_MINUTES=30
+source "$(dirname "$0")/cpu_stages.sh"  # train, stage_consistency, stage_adversarial
 
 stage_seed() {  # the shipped world's VAE (training copy) and its sharpened light decoder
   python -m training.seed_run --world "$WORLD" --vae worlds/doom-training/vae.safetensors \
@@ -35,22 +33,10 @@ stage_diffusion() {
     diffusion.context_noise=0.5 diffusion.self_forcing=0.5 diffusion.self_forcing_passes=2 \
     run.max_minutes=60
 }
-stage_consistency() {
-  train stage=consistency run.steps=80 run.batch_size=6 data.clip_steps=12 run.log_every=5 \
-    run.eval_every=40 run.ckpt_every=10 optim.lr=2e-4 optim.warmup_steps=10 run.max_minutes=6
-}
-stage_adversarial() {
-  train stage=adversarial run.steps=400 run.batch_size=2 data.clip_steps=10 \
-    adversarial.rollout_steps=10 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
-    adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
-    optim.warmup_steps=10 run.max_minutes=30
-}
 stage_export() {
   train stage=export export.context_noise=0.25 export.out="$RUN/world-ctx25"
   train stage=export export.source=diffusion export.sample_steps=1 export.context_noise=0.25 \
     export.out="$RUN/world-diffusion-ctx25"
 }
 
-for stage in $STAGES; do
-  "stage_$stage"
-done
+run_stages
