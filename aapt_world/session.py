@@ -26,7 +26,7 @@ from torch import Tensor
 from .constants import FRAMES_PER_STEP
 from .kv_cache import KVCache, KVCacheState
 from .vae import CausalVideoVAE, StreamState, reset_items
-from .world_model import WorldModel, euler_schedule
+from .world_model import WorldModel, euler_schedule, noise_context
 
 
 @dataclass
@@ -190,8 +190,7 @@ class StreamingSession:
         if self.context_noise > 0:  # the stream's own rng: snapshots stay exact
             n = torch.stack([torch.randn(shape, generator=g, device=self.device,
                                          dtype=self.dtype) for g in self._rngs])
-            prev = (1 - self.context_noise) * prev + self.context_noise * n
-            level = torch.full((self.batch_size,), self.context_noise, device=self.device)
+            prev, level = noise_context(self.prev, self.context_noise, n)
         x = self.generator.sample_step(noise, prev, conditions.to(self.device, self.dtype),
                                        self.caches, self.timesteps, context_level=level)
         check_finite(x, "the generated latent", self.steps)

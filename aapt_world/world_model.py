@@ -30,6 +30,16 @@ def euler_schedule(steps: int, shift: float, device: torch.device | None = None)
 ONE_STEP = (1.0, 0.0)  # the 1-NFE generator's schedule: t = 1 -> 0 in one Euler step
 
 
+def noise_context(prev: Tensor, level: float, noise: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The recycled frame as a model trained with context-noise augmentation sees it:
+    ``(1 - s) x + s n`` with the level ``s`` handed to the model (B,); s = 0 leaves it clean
+    (level None). One rule for inference (the session) and student-forced training."""
+    if level <= 0:
+        return prev, None
+    levels = torch.full((prev.shape[0],), level, device=prev.device)
+    return (1 - level) * prev + level * noise, levels
+
+
 class WorldModel(nn.Module):
     def __init__(self, dit: DiTConfig, condition: ConditionConfig) -> None:
         super().__init__()

@@ -299,23 +299,36 @@ def tiny_models(data_root: Path, tmp_path: Path) -> tuple[TrainConfig, torch.nn.
     return cfg, generator, vae
 
 
-def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Path) -> None:
-    cfg, generator, vae = tiny_models(data_root, tmp_path)
+@pytest.mark.parametrize("context_noise", [0.0, 0.25])
+def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Path,
+                                                  context_noise: float) -> None:
+    """Stage 3's student rollout is the world's inference, step for step — also when the
+    world runs with context noise on its recycled frame (adversarial.context_noise)."""
+    cfg = make_cfg(overrides(data_root, tmp_path, "stage=adversarial",
+                             "model.dit.context_noise_buckets=10"))
+    generator = randomize(build_world_model(cfg), seed=1)
+    vae = CausalVideoVAE(cfg.model.vae).eval()
     steps, batch = cfg.model.dit.window + 4, 2  # past window + 1 ring slots: the window slides
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 48, 64, 3), dtype=torch.uint8, generator=g)
     conds = torch.rand(batch, steps, 4, cfg.world.action_dim, generator=g) * 2 - 1
 
-    session = StreamingSession(generator, vae, batch_size=batch, seed=11)
+    session = StreamingSession(generator, vae, batch_size=batch, seed=11,
+                               context_noise=context_noise)
     session.reset(images)
     start = session.prev.clone()
-    # each stream draws its noise from its own generator (see test_session.py): replay them
+    # each stream draws its noise from its own generator (see test_session.py), then its
+    # context noise when the level is > 0: replay both
     replay = [torch.Generator().set_state(r.get_state()) for r in session._rngs]
-    noise = torch.stack([torch.stack([torch.randn(start.shape[1:], generator=r) for r in replay])
-                         for _ in range(steps)], dim=2)
+    draws = 2 if context_noise > 0 else 1
+    per_step = [[torch.stack([torch.randn(start.shape[1:], generator=r) for r in replay])
+                 for _ in range(draws)] for _ in range(steps)]
+    noise = torch.stack([d[0] for d in per_step], dim=2)
+    eps = torch.stack([d[-1] for d in per_step], dim=2) if context_noise > 0 else None
 
     generator.train()
-    frames, cache = adv.student_rollout(generator, start, conds, noise)
+    frames, cache = adv.student_rollout(generator, start, conds, noise,
+                                        context_noise=context_noise, context_eps=eps)
     assert frames.requires_grad  # the training path is differentiable
     assert cache.step_count == steps
 
@@ -583,3 +596,29 @@ def test_init_from_a_world_directory_starts_the_generator(tiny_world_factory,
     with pytest.raises(CheckpointError, match="only a generator stage"):
         Trainer(cfg, tmp_path / "run" / "heads", {"heads": torch.nn.Linear(2, 2)}, {},
                 Dist()).resume()
+
+
+def test_stage3_continues_a_world_without_stage_1_and_2(pipeline: dict, data_root: Path,
+                                                        tmp_path: Path) -> None:
+    """``run.init_from=<world>`` + ``adversarial.disc_init=<world>``: stage 3 starts from a
+    shipped world's generator (G and D's backbone) in a run holding only the VAE and latents,
+    with student rollouts at the world's inference context noise."""
+    from aapt_world.world import load_world
+    from training.stages.adversarial import build
+    from training.trainer import Dist
+
+    world = pipeline["out"] / "world"
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents")
+    cfg = make_cfg(overrides(data_root, out, "stage=adversarial", "run.steps=1",
+                             f"run.init_from={world}", f"adversarial.disc_init={world}",
+                             "adversarial.context_noise=0.25"))
+    shipped = load_world(world).generator.state_dict()
+    parts = build(cfg, Dist(), torch.device("cpu"))
+    for name, value in parts.modules["discriminator"].backbone.state_dict().items():
+        torch.testing.assert_close(value, shipped[name].float(), msg=name)
+    run_stage(cfg)
+    rows = read_log(out / "adversarial" / "log.csv")
+    assert len(rows) == 1 and math.isfinite(rows[0]["g_loss"])
+    with pytest.raises(ValueError, match="context_noise must be in"):
+        make_cfg(overrides(data_root, out, "stage=adversarial",
+                           "adversarial.context_noise=1.5")).validate()

@@ -137,6 +137,11 @@ class AdversarialStageConfig:
     rollout_steps: int = 8  # latent frames generated per segment
     segments: int = 1  # >1 = long-video training beyond the real clip length
     segment_overlap: int = 1  # frames of the previous segment shown to D with the next one
+    context_noise: float = 0.0  # noise level of the recycled frame in student rollouts: set
+    # it to export.context_noise, so the generator is post-trained as the world will run it
+    disc_init: str = ""  # start D's backbone from this world dir / generator file instead of
+    # the run's stage-1 weights (e.g. worlds/doom with run.init_from=worlds/doom: stage 3
+    # continues a shipped world when the run holds no stage-1/2 checkpoints)
 
 
 @dataclass
@@ -227,6 +232,9 @@ class TrainConfig:
              f"consistency.loss must be pseudo_huber or l2, got {self.consistency.loss!r}"),
             (self.adversarial.rollout_steps >= 1, "adversarial.rollout_steps must be >= 1"),
             (self.adversarial.segments >= 1, "adversarial.segments must be >= 1"),
+            (0 <= self.adversarial.context_noise < 1,
+             f"adversarial.context_noise must be in [0, 1), got "
+             f"{self.adversarial.context_noise}"),
             (0 <= self.adversarial.segment_overlap < self.adversarial.rollout_steps,
              "adversarial.segment_overlap must be in [0, rollout_steps)"),
             (self.stage != "adversarial" or self.data.clip_steps >= self.adversarial_clip_steps,

@@ -173,6 +173,23 @@ def load_stage_weights(cfg: TrainConfig, stage: str, modules: dict[str, torch.nn
     load_modules(modules, load_weights(path)[0], path)
 
 
+def generator_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A world model's weights (unprefixed) from a world directory (its ``generator.*``) or a
+    generator stage's safetensors (its ``model.*`` or ``generator.*``)."""
+    file = path / WORLD_WEIGHTS if path.is_dir() else path
+    tensors, _ = load_weights(file)
+    for prefix in ("generator.", "model."):
+        found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if found:
+            return found
+    raise CheckpointError(f"{file} holds no generator weights (generator.* or model.*)")
+
+
+def load_generator_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load a world model from a world directory or a generator stage's file."""
+    load_into(model, generator_tensors(path), str(path))
+
+
 class Trainer:
     """Runs one stage: resume, step loop, logging, atomic checkpoints."""
 
@@ -298,15 +315,14 @@ class Trainer:
         then starts from the world's generator; other modules keep their fresh init."""
         modules = {name: unwrap(m) for name, m in self.modules.items()}
         if path.is_dir():
-            path = path / WORLD_WEIGHTS
             modules = {n: m for n, m in modules.items() if n in GENERATOR_MODULES}
             if not modules:
-                raise CheckpointError(f"run.init_from={path.parent} is a world: only a "
+                raise CheckpointError(f"run.init_from={path} is a world: only a "
                                       f"generator stage (modules {GENERATOR_MODULES}) can "
                                       "start from it")
-            world_tensors, _ = load_weights(path)
-            tensors = {f"{name}.{k[len('generator.'):]}": v for name in modules
-                       for k, v in world_tensors.items() if k.startswith("generator.")}
+            generator = generator_tensors(path)
+            tensors = {f"{name}.{k}": v for name in modules for k, v in generator.items()}
+            path = path / WORLD_WEIGHTS
         else:
             tensors, _ = load_weights(path)
         if self.adapt_init is not None:

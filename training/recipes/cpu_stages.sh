@@ -1,6 +1,6 @@
 # Shared by the CPU Doom recipes (doom_cpu_v2.sh .. v4.sh), sourced after they set DATA, RUN,
 # THREADS and STAGES: the train wrapper, the stage-2 / stage-3 settings every pass kept, and
-# the stage loop. ADV_MINUTES caps stage 3 (each pass gave it a different budget).
+# the stage loop. ADV_MINUTES caps stage 3; stage_adversarial takes extra overrides (each pass gave it a different budget).
 train() {
   aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
     run.progress=false "$@"
@@ -14,7 +14,7 @@ stage_adversarial() {
   train stage=adversarial run.steps=400 run.batch_size=2 data.clip_steps=10 \
     adversarial.rollout_steps=10 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
     adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
-    optim.warmup_steps=10 run.max_minutes="${ADV_MINUTES:-15}"
+    optim.warmup_steps=10 run.max_minutes="${ADV_MINUTES:-15}" "$@"
 }
 run_stages() {
   for stage in $STAGES; do

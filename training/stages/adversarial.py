@@ -21,12 +21,14 @@ Both optimizers are Adam(beta1=0, beta2=alpha): RMSProp-like, no weight decay.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from aapt_world.discriminator import Discriminator
 from aapt_world.kv_cache import KVCache
-from aapt_world.world_model import WorldModel
+from aapt_world.world_model import WorldModel, noise_context
 from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
@@ -36,6 +38,7 @@ from training.trainer import (
     StageParts,
     autocast,
     eval_mode,
+    load_generator_weights,
     load_stage_weights,
     optimizer_step,
     step_rng,
@@ -47,22 +50,41 @@ STAGE_DIR = "adversarial"
 
 
 def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,
-                    noise: torch.Tensor, cache: KVCache | None = None
+                    noise: torch.Tensor, cache: KVCache | None = None,
+                    context_noise: float = 0.0, context_eps: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, KVCache]:
     """Generate K latent frames autoregressively, exactly as inference does.
 
     start (B, C, h, w) is the previous frame (a real first latent, or the last generated frame
-    of the previous segment); frame_conds (B, K, 4, A); noise (B, C, K, h, w). Returns the
+    of the previous segment); frame_conds (B, K, 4, A); noise (B, C, K, h, w). With
+    ``context_noise`` > 0 every recycled frame is noised with ``context_eps`` (B, C, K, h, w)
+    at that level, as the session does at inference (``noise_context``). Returns the
     generated frames (B, C, K, h, w) — differentiable through the KV cache — and the cache.
     """
     if cache is None:
         cache = generator.init_cache(start.shape[0], latent_size=tuple(start.shape[-2:]))
+    if context_noise > 0 and context_eps is None:
+        raise ValueError("student_rollout: context_noise > 0 needs context_eps")
     prev, frames = start.detach(), []
     for k in range(frame_conds.shape[1]):
-        x = generator.generate_step(noise[:, :, k], prev, frame_conds[:, k], cache)
+        eps = context_eps[:, :, k] if context_eps is not None else prev
+        seen, level = noise_context(prev, context_noise, eps)
+        x = generator.generate_step(noise[:, :, k], seen, frame_conds[:, k], cache,
+                                    context_level=level)
         frames.append(x)
         prev = x.detach()  # recycled input detached; the cache keeps the gradient path
     return torch.stack(frames, dim=2), cache
+
+
+def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, drawn from the step's numpy rng."""
+    return torch.from_numpy(rng.standard_normal(like.shape).astype(np.float32)).to(like.device)
+
+
+def context_eps(rng: np.random.Generator, like: torch.Tensor, level: float
+                ) -> torch.Tensor | None:
+    """The context noise of a student rollout (None when the recycled frames stay clean)."""
+    return gaussian(rng, like) if level > 0 else None
 
 
 def teacher_forced_fake(generator: WorldModel, real: torch.Tensor, frame_conds: torch.Tensor,
@@ -125,6 +147,17 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
             "d_fake_std": d_fake.detach().float().std().item()}
 
 
+def load_pretrained(cfg: TrainConfig, generator: WorldModel, backbone: WorldModel) -> None:
+    """G from stage 2 (or, with run.init_from, from there: the trainer loads it); D's backbone
+    from stage 1 (or adversarial.disc_init)."""
+    if not cfg.run.init_from:
+        load_stage_weights(cfg, "consistency", {"model": generator})
+    if cfg.adversarial.disc_init:
+        load_generator_weights(Path(cfg.adversarial.disc_init), backbone)
+    else:
+        load_stage_weights(cfg, "diffusion", {"model": backbone})
+
+
 def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
           pretrained: bool = True) -> StageParts:
     if ranks.world_size > 1:
@@ -134,8 +167,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     generator = build_world_model(cfg).to(device)
     backbone = build_world_model(cfg).to(device)
     if pretrained:
-        load_stage_weights(cfg, "consistency", {"model": generator})
-        load_stage_weights(cfg, "diffusion", {"model": backbone})
+        load_pretrained(cfg, generator, backbone)
     disc = Discriminator(backbone, a.disc_layers, a.disc_queries).to(device)
     betas = (0.0, a.rmsprop_alpha)
     g_opt = torch.optim.Adam(generator.parameters(), lr=a.g_lr, betas=betas)
@@ -149,10 +181,13 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         z, conds = batch.latents, batch.conds
         return z[:, :, :steps + 1], conds[:, :steps]
 
-    def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(rng.standard_normal(like.shape).astype(np.float32)).to(device)
-
     overlap = a.segment_overlap if a.segments > 1 else 0  # clip length: TrainConfig.validate
+
+    def rollout(rng: np.random.Generator, start: torch.Tensor, conds: torch.Tensor,
+                noise: torch.Tensor, cache: KVCache | None = None
+                ) -> tuple[torch.Tensor, KVCache]:
+        eps = context_eps(rng, noise, a.context_noise)
+        return student_rollout(generator, start, conds, noise, cache, a.context_noise, eps)
 
     def train_step(step: int) -> dict[str, float]:
         rng = step_rng(cfg, ranks, step)
@@ -163,7 +198,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                              dim=2)
             return segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds, fake,
                                   conds, rng)
-        frames, cache = student_rollout(generator, real[:, :, 0], conds, noise)
+        frames, cache = rollout(rng, real[:, :, 0], conds, noise)
         metrics = segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds,
                                  torch.cat([real[:, :, :1], frames], 2), conds, rng)
         for seg in range(1, a.segments):  # long-video training beyond the real clip length
@@ -171,8 +206,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             tail, tail_conds = frames[:, :, -(overlap + 1):].detach(), conds[:, k - overlap:]
             real, real_conds = real_clip(rng, k + overlap)  # fresh conditions + real sample
             conds = real_conds[:, overlap:]
-            frames, cache = student_rollout(generator, tail[:, :, -1], conds,
-                                            gaussian(rng, real[:, :, overlap + 1:]), cache)
+            frames, cache = rollout(rng, tail[:, :, -1], conds,
+                                    gaussian(rng, real[:, :, overlap + 1:]), cache)
             fake = torch.cat([tail, frames], dim=2)
             fake_conds = torch.cat([tail_conds, conds], dim=1)
             seg_metrics = segment_update(cfg, generator, disc, g_opt, d_opt, step, real,
@@ -190,9 +225,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                 batch = latent_batch(val, rng, cfg.run.batch_size, device)
                 z, conds = batch.latents, batch.conds
                 z, conds = z[:, :, :k + 1], conds[:, :k]
-                noise = torch.from_numpy(rng.standard_normal(z[:, :, 1:].shape)
-                                         .astype(np.float32)).to(device)
-                frames, _ = student_rollout(generator, z[:, :, 0], conds, noise)
+                frames, _ = rollout(rng, z[:, :, 0], conds, gaussian(rng, z[:, :, 1:]))
                 errors.append((frames - z[:, :, 1:]).square().mean().item())
         return {"rollout_mse": float(np.mean(errors))}
 
