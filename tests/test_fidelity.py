@@ -197,6 +197,22 @@ def test_ladder_cli_on_tiny_world(tiny_world_dir, tmp_path):
     assert "| rollouts: mean margin over frozen (dB) |" in (out / "ladder.md").read_text()
 
 
+def test_ladder_rolls_out_from_several_maps(tiny_world_dir, tmp_path):
+    """``--rollout-maps``: every family from every start map, named family@MAP; the real
+    rollouts really start from each map (different first frames)."""
+    from agents.evaluation.ladder import main
+
+    out = tmp_path / "ladder"
+    report = main(["--world", str(tiny_world_dir), "--steps", "3", "--families", "walk",
+                   "--clip-steps", "2", "--noop-steps", "2", "--maps", "MAP01",
+                   "--rollout-maps", "MAP01,MAP02", "--out", str(out)])
+    rolls = report["worlds"]["neural"]["rollouts"]
+    assert set(rolls) == {"walk@MAP01", "walk@MAP02"}
+    assert rolls["walk@MAP01"]["frozen_buckets"] != rolls["walk@MAP02"]["frozen_buckets"]
+    assert report["rollout_maps"] == ["MAP01", "MAP02"]
+    assert "from MAP01, MAP02's reset frame" in (out / "ladder.md").read_text()
+
+
 def test_copy_over_zero_of_a_static_latent_is_zero():
     from agents.evaluation.ladder import latent_predictability
 

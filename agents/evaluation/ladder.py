@@ -69,7 +69,9 @@ class LadderConfig:
     clip_steps: int = 60  # held-out explorer clip per map (VAE and teacher-forced rungs)
     noop_steps: int = 90
     seed: int = HELD_OUT_SEED  # held-out: the collection plan uses seeds 0 .. N - 1
-    rollout_map: str = ""  # map of the drift families; "" = the world card's map or MAP01
+    rollout_maps: list[str] = field(default_factory=list)  # start maps of the drift families;
+    # empty = the world card's map (or MAP01). With several, each family runs from each map
+    # (reported as family@MAP): a world's rollout numbers depend on the start view too
     strip_family: str = "walk"
     strip_frames: tuple[int, ...] = STRIP_FRAMES
 
@@ -126,6 +128,11 @@ def latent_predictability(z: torch.Tensor) -> dict[str, Any]:
 
 def _steps_psnr(pred: np.ndarray, real: np.ndarray) -> float:
     return float(M.psnr(pred, real).mean())
+
+
+def rollout_key(family: str, doom_map: str, maps: list[str]) -> str:
+    """A drift family's name in the report: ``family``, or ``family@MAP`` with several maps."""
+    return family if len(maps) == 1 else f"{family}@{doom_map}"
 
 
 # -- rungs --------------------------------------------------------------------------------------
@@ -318,7 +325,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Worlds: {paths}. "
              f"Held-out explorer clips: {report['config']['clip_steps']} steps on each of "
              f"{', '.join(report['config']['maps'])}, seeds from {report['config']['seed']}. "
-             "PSNR in dB against the real game's frames.", "",
+             f"Drift families from {', '.join(report.get('rollout_maps', []))}'s reset "
+             "frame. PSNR in dB against the real game's frames.", "",
              "| rung | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
     def row(label: str, get: Any, spec: str = ".2f") -> None:
@@ -392,7 +400,7 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
         if wd.frame_shape != (h, w, 3):
             raise ValueError(f"world {name!r} makes {wd.frame_shape} frames, not {(h, w, 3)}: "
                              "compare worlds of one resolution")
-    rollout_map = cfg.rollout_map or first.source_map()
+    rollout_maps = cfg.rollout_maps or [first.source_map()]
     # The real runs, shared by every world.
     clips = held_out_clips(cfg, w, h)
     noop = np.zeros((cfg.noop_steps, 4), np.float32)
@@ -400,8 +408,10 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
     turn[:, 2] = 1.0
     holds = [real_run(noop, m, w, h, cfg.seed + i) for i, m in enumerate(cfg.maps)]
     loops = [real_run(turn, m, w, h, cfg.seed + i) for i, m in enumerate(cfg.maps)]
-    families = {f: real_run(family_commands(f, cfg.steps, cfg.seed), rollout_map, w, h, cfg.seed)
-                for f in tqdm(cfg.families, desc="real rollouts")}
+    families = {rollout_key(f, m, rollout_maps):
+                real_run(family_commands(f, cfg.steps, cfg.seed), m, w, h, cfg.seed)
+                for m in rollout_maps for f in tqdm(cfg.families, desc=f"real rollouts {m}")}
+    strip_key = rollout_key(cfg.strip_family, rollout_maps[0], rollout_maps)
 
     results, videos = {}, {}
     for name, wd in tqdm(loaded.items(), desc="worlds"):
@@ -413,18 +423,19 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
         r["targets"] = targets(r)
         r["rollout_summary"] = rollout_summary(r["rollouts"])
         results[name] = r
-        if cfg.strip_family in vids:
-            videos[name] = vids[cfg.strip_family]
+        if strip_key in vids:
+            videos[name] = vids[strip_key]
 
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     written_strip = None
     if videos:
-        grid = strip(families[cfg.strip_family].frames, videos, cfg.strip_frames)
+        grid = strip(families[strip_key].frames, videos, cfg.strip_frames)
         written_strip = strip_path or str(outdir / "strip.png")
         Path(written_strip).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(written_strip, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    report = _clean({"paths": worlds, "rollout_map": rollout_map, "late_fraction": LATE_FRACTION,
+    report = _clean({"paths": worlds, "rollout_maps": rollout_maps,
+                     "late_fraction": LATE_FRACTION,
                      "config": asdict(cfg), "strip": written_strip, "worlds": results})
     (outdir / "ladder.json").write_text(json.dumps(report, indent=1))
     (outdir / "ladder.md").write_text(markdown(report))
@@ -458,6 +469,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="comma-separated maps of the held-out clips")
     parser.add_argument("--seed", type=int, default=LadderConfig.seed,
                         help="first seed of the held-out clips (unseen in training)")
+    parser.add_argument("--rollout-maps", default="",
+                        help="comma-separated start maps of the drift families ('' = the "
+                        "world card's map); with several, every family runs from each")
     parser.add_argument("--strip-family", default=LadderConfig.strip_family,
                         help="drift family shown in the image strip")
     parser.add_argument("--out", default="outputs/ladder",
@@ -475,5 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--maps needs at least one map")
     cfg = LadderConfig(steps=args.steps, families=families, maps=maps,
                        clip_steps=args.clip_steps, noop_steps=args.noop_steps, seed=args.seed,
-                       strip_family=args.strip_family)
+                       strip_family=args.strip_family,
+                       rollout_maps=[m.strip() for m in args.rollout_maps.split(",")
+                                     if m.strip()])
     return run_ladder(worlds, cfg, args.out, args.strip, resolve_device(args.device))
