@@ -8,6 +8,8 @@ Registered ids:
   the trained world shipped at ``DEFAULT_WORLD``; ``world=<path to a world directory>`` picks
   another. ``gym.make_vec("aapt/NeuralDoom-v0", num_envs=8)`` gives the natively batched
   ``envs.vector.NeuralWorldVectorEnv`` (one generator forward per step for all envs).
+- ``aapt/Humanoid-v0``: MuJoCo's humanoid posed kinematically (``envs.humanoid``): the action
+  is the next body pose, the observation its render; 60 s episodes (truncation only).
 - ``aapt/NeuralWorld-v0``: any neural world, ``world=<directory>`` required, e.g. one trained
   on your own game (``aapt-world record``): it keeps that game's action space. No time limit
   (pass ``max_episode_steps``).
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS
+from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS, HUMANOID_EPISODE_STEPS
 from envs.actions import SCENARIO_ACTION_TYPES
 
 # The default neural Doom world, shipped in the repo (fp16, see its MODEL_CARD.md).
@@ -43,6 +45,8 @@ _register("aapt/DoomTakeCover-v0", _REAL_DOOM, max_episode_steps=DOOM_EPISODE_ST
           scenario="take_cover", action_type=SCENARIO_ACTION_TYPES["take_cover"])
 _register("aapt/DoomHealthGathering-v0", _REAL_DOOM, max_episode_steps=None,
           scenario="health_gathering")
+_register("aapt/Humanoid-v0", "envs.humanoid:HumanoidEnv",
+          max_episode_steps=HUMANOID_EPISODE_STEPS)
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
           max_episode_steps=DOOM_EPISODE_STEPS,
           vector_entry_point="envs.vector:NeuralWorldVectorEnv")

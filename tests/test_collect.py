@@ -76,7 +76,7 @@ def test_small_plans_always_have_a_validation_episode() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="unknown policies"):
+    with pytest.raises(ValueError, match="unknown doom policies"):
         small(Path("x"), policies=["dance"]).validate()
     with pytest.raises(ValueError, match="multiples of 8"):
         small(Path("x"), width=50).validate()
@@ -86,14 +86,14 @@ def test_plan_is_deterministic_and_balanced() -> None:
     plans = plan_episodes(CollectConfig(num_episodes=9, val_every=4))
     assert plans == plan_episodes(CollectConfig(num_episodes=9, val_every=4))
     assert [p.split for p in plans].count("val") == 2
-    assert [p.doom_map for p in plans][:5] == ["MAP01", "MAP02", "MAP03", "MAP04", "MAP01"]
+    assert [p.scene for p in plans][:5] == ["MAP01", "MAP02", "MAP03", "MAP04", "MAP01"]
     cfg = CollectConfig(num_episodes=64, val_every=8, policies=["a", "b", "c", "d"])
     plans = plan_episodes(cfg)
-    pairs = {(p.doom_map, p.policy) for p in plans}
+    pairs = {(p.scene, p.policy) for p in plans}
     assert len(pairs) == 16  # every map meets every policy
     val = [p for p in plans if p.split == "val"]
     assert len(val) == 8
-    assert {p.doom_map for p in val} == set(cfg.maps)  # validation is not one map
+    assert {p.scene for p in val} == set(cfg.maps)  # validation is not one map
     assert len({p.policy for p in val}) >= 3
 
 

@@ -1,6 +1,12 @@
-"""Record episodes of the real Doom world with player-like scripted policies.
+"""Record episodes of a real source world with scripted players: Doom or the humanoid.
 
     aapt-world collect root=data/doom num_episodes=64 steps_per_episode=500 workers=2
+    aapt-world collect world=humanoid root=data/humanoid num_episodes=32
+
+``world=doom`` (default): ViZDoom maps, player-like explorers (``envs.scripted``).
+``world=humanoid``: MuJoCo's humanoid driven by the performer (``envs.motions``); its "maps"
+are camera scenes, ``fixed`` or ``orbit`` (``HUMANOID_SCENES``); poses.npy holds the per-frame
+record of ``envs.humanoid`` (pose, 3D and 2D keypoints; names in the manifest).
 
 The collection is a fixed plan (``plan_episodes``): episode i runs map ``maps[i % len(maps)]``
 with seed ``seed + i``, every map meets every policy, and validation episodes rotate over maps
@@ -22,10 +28,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from aapt_world.constants import COLLECTION_MAPS, DOOM_FPS
+from aapt_world.constants import COLLECTION_MAPS, DOOM_FPS, HUMANOID_FPS
 from envs.actions import COMMAND_NAMES
 from envs.doom import POSE_NAMES, DoomConfig, DoomEnv
-from envs.scripted import POLICIES, make_policy
+from envs.humanoid import (
+    KEYPOINT_NAMES,
+    ROOT_NAMES,
+    HumanoidConfig,
+    HumanoidEnv,
+    record_names,
+)
+from envs.motions import HUMANOID_POLICIES
+from envs.motions import JOINTS as HUMANOID_JOINTS
+from envs.scripted import POLICIES
 from training.dataset import (
     FRAMES_PER_STEP,
     MANIFEST,
@@ -40,14 +55,21 @@ from training.dataset import (
     write_manifest,
 )
 
+WORLDS = ("doom", "humanoid")
+HUMANOID_SCENES = {"fixed": 0.0, "orbit": 12.0}  # camera orbit speed (deg/s) per scene
+DEFAULT_MAPS = {"doom": list(COLLECTION_MAPS), "humanoid": list(HUMANOID_SCENES)}
+DEFAULT_POLICIES = {"doom": ["explorer", "explorer", "explorer", "random"],
+                    "humanoid": ["performer"]}
+WORLD_POLICIES = {"doom": POLICIES, "humanoid": HUMANOID_POLICIES}
+
 
 @dataclass
 class CollectConfig:
     root: str = "data/doom"
-    scenario: str = "freedoom2"
-    maps: list[str] = field(default_factory=lambda: list(COLLECTION_MAPS))
-    policies: list[str] = field(default_factory=lambda: ["explorer", "explorer", "explorer",
-                                                         "random"])
+    world: str = "doom"  # doom | humanoid
+    scenario: str = "freedoom2"  # Doom only
+    maps: list[str] = field(default_factory=list)  # Doom maps or humanoid camera scenes;
+    policies: list[str] = field(default_factory=list)  # empty = the world's defaults
     num_episodes: int = 32
     steps_per_episode: int = 500  # 2001 video frames, about 57 s of game at 35 fps
     width: int = 128
@@ -56,8 +78,22 @@ class CollectConfig:
     val_every: int = 8  # one episode in 8 is validation: 1, 10, 19, ... (see plan_episodes)
     workers: int = 2
 
+    def __post_init__(self) -> None:
+        if self.world in WORLDS:
+            self.maps = list(self.maps) or list(DEFAULT_MAPS[self.world])
+            self.policies = list(self.policies) or list(DEFAULT_POLICIES[self.world])
+
     def validate(self) -> None:
-        DoomConfig(scenario=self.scenario, width=self.width, height=self.height).validate()
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
+        if self.world == "doom":
+            DoomConfig(scenario=self.scenario, width=self.width, height=self.height).validate()
+        else:
+            HumanoidConfig(width=self.width, height=self.height).validate()
+            unknown_scenes = set(self.maps) - set(HUMANOID_SCENES)
+            if unknown_scenes:
+                raise ValueError(f"unknown humanoid scenes {sorted(unknown_scenes)}: expected "
+                                 f"{sorted(HUMANOID_SCENES)}")
         if self.num_episodes < 2 or self.steps_per_episode < 1:
             raise ValueError(f"num_episodes must be >= 2 (one episode goes to validation) and "
                              f"steps_per_episode >= 1, got {self.num_episodes} and "
@@ -67,24 +103,44 @@ class CollectConfig:
         if self.scenario != "freedoom2" and len(self.maps) != 1:
             raise ValueError(f"scenario {self.scenario} brings its own map: pass one map entry "
                              f"(e.g. maps=[MAP01]), got maps={self.maps}")
-        unknown = set(self.policies) - set(POLICIES)
+        known = WORLD_POLICIES[self.world]
+        unknown = set(self.policies) - set(known)
         if unknown:
-            raise ValueError(f"unknown policies {sorted(unknown)}: expected {sorted(POLICIES)}")
+            raise ValueError(f"unknown {self.world} policies {sorted(unknown)}: expected "
+                             f"{sorted(known)}")
         if self.workers < 1 or self.val_every < 2:
             raise ValueError("workers must be >= 1 and val_every >= 2")
 
     def dataset_meta(self) -> dict[str, Any]:
         """What every episode of this dataset shares; a resumed run must agree with it."""
+        if self.world == "humanoid":
+            joints = HUMANOID_JOINTS
+            return {"world": "humanoid", "plan_version": 3, "width": self.width,
+                    "height": self.height, "frames_per_step": FRAMES_PER_STEP,
+                    "fps": HUMANOID_FPS, "action_names": list(ROOT_NAMES + joints),
+                    "pose_names": list(record_names(joints)),
+                    "keypoint_names": list(KEYPOINT_NAMES)}
         return {"world": "doom", "plan_version": 3, "scenario": self.scenario, "width": self.width,
                 "height": self.height, "frames_per_step": FRAMES_PER_STEP, "fps": DOOM_FPS,
                 "action_names": list(COMMAND_NAMES), "pose_names": list(POSE_NAMES)}
+
+    def make_env(self, scene: str) -> Any:
+        """The real source env of one planned map / scene."""
+        if self.world == "humanoid":
+            return HumanoidEnv(HumanoidConfig(width=self.width, height=self.height,
+                                              orbit_deg_per_s=HUMANOID_SCENES[scene]))
+        return DoomEnv(DoomConfig(scenario=self.scenario, doom_map=scene, width=self.width,
+                                  height=self.height, action_type="continuous"))
+
+    def make_policy(self, name: str) -> Any:
+        return WORLD_POLICIES[self.world][name]()
 
 
 @dataclass
 class EpisodePlan:
     index: int
     id: str
-    doom_map: str
+    scene: str  # the Doom map, or the humanoid's camera scene (meta key "map")
     seed: int
     policy: str
     split: str
@@ -99,7 +155,7 @@ def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
     m, p, n = len(cfg.maps), len(cfg.policies), cfg.num_episodes
     val = validation_episodes(n, cfg.val_every)
     return [
-        EpisodePlan(index=i, id=f"ep_{i:06d}", doom_map=cfg.maps[i % m], seed=cfg.seed + i,
+        EpisodePlan(index=i, id=f"ep_{i:06d}", scene=cfg.maps[i % m], seed=cfg.seed + i,
                     policy=cfg.policies[(i % m + i // m) % p],
                     split="val" if i in val else "train")
         for i in range(n)
@@ -107,7 +163,7 @@ def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
 
 
 def check_plan_matches_disk(root: Path, plans: list[EpisodePlan], steps: int) -> None:
-    check_episodes_match(root, {p.id: {"map": p.doom_map, "seed": p.seed, "policy": p.policy,
+    check_episodes_match(root, {p.id: {"map": p.scene, "seed": p.seed, "policy": p.policy,
                                        "split": p.split} for p in plans}, steps)
 
 
@@ -137,21 +193,20 @@ def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np
 
 
 def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, int]]:
-    """Record a list of planned episodes in one process (one ViZDoom instance per map)."""
+    """Record a list of planned episodes in one process (one env instance per map / scene)."""
     cfg_dict, plans = args
     cfg = CollectConfig(**cfg_dict)
-    envs: dict[str, DoomEnv] = {}
+    envs: dict[str, Any] = {}
     done = []
     try:
         for plan in plans:
-            if plan.doom_map not in envs:
-                envs[plan.doom_map] = DoomEnv(DoomConfig(
-                    scenario=cfg.scenario, doom_map=plan.doom_map, width=cfg.width,
-                    height=cfg.height, action_type="continuous"))
-            arrays = record_episode(envs[plan.doom_map], make_policy(plan.policy),
+            if plan.scene not in envs:
+                envs[plan.scene] = cfg.make_env(plan.scene)
+            arrays = record_episode(envs[plan.scene], cfg.make_policy(plan.policy),
                                     cfg.steps_per_episode, plan.seed)
-            meta = {"id": plan.id, "map": plan.doom_map, "seed": plan.seed,
-                    "policy": plan.policy, "split": plan.split, "scenario": cfg.scenario}
+            meta = {"id": plan.id, "map": plan.scene, "seed": plan.seed,
+                    "policy": plan.policy, "split": plan.split,
+                    "scenario": cfg.scenario if cfg.world == "doom" else cfg.world}
             write_episode(cfg.root, Episode(**arrays, meta=meta))
             done.append((plan.id, int(arrays["frames"].shape[0])))
     finally:

@@ -1,0 +1,164 @@
+"""The real humanoid world (issue 11): the MuJoCo env, its keypoints, the performer, collection."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs.humanoid import KEYPOINT_NAMES, ROOT_DIM, HumanoidEnv, record_names
+from envs.motions import JOINTS, PRIMITIVES, PerformerConfig, PerformerPolicy
+
+SIZE = {"width": 64, "height": 48}
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = HumanoidEnv(**SIZE)
+    yield e
+    e.close()
+
+
+def test_check_env_and_registration() -> None:
+    e = gym.make("aapt/Humanoid-v0", **SIZE)
+    check_env(e.unwrapped, skip_render_check=True)
+    assert e.spec.max_episode_steps == 450  # 60 s at 30 fps, 4 frames per step
+    e.close()
+
+
+def test_layout_matches_the_model(env) -> None:
+    assert env.poser.joint_names == JOINTS
+    assert env.action_space.shape == (ROOT_DIM + len(JOINTS),) == (23,)
+    _, info = env.reset(seed=0)
+    k = len(KEYPOINT_NAMES)
+    assert info["frames"].shape == (4, 48, 64, 3) and info["frames"].dtype == np.uint8
+    assert info["poses"].shape == (4, 23 + 3 * k + 2 * k) == (4, len(record_names(JOINTS)))
+    assert info["keypoints_3d"].shape == (4, k, 3) and info["keypoints_2d"].shape == (4, k, 2)
+    # standing at rest: feet on the floor, head above the root
+    world_z = info["keypoints_3d"][0, :, 2] + info["poses"][0, 2]
+    feet = [KEYPOINT_NAMES.index(n) for n in ("left_foot", "right_foot")]
+    assert np.all(np.abs(world_z[feet]) < 0.1)
+    assert world_z[KEYPOINT_NAMES.index("head")] > 1.5
+
+
+def test_keypoints_project_onto_the_body(env) -> None:
+    """The 2D keypoints land on pixels where the renderer draws the humanoid, not the floor
+    or the sky (segmentation render of the same pose and camera)."""
+    import mujoco
+
+    pose = env.poser.rest_pose()
+    pose[3] = 0.7  # turned, so the projection is not trivially central
+    pose[ROOT_DIM + JOINTS.index("right_shoulder1")] = -1.0
+    _, info = env.reset(options={"pose": pose})
+    r = env.poser.renderer
+    r.enable_segmentation_rendering()
+    try:
+        r.update_scene(env.poser.data, camera=env.poser.camera)
+        seg = r.render()[..., 0]
+    finally:
+        r.disable_segmentation_rendering()
+    floor = mujoco.mj_name2id(env.poser.model, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+    body = [KEYPOINT_NAMES.index(n) for n in ("head", "pelvis", "lwaist", "right_shin")]
+    for i in body:
+        col, row = info["keypoints_2d"][0, i]
+        assert 0 <= col < 64 and 0 <= row < 48, KEYPOINT_NAMES[i]
+        around = seg[max(0, int(row) - 1):int(row) + 2, max(0, int(col) - 1):int(col) + 2]
+        assert np.any((around >= 0) & (around != floor)), KEYPOINT_NAMES[i]
+
+
+def test_step_interpolates_and_clips(env) -> None:
+    env.reset(seed=1)
+    start = env.poser.rest_pose()
+    target = start.copy()
+    target[0] = 0.4
+    target[ROOT_DIM + JOINTS.index("right_knee")] = -10.0  # beyond the joint range
+    obs, reward, terminated, truncated, info = env.step(target)
+    knee = ROOT_DIM + JOINTS.index("right_knee")
+    low = env.action_space.low[knee]
+    assert info["command"][knee] == pytest.approx(low) and reward == 0.0
+    assert not terminated and not truncated
+    x = info["poses"][:, 0]
+    np.testing.assert_allclose(x, [0.1, 0.2, 0.3, 0.4], atol=1e-6)  # frame j at (j+1)/4
+    np.testing.assert_array_equal(obs, info["frames"][-1])
+
+
+def test_yaw_turns_the_short_way(env) -> None:
+    start = env.poser.rest_pose()
+    start[3] = 3.0
+    env.reset(options={"pose": start})
+    target = start.copy()
+    target[3] = -3.0  # 0.28 rad the short way, across +-pi
+    _, _, _, _, info = env.step(target)
+    yaw = info["poses"][:, 3]
+    steps = np.abs(np.diff(np.unwrap(np.concatenate([[3.0], yaw]))))
+    assert np.all(steps < 0.1)
+
+
+def test_bad_actions_name_what_is_wrong(env) -> None:
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(23,\)"):
+        env.step(np.zeros(5))
+    bad = env.poser.rest_pose()
+    bad[ROOT_DIM + JOINTS.index("left_elbow")] = np.nan
+    with pytest.raises(ValueError, match="left_elbow"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="only the option 'pose'"):
+        env.reset(options={"frame": 1})
+
+
+def test_orbiting_camera_moves_a_still_body() -> None:
+    e = HumanoidEnv(orbit_deg_per_s=90.0, **SIZE)
+    try:
+        _, info = e.reset(seed=0)
+        _, _, _, _, info = e.step(e.poser.rest_pose())
+        assert not np.array_equal(info["frames"][0], info["frames"][-1])
+        assert not np.allclose(info["keypoints_2d"][0], info["keypoints_2d"][-1])
+    finally:
+        e.close()
+
+
+def test_performer_is_seeded_varied_and_smooth() -> None:
+    def perform(seed: int, steps: int, fps: int = 30) -> tuple[np.ndarray, set[str]]:
+        p = PerformerPolicy(PerformerConfig(fps=fps))
+        p.reset(np.random.default_rng(seed))
+        poses, seen = [], set()
+        for _ in range(steps):
+            poses.append(p.act())
+            seen.add(p.primitive)
+        return np.stack(poses), seen
+
+    a, seen = perform(0, 600)  # 80 s
+    b, _ = perform(0, 600)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, perform(1, 600)[0])
+    assert len(seen) >= 6 and seen <= set(PRIMITIVES)
+    # continuous motion, primitive switches included (cross-faded): sampled 16x finer, the
+    # largest change per step shrinks with the step (a jump would not)
+    fine, _ = perform(0, 600 * 16, fps=30 * 16)
+    assert np.abs(np.diff(fine[:, ROOT_DIM:], axis=0)).max() < 0.15
+    assert np.abs(np.diff(fine[:, 2])).max() < 0.04  # root height
+    assert np.ptp(a[:, 0]) > 1.0 or np.ptp(a[:, 1]) > 1.0  # it travels over the floor
+    assert np.all(np.hypot(a[:, 0], a[:, 1]) < 20.0)  # and turns back toward the centre
+
+
+def test_collect_a_humanoid_dataset(tmp_path) -> None:
+    from training.collect import CollectConfig, collect
+
+    cfg = CollectConfig(root=str(tmp_path / "humanoid"), world="humanoid", num_episodes=2,
+                        steps_per_episode=3, workers=1, **SIZE)
+    assert cfg.maps == ["fixed", "orbit"] and cfg.policies == ["performer"]
+    summary = collect(cfg, progress=False)
+    assert summary["total_episodes"] == 2 and summary["total_frames"] == 2 * 13
+    manifest = json.loads((tmp_path / "humanoid" / "manifest.json").read_text())
+    assert manifest["world"] == "humanoid" and len(manifest["pose_names"]) == 103
+    episode = next((tmp_path / "humanoid" / "episodes").iterdir())
+    poses = np.load(episode / "poses.npy")
+    actions = np.load(episode / "actions.npy")
+    assert poses.shape == (13, 103) and actions.shape == (3, 23)
+    with pytest.raises(ValueError, match="unknown humanoid scenes"):
+        CollectConfig(world="humanoid", maps=["MAP01"]).validate()
+    with pytest.raises(ValueError, match="unknown humanoid policies"):
+        CollectConfig(world="humanoid", policies=["explorer"]).validate()
