@@ -622,3 +622,29 @@ def test_stage3_continues_a_world_without_stage_1_and_2(pipeline: dict, data_roo
     with pytest.raises(ValueError, match="context_noise must be in"):
         make_cfg(overrides(data_root, out, "stage=adversarial",
                            "adversarial.context_noise=1.5")).validate()
+
+
+def test_d_steps_updates_the_discriminator_more_often(pipeline: dict, data_root: Path,
+                                                      tmp_path: Path) -> None:
+    """``adversarial.d_steps=k``: k D updates (each on the same rollout, own t_D) per G update."""
+    from training.stages.adversarial import build
+    from training.trainer import Dist
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "diffusion", "consistency")
+    for k in (1, 3):
+        cfg = make_cfg(overrides(data_root, out, "stage=adversarial",
+                                 f"adversarial.d_steps={k}", "optim.warmup_steps=0"))
+        parts = build(cfg, Dist(), torch.device("cpu"))
+        d0 = [p.detach().clone() for p in parts.modules["discriminator"].parameters()]
+        metrics = parts.train_step(0)
+        assert all(math.isfinite(v) for v in metrics.values())
+
+        def steps(opt: torch.optim.Optimizer) -> set[int]:
+            return {int(st["step"]) for st in opt.state.values()}
+
+        assert steps(parts.optimizers["d"]) == {k} and steps(parts.optimizers["g"]) == {1}
+        assert any(not torch.equal(p, q) for p, q in
+                   zip(parts.modules["discriminator"].parameters(), d0))
+    with pytest.raises(ValueError, match="d_steps must be >= 1"):
+        make_cfg(overrides(data_root, out, "stage=adversarial", "adversarial.d_steps=0")
+                 ).validate()

@@ -137,6 +137,7 @@ class AdversarialStageConfig:
     rollout_steps: int = 8  # latent frames generated per segment
     segments: int = 1  # >1 = long-video training beyond the real clip length
     segment_overlap: int = 1  # frames of the previous segment shown to D with the next one
+    d_steps: int = 1  # D updates per G update, on the same rollout (fresh t_D and noise)
     context_noise: float = 0.0  # noise level of the recycled frame in student rollouts: set
     # it to export.context_noise, so the generator is post-trained as the world will run it
     disc_init: str = ""  # start D's backbone from this world dir / generator file instead of
@@ -232,6 +233,7 @@ class TrainConfig:
              f"consistency.loss must be pseudo_huber or l2, got {self.consistency.loss!r}"),
             (self.adversarial.rollout_steps >= 1, "adversarial.rollout_steps must be >= 1"),
             (self.adversarial.segments >= 1, "adversarial.segments must be >= 1"),
+            (self.adversarial.d_steps >= 1, "adversarial.d_steps must be >= 1"),
             (0 <= self.adversarial.context_noise < 1,
              f"adversarial.context_noise must be in [0, 1), got "
              f"{self.adversarial.context_noise}"),

@@ -6,8 +6,10 @@ heads (``aapt_world.discriminator``). Per optimizer step:
 1. Student forcing: from a REAL first latent, the generator rolls out ``rollout_steps`` latent
    frames with the KV cache exactly as at inference (``WorldModel.generate_step``); the recycled
    previous frame is detached, gradients flow through the KV cache.
-2. D update: relativistic ``softplus(D(fake) - D(real))`` + approximated R1/R2
-   ``lambda ||D(x) - D(x + sigma n)||^2`` on real and fake; t_D ~ U(0, 1) per pair.
+2. D update(s): relativistic ``softplus(D(fake) - D(real))`` + approximated R1/R2
+   ``lambda ||D(x) - D(x + sigma n)||^2`` on real and fake; t_D ~ U(0, 1) per pair;
+   ``d_steps`` of them per G update (a small D at a small batch learns slowly: Self-Forcing's
+   critic takes 5).
 3. G update: ``softplus(D(real) - D(fake))``.
 4. Long-video training (``segments`` > 1): the rollout continues segment after segment beyond
    the real clip length with the DETACHED cache of the previous segment; D judges each segment
@@ -108,28 +110,41 @@ def penalty(disc: Discriminator, frames: torch.Tensor, conds: torch.Tensor, t: t
     return approx_gradient_penalty(logits, d_logits(disc, perturbed, conds, t, gen))
 
 
-def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
-                   g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, step: int,
-                   real: torch.Tensor, real_conds: torch.Tensor, fake: torch.Tensor,
-                   fake_conds: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
-    """One D and one G update on a (real, fake) pair of latent sequences (B, C, K+1, h, w).
-
-    ``fake`` still carries the generator's graph (student rollout); D's update detaches it.
-    """
+def d_update(cfg: TrainConfig, disc: Discriminator, d_opt: torch.optim.Optimizer, step: int,
+             real: torch.Tensor, real_conds: torch.Tensor, fake: torch.Tensor,
+             fake_conds: torch.Tensor, t: torch.Tensor, seed: int
+             ) -> dict[str, torch.Tensor]:
+    """One D update on a (real, fake) pair at D-timestep ``t`` (shared by the pair)."""
     a, device = cfg.adversarial, real.device
-    t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
-    seed = int(rng.integers(2**31))
     warmup_lr(d_opt, cfg.optim, step, a.d_lr)
     with autocast(device):
         # real and fake get their own D-noise; R1 / R2 reuse exactly the noise of the logits
         # they perturb, so only the sigma perturbation of the frames differs
         d_real = d_logits(disc, real, real_conds, t, torch.Generator(device).manual_seed(seed))
-        d_fake = d_logits(disc, fake.detach(), fake_conds, t,
+        d_fake = d_logits(disc, fake, fake_conds, t,
                           torch.Generator(device).manual_seed(seed + 1))
         r1 = penalty(disc, real, real_conds, t, a.r1_sigma, d_real, seed)
-        r2 = penalty(disc, fake.detach(), fake_conds, t, a.r1_sigma, d_fake, seed + 1)
+        r2 = penalty(disc, fake, fake_conds, t, a.r1_sigma, d_fake, seed + 1)
         d_loss = relativistic_d_loss(d_real, d_fake) + a.r1_weight * (r1 + r2)
     optimizer_step(d_opt, d_loss, disc.parameters(), cfg.optim.grad_clip)
+    return {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_loss": d_loss.detach(),
+            "r1": r1.detach(), "r2": r2.detach()}
+
+
+def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
+                   g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, step: int,
+                   real: torch.Tensor, real_conds: torch.Tensor, fake: torch.Tensor,
+                   fake_conds: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
+    """``adversarial.d_steps`` D updates, then one G update, on a (real, fake) pair of latent
+    sequences (B, C, K+1, h, w). Each D update draws its own D-timestep and noise; G's update
+    uses the last ones. ``fake`` still carries the generator's graph (student rollout); D's
+    updates detach it."""
+    a, device = cfg.adversarial, real.device
+    for _ in range(a.d_steps):
+        t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
+        seed = int(rng.integers(2**31))
+        d = d_update(cfg, disc, d_opt, step, real, real_conds, fake.detach(), fake_conds, t,
+                     seed)
 
     warmup_lr(g_opt, cfg.optim, step, a.g_lr)
     disc.requires_grad_(False)  # G's loss must not touch D's gradients
@@ -140,11 +155,11 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
     g_norm = optimizer_step(g_opt, g_loss, generator.parameters(), cfg.optim.grad_clip)
     disc.requires_grad_(True)
     # Collapse watch: a D whose logits no longer vary across inputs (std -> 0) gives G nothing.
-    return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item(),
-            "r2": r2.item(), "g_grad_norm": g_norm.item(),
-            "d_real_minus_fake": (d_real - d_fake).mean().item(),
-            "d_real_std": d_real.detach().float().std().item(),
-            "d_fake_std": d_fake.detach().float().std().item()}
+    return {"d_loss": d["d_loss"].item(), "g_loss": g_loss.item(), "r1": d["r1"].item(),
+            "r2": d["r2"].item(), "g_grad_norm": g_norm.item(),
+            "d_real_minus_fake": (d["d_real"] - d["d_fake"]).mean().item(),
+            "d_real_std": d["d_real"].float().std().item(),
+            "d_fake_std": d["d_fake"].float().std().item()}
 
 
 def load_pretrained(cfg: TrainConfig, generator: WorldModel, backbone: WorldModel) -> None:
