@@ -38,6 +38,7 @@ from envs.actions import (
     command_to_buttons,
     make_action_space,
 )
+from envs.options import checked_render_mode, configured
 
 POSE_DIM = 5
 POSE_NAMES = ("x", "y", "z", "yaw_deg", "pitch_deg")
@@ -123,18 +124,9 @@ class DoomEnv(gym.Env):
     def __init__(
         self, config: DoomConfig | None = None, render_mode: str | None = None, **overrides: Any
     ) -> None:
-        config = config or DoomConfig()
-        for key, value in overrides.items():
-            if not hasattr(config, key):
-                raise TypeError(f"DoomEnv got an unknown option {key!r}")
-            setattr(config, key, value)
-        config.validate()
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
+        config = configured(config or DoomConfig(), overrides, "DoomEnv")
         self.config = config
-        self.render_mode = render_mode
+        self.render_mode = checked_render_mode(render_mode, self.metadata)
         self.action_space = make_action_space(config.action_type)
         self.observation_space = spaces.Box(
             0, 255, shape=(config.height, config.width, 3), dtype=np.uint8

@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - mujoco is a declared dependency
 from gymnasium import spaces  # noqa: E402
 
 from aapt_world.constants import FRAMES_PER_STEP, HUMANOID_FPS  # noqa: E402
+from envs.options import checked_render_mode, configured  # noqa: E402
 
 ROOT_NAMES = ("x", "y", "z", "yaw", "pitch", "roll")
 ROOT_DIM = len(ROOT_NAMES)
@@ -195,16 +196,9 @@ class HumanoidEnv(gym.Env):
 
     def __init__(self, config: HumanoidConfig | None = None, render_mode: str | None = None,
                  **overrides: Any) -> None:
-        config = config or HumanoidConfig()
-        for key, value in overrides.items():
-            if not hasattr(config, key):
-                raise TypeError(f"HumanoidEnv got an unknown option {key!r}")
-            setattr(config, key, value)
-        config.validate()
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
-                             f"got {render_mode!r}")
-        self.config, self.render_mode = config, render_mode
+        config = configured(config or HumanoidConfig(), overrides, "HumanoidEnv")
+        self.config = config
+        self.render_mode = checked_render_mode(render_mode, self.metadata)
         self.poser = HumanoidPoser(config)
         self.action_space = spaces.Box(self.poser.low, self.poser.high, dtype=np.float32)
         self.observation_space = spaces.Box(0, 255, (config.height, config.width, 3), np.uint8)
