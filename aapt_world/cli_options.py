@@ -39,3 +39,8 @@ def apply_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (an empty string gives an empty list)."""
+    return [item.strip() for item in text.split(",") if item.strip()]

@@ -152,19 +152,19 @@ class HumanoidPoser:
         d.qpos[self.qpos_index] = pose[ROOT_DIM:]
         mujoco.mj_kinematics(self.model, d)  # positions only: no dynamics needed to render
 
-    def keypoints_3d(self) -> np.ndarray:
-        """(K, 3) world positions of the keypoints, relative to the root."""
-        pts = np.concatenate([self.data.xpos[self.body_ids], self.data.geom_xpos[self.geom_ids]])
-        return (pts - self.data.qpos[:3]).astype(np.float32)
+    def keypoints(self) -> np.ndarray:
+        """(K, 3) world positions of the keypoints in the current pose."""
+        return np.concatenate([self.data.xpos[self.body_ids], self.data.geom_xpos[self.geom_ids]])
 
-    def render(self, azimuth_deg: float) -> tuple[np.ndarray, np.ndarray]:
-        """The current pose seen by the camera: (frame uint8 (H, W, 3), keypoints 2D (K, 2))."""
+    def render(self, azimuth_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The current pose seen by the camera: frame uint8 (H, W, 3), keypoints 3D relative
+        to the root (K, 3) and their projections (K, 2)."""
         self.camera.lookat[:] = (self.data.qpos[0], self.data.qpos[1], 1.0)
         self.camera.azimuth = azimuth_deg
         self.renderer.update_scene(self.data, camera=self.camera)
         frame = self.renderer.render()
-        pts = np.concatenate([self.data.xpos[self.body_ids], self.data.geom_xpos[self.geom_ids]])
-        return frame, self.project(pts)
+        points = self.keypoints()
+        return frame, (points - self.data.qpos[:3]).astype(np.float32), self.project(points)
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """World points (N, 3) -> image (N, 2) as (column, row) pixels, through the scene's
@@ -267,9 +267,9 @@ class HumanoidEnv(gym.Env):
             self.poser.set_pose(pose)
             azimuth = self._azimuth0 + self.config.orbit_deg_per_s * self._frame_index / \
                 self.config.fps
-            frame, points_2d = self.poser.render(azimuth)
+            frame, points_3d, points_2d = self.poser.render(azimuth)
             frames.append(frame)
-            kp3.append(self.poser.keypoints_3d())
+            kp3.append(points_3d)
             kp2.append(points_2d)
             self._frame_index += 1
         self._frame = frames[-1]

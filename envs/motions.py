@@ -19,7 +19,7 @@ it overhead; the elbow straightens toward -1.5 and bends toward 0.8.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -47,10 +47,9 @@ class Motion:
     turn_rate: float = 0.0  # yaw rate (rad/s), counter-clockwise
 
     def blend(self, other: Motion, w: float) -> Motion:
-        mix = lambda a, b: (1 - w) * a + w * b  # noqa: E731
-        return Motion(mix(self.joints, other.joints), mix(self.height, other.height),
-                      mix(self.pitch, other.pitch), mix(self.roll, other.roll),
-                      mix(self.speed, other.speed), mix(self.turn_rate, other.turn_rate))
+        """(1 - w) self + w other, field by field."""
+        return Motion(*((1 - w) * getattr(self, f.name) + w * getattr(other, f.name)
+                        for f in fields(Motion)))
 
 
 def _joints(**angles: float) -> np.ndarray:
@@ -173,6 +172,22 @@ PRIMITIVES: dict[str, Callable[[float, float, float, float], Motion]] = {
     "squat": squat, "wave": wave, "reach": reach, "jump": jump}
 
 
+@dataclass(frozen=True)
+class Take:
+    """One primitive as the performer plays it: from ``start`` (performer time, s) for
+    ``length`` s, at its drawn speed, amplitude and side."""
+
+    name: str
+    start: float
+    length: float
+    speed: float
+    amplitude: float
+    side: float
+
+    def at(self, t: float) -> Motion:
+        return PRIMITIVES[self.name](t - self.start, self.speed, self.amplitude, self.side)
+
+
 @dataclass
 class PerformerConfig:
     # how often each primitive is chosen next (PRIMITIVES order)
@@ -205,34 +220,28 @@ class PerformerPolicy:
         self._rng = rng
         self._xy, self._yaw, self._t = np.zeros(2), 0.0, 0.0
         self._current = self._draw()
-        self._previous: tuple[Any, ...] | None = None
+        self._previous: Take | None = None  # the take being faded out, if any
 
-    def _draw(self) -> tuple[str, float, float, float, float, float]:
-        """(primitive, start time, length, speed, amplitude, side)."""
+    def _draw(self) -> Take:
         c, rng = self.config, self._rng
         w = np.asarray(c.weights, float)
         name = list(PRIMITIVES)[rng.choice(len(w), p=w / w.sum())]
-        return (name, self._t, float(rng.uniform(*c.duration_s)), float(rng.uniform(*c.speed)),
-                float(rng.uniform(*c.amplitude)), float(rng.choice([-1.0, 1.0])))
-
-    @staticmethod
-    def _sample(entry: tuple[Any, ...], t: float) -> Motion:
-        name, start, _, speed, amp, side = entry
-        return PRIMITIVES[name](t - start, speed, amp, side)
+        return Take(name, self._t, float(rng.uniform(*c.duration_s)),
+                    float(rng.uniform(*c.speed)), float(rng.uniform(*c.amplitude)),
+                    float(rng.choice([-1.0, 1.0])))
 
     def motion(self) -> Motion:
         """The blended motion at the performer's current time."""
-        m = self._sample(self._current, self._t)
+        m = self._current.at(self._t)
         if self._previous is not None:
-            w = (self._t - self._current[1]) / self.config.blend_s
+            w = (self._t - self._current.start) / self.config.blend_s
             if w < 1:
-                return self._sample(self._previous, self._t).blend(m, 0.5 - 0.5 * np.cos(np.pi * w))
+                return self._previous.at(self._t).blend(m, 0.5 - 0.5 * np.cos(np.pi * w))
             self._previous = None
         return m
 
     def _advance(self, dt: float) -> Motion:
-        name, start, length, *_ = self._current
-        if self._t - start >= length:
+        if self._t - self._current.start >= self._current.length:
             self._previous, self._current = self._current, self._draw()
         m = self.motion()
         turn = m.turn_rate
@@ -261,7 +270,7 @@ class PerformerPolicy:
 
     @property
     def primitive(self) -> str:
-        return self._current[0]
+        return self._current.name
 
 
 HUMANOID_POLICIES = {"performer": PerformerPolicy}

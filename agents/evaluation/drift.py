@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from aapt_world import metrics as M
-from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.cli_options import add_threads, apply_threads, comma_list, command_parser
 from aapt_world.constants import DOOM_FPS
 from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
@@ -490,7 +490,7 @@ def parse_compare(parser: argparse.ArgumentParser, items: list[str]) -> dict[str
 
 def parse_families(parser: argparse.ArgumentParser, text: str) -> list[str]:
     """``--families a,b`` -> [a, b], each a known family ('' = none)."""
-    families = [f.strip() for f in text.split(",") if f.strip()]
+    families = comma_list(text)
     for f in families:
         if f not in FAMILIES:
             parser.error(f"unknown family {f!r}: expected some of {','.join(FAMILIES)}")

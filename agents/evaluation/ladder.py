@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from aapt_world import metrics as M
-from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.cli_options import add_threads, apply_threads, comma_list, command_parser
 from aapt_world.constants import COLLECTION_MAPS, HELD_OUT_SEED
 from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
@@ -484,12 +484,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_threads(args.threads)
     worlds = {"neural": args.world, **parse_compare(parser, args.compare)}
     families = parse_families(parser, args.families)
-    maps = [m.strip() for m in args.maps.split(",") if m.strip()]
+    maps = comma_list(args.maps)
     if not maps:
         parser.error("--maps needs at least one map")
     cfg = LadderConfig(steps=args.steps, families=families, maps=maps,
                        clip_steps=args.clip_steps, noop_steps=args.noop_steps, seed=args.seed,
                        strip_family=args.strip_family,
-                       rollout_maps=[m.strip() for m in args.rollout_maps.split(",")
-                                     if m.strip()])
+                       rollout_maps=comma_list(args.rollout_maps))
     return run_ladder(worlds, cfg, args.out, args.strip, resolve_device(args.device))

@@ -69,8 +69,9 @@ def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: tor
         raise ValueError("student_rollout: context_noise > 0 needs context_eps")
     prev, frames = start.detach(), []
     for k in range(frame_conds.shape[1]):
-        eps = context_eps[:, :, k] if context_eps is not None else prev
-        seen, level = noise_context(prev, context_noise, eps)
+        seen, level = prev, None
+        if context_eps is not None:  # what the world sees of its last frame at inference
+            seen, level = noise_context(prev, context_noise, context_eps[:, :, k])
         x = generator.generate_step(noise[:, :, k], seen, frame_conds[:, k], cache,
                                     context_level=level)
         frames.append(x)
