@@ -48,6 +48,7 @@ START_FRAMES = "start_frames.npy"
 CARD = "MODEL_CARD.md"
 # Doom's action types (envs.actions), or "game": a recorded game's own action_space
 ACTION_TYPES = ("discrete", "continuous", "dodge", "game")
+TERMINATION_RULES = ("threshold", "sample")  # see WorldConfig.termination
 
 
 # DiT options that were removed; a world saved with their (unused) defaults still loads.
@@ -77,6 +78,8 @@ class WorldConfig:
     timestep_shift: float = 1.0  # N (Euler, shifted schedule) for a diffusion baseline
     context_noise: float = 0.0  # inference noise level of the recycled frame (see session)
     action_space: dict[str, Any] | None = None  # action_type game: the source env's space
+    termination: str = "threshold"  # how the head's logit ends an episode: threshold (logit >
+    # 0) | sample (Bernoulli(sigmoid(logit)) from the env's rng: a calibrated hazard)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +100,8 @@ class WorldConfig:
             ((self.action_type == "game") == isinstance(self.action_space, dict),
              f"action_space must be an object exactly when action_type is 'game', got "
              f"{self.action_space!r}"),
+            (self.termination in TERMINATION_RULES,
+             f"termination must be one of {TERMINATION_RULES}, got {self.termination!r}"),
             (isinstance(self.dit.window, int) and self.dit.window >= 1,
              f"dit.window must be >= 1, got {self.dit.window!r}"),
         ]
@@ -118,7 +123,8 @@ class WorldConfig:
             sample_steps=data.get("sample_steps", 1),
             timestep_shift=data.get("timestep_shift", 1.0),
             context_noise=data.get("context_noise", 0.0),
-            action_space=data.get("action_space"))
+            action_space=data.get("action_space"),
+            termination=data.get("termination", "threshold"))
 
 
 @dataclass

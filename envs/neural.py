@@ -128,6 +128,18 @@ def evaluate_heads(world: World, prev: torch.Tensor, new: torch.Tensor, conds: t
     return reward, logit
 
 
+def episode_ends(world: World, logits: np.ndarray, rngs: list[np.random.Generator]
+                 ) -> np.ndarray:
+    """Which envs the step ended (B,) bool, by the world's rule: ``threshold`` (logit > 0) or
+    ``sample``: a death drawn with probability sigmoid(logit) from each env's own rng, so a
+    calibrated head gives the real game's hazard (a threshold at 0.5 never fires when the
+    head is unsure, as it is for most of the steps before a death)."""
+    if world.config.termination == "threshold":
+        return logits > 0
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    return np.array([rng.random() < p for rng, p in zip(rngs, probs, strict=True)], dtype=bool)
+
+
 @dataclass(frozen=True)
 class WorldActions:
     """A world's Gymnasium action space and the map from its actions to step commands: Doom's
@@ -255,7 +267,7 @@ class NeuralWorldEnv(gym.Env):
         frames = self.session.step(conds)[0].cpu().numpy()  # (4, H, W, 3)
         reward, logit = evaluate_heads(self.world, prev, self.session.prev, conds)
         self._last_frame = frames[-1]
-        self._terminated = bool(logit[0] > 0)
+        self._terminated = bool(episode_ends(self.world, logit, [self.np_random])[0])
         self.episode_steps += 1
         info = {"frames": frames, "command": command, "termination_logit": float(logit[0])}
         if self.render_mode == "human":

@@ -49,6 +49,7 @@ from envs.neural import (
     WorldActions,
     check_start_frame,
     check_start_index,
+    episode_ends,
     evaluate_heads,
     resolve_world,
 )
@@ -148,7 +149,7 @@ class NeuralWorldVectorEnv(VectorEnv):
         frames = self.session.step(conds).cpu().numpy()  # ONE batched forward: (B, 4, H, W, 3)
         rewards, logits = evaluate_heads(self.world, prev, self.session.prev, conds)
         self.episode_steps += 1
-        terminations = logits > 0
+        terminations = episode_ends(self.world, logits, self._rngs)
         truncations = (self.episode_steps >= self.max_episode_steps
                        if self.max_episode_steps is not None
                        else np.zeros(self.num_envs, dtype=bool))

@@ -110,6 +110,7 @@ def resave_config(directory: Path, edit) -> None:
     (lambda c: c.update(heads=[1, 2]), "heads must be an object"),
     (lambda c: c["dit"].update(window=0), "dit.window must be >= 1"),
     (lambda c: c.update(sample_steps=0), "sample_steps must be >= 1"),
+    (lambda c: c.update(termination="sometimes"), "termination must be one of"),
 ])
 def test_bad_config_values_are_rejected_with_the_path(world_dir: Path, edit, match) -> None:
     resave_config(world_dir, edit)

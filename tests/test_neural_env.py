@@ -280,6 +280,33 @@ def test_autoreset_on_termination(tiny_world_factory) -> None:
         assert infos["_final_obs"].all() and venv.episode_steps.tolist() == [0, 0]
 
 
+def test_sampled_termination_is_the_heads_hazard(tiny_world_factory) -> None:
+    """termination=sample: deaths drawn with probability sigmoid(logit) from the env's rng
+    (seeded, the same in the single and the vector env); threshold never fires at logit < 0."""
+    p = 0.25
+    world = forced_heads_world(tiny_world_factory, 0.0, float(np.log(p / (1 - p))))
+    world.config.termination = "sample"
+
+    def ends(env: NeuralWorldEnv, seed: int, steps: int = 80) -> list[bool]:
+        env.reset(seed=seed)
+        out = []
+        for _ in range(steps):
+            out.append(env.step(1)[2])
+            if out[-1]:
+                env.reset()
+        return out
+
+    env = NeuralWorldEnv(world)
+    first = ends(env, seed=3)
+    assert 0.12 < np.mean(first) < 0.4 and first == ends(env, seed=3)
+    venv = NeuralWorldVectorEnv(world, num_envs=4)
+    venv.reset(seed=5)
+    dead = np.array([venv.step(np.ones(4, dtype=int))[2] for _ in range(40)])
+    assert 0.12 < dead.mean() < 0.4 and len({tuple(c) for c in dead.T}) > 1  # own rng per env
+    world.config.termination = "threshold"
+    assert not any(ends(NeuralWorldEnv(world), seed=3, steps=20))
+
+
 def test_per_env_reset_leaves_other_streams_untouched(tiny_world_dir) -> None:
     actions = np.array([[1, 5, 8], [6, 0, 2], [3, 3, 9], [10, 4, 1]])
 

@@ -149,6 +149,8 @@ class AdversarialStageConfig:
 class HeadsStageConfig:
     reward_weight: float = 1.0
     termination_weight: float = 1.0
+    max_pos_weight: float = 100.0  # deaths are rare: positives weighted by their rarity, up
+    # to this; 1 = plain BCE, a calibrated probability (what termination=sample needs)
 
 
 @dataclass
@@ -162,6 +164,8 @@ class ExportConfig:
     start_frames: int = 16  # first frames of validation episodes, the env's reset images
     context_noise: float = 0.0  # inference noise level of the recycled frame (a world trained
     # with diffusion.context_noise and model.dit.context_noise_buckets is told it)
+    termination: str = "threshold"  # the env's rule for the head's logit (WorldConfig):
+    # threshold | sample (pair with heads.max_pos_weight=1)
 
 
 @dataclass

@@ -56,12 +56,14 @@ stage_adversarial() {
     adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
     optim.warmup_steps=10 run.max_minutes="$(minutes 12)"
 }
-stage_heads() {  # termination comes from this head in the dream
-  train stage=heads run.steps=100000 run.batch_size=32 data.clip_steps=8 optim.lr=1e-3 \
+stage_heads() {  # termination comes from this head in the dream: plain BCE (max_pos_weight 1)
+  # keeps sigmoid(logit) a calibrated death probability, which the env samples (export)
+  train stage=heads heads.max_pos_weight=1 run.steps=100000 run.batch_size=32 \
+    data.clip_steps=8 optim.lr=1e-3 \
     run.log_every=25 run.eval_every=100 run.ckpt_every=50 run.max_minutes="$(minutes 3)"
 }
 stage_export() {
-  train stage=export export.context_noise=0.25 export.out="$OUT_WORLD"
+  train stage=export export.context_noise=0.25 export.termination=sample export.out="$OUT_WORLD"
   echo "take_cover: world at $OUT_WORLD"
 }
 

@@ -39,12 +39,16 @@ def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, cond
     prev = z[:, :, :-1].transpose(1, 2).flatten(0, 1)
     new = z[:, :, 1:].transpose(1, 2).flatten(0, 1)
     reward, logit = heads(prev, new, conds.flatten(0, 1))
-    # terminations are rare: weight positives by how rare they are in this batch
+    # terminations are rare: weight positives by how rare they are in this batch (up to a cap;
+    # a cap of 1 keeps sigmoid(logit) a calibrated probability of death)
     pos = terminated.flatten()
-    pos_weight = ((1 - pos).sum() / pos.sum().clamp_min(1)).clamp(1, 100)
+    pos_weight = ((1 - pos).sum() / pos.sum().clamp_min(1)).clamp(1, cfg.heads.max_pos_weight)
     parts = {"reward_mse": F.mse_loss(reward, rewards.flatten()),
              "termination_bce": F.binary_cross_entropy_with_logits(logit, pos,
-                                                                   pos_weight=pos_weight)}
+                                                                   pos_weight=pos_weight),
+             # calibration at a glance: predicted vs real deaths per step
+             "death_rate_pred": torch.sigmoid(logit).mean().detach(),
+             "death_rate_real": pos.mean()}
     parts["loss"] = (cfg.heads.reward_weight * parts["reward_mse"]
                      + cfg.heads.termination_weight * parts["termination_bce"])
     return parts
