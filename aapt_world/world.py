@@ -46,8 +46,9 @@ from .world_model import WorldModel
 WEIGHTS = "world.safetensors"
 START_FRAMES = "start_frames.npy"
 CARD = "MODEL_CARD.md"
-# Doom's action types (envs.actions), or "game": a recorded game's own action_space
-ACTION_TYPES = ("discrete", "continuous", "dodge", "game")
+# Doom's action types (envs.actions), "game": a recorded game's own action_space, or "pose":
+# a body-pose world (envs.humanoid's pose command; conditioned on its 2D keypoints)
+ACTION_TYPES = ("discrete", "continuous", "dodge", "game", "pose")
 TERMINATION_RULES = ("threshold", "sample")  # see WorldConfig.termination
 
 

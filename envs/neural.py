@@ -152,6 +152,9 @@ class WorldActions:
     @staticmethod
     def of(world: World) -> WorldActions:
         config = world.config
+        if config.action_type == "pose":
+            raise ValueError("a pose world (body keypoints per frame) has no neural env yet: "
+                             "aapt/NeuralHumanoid-v0 is issue 11's next part")
         if config.action_type == "game":
             encoding = ActionEncoding.from_json(config.action_space)
             return WorldActions(encoding.space(), encoding.encode, encoding.command_dim)

@@ -162,3 +162,44 @@ def test_collect_a_humanoid_dataset(tmp_path) -> None:
         CollectConfig(world="humanoid", maps=["MAP01"]).validate()
     with pytest.raises(ValueError, match="unknown humanoid policies"):
         CollectConfig(world="humanoid", policies=["explorer"]).validate()
+
+
+def test_pose_world_trains_on_per_frame_keypoints(tmp_path) -> None:
+    """world=humanoid: the DiT stages see each step's 4 frames of 2D keypoints (not a held
+    action), straight from poses.npy, and the pose encoder maps pixels to [-1, 1]."""
+    import torch
+
+    from training.batches import latent_batch, latent_datasets
+    from training.collect import CollectConfig, collect
+    from training.dataset import keypoint_columns, read_manifest
+    from training.models import build_world_model
+    from training.train import compose_config, run_stage
+
+    root, out = tmp_path / "humanoid", tmp_path / "run"
+    collect(CollectConfig(root=str(root), world="humanoid", num_episodes=4, steps_per_episode=6,
+                          workers=1, val_every=2, **SIZE), progress=False)
+
+    def cfg(*extra: str):
+        items = ["model=tiny", "world=humanoid", f"data.root={root}", f"run.out_dir={out}",
+                 "run.batch_size=2", "data.clip_steps=3", "data.val_batches=1",
+                 "run.progress=false", "run.threads=1", "run.eval_every=1000",
+                 "optim.warmup_steps=1", "adversarial.rollout_steps=2", *extra]
+        return compose_config(items)
+
+    for stage in ("vae", "latents", "diffusion", "consistency", "heads", "adversarial"):
+        run_stage(cfg(f"stage={stage}", "run.steps=2"))
+    assert (out / "adversarial" / "model.safetensors").exists()
+
+    c = cfg("stage=diffusion")
+    train, _ = latent_datasets(c)
+    rng = np.random.default_rng(0)
+    batch = latent_batch(train, rng, 2, torch.device("cpu"))
+    assert batch.conds.shape == (2, 3, 4, len(KEYPOINT_NAMES), 2)
+    episode, s = train.clips.sample_position(np.random.default_rng(0))  # the batch's 1st clip
+    poses = np.asarray(episode.arrays["poses"])[4 * s + 1:4 * s + 13]
+    cols = keypoint_columns(read_manifest(root))
+    assert np.array_equal(batch.conds[0].reshape(12, -1, 2).numpy(), poses[:, cols])
+    model = build_world_model(c)
+    assert model.cond.offset.tolist() == [32.0, 24.0] and model.cond.scale.tolist() == [32, 24]
+    new, prev = batch.latents[:, :, 1:], batch.latents[:, :, :-1]
+    assert model(new, prev, batch.conds, 0.5).shape == new.shape

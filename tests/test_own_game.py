@@ -11,9 +11,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from hydra import compose, initialize_config_module
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 import envs  # noqa: F401  (registers aapt/NeuralWorld-v0)
 from aapt_world.video import write_mp4
@@ -22,9 +19,8 @@ from training.config import TrainConfig
 from training.dataset import ClipDataset, DatasetError, read_manifest
 from training.import_video import ImportConfig, import_videos
 from training.record import RecordConfig, record
-from training.train import run_stage
+from training.train import compose_config, run_stage
 
-ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 GAMES = {"MountainCar-v0": gym.spaces.Discrete(3), "Pendulum-v1": gym.spaces.Box(-2, 2, (1,))}
 
@@ -34,10 +30,7 @@ def game_cfg(root: Path, out: Path, action_dim: int, *extra: str) -> TrainConfig
              f"world.action_dim={action_dim}", "run.batch_size=2", "data.clip_steps=3",
              "data.val_batches=1", "run.progress=false", "run.threads=1", "run.steps=2",
              "run.eval_every=1000", "optim.warmup_steps=1", *extra]
-    with initialize_config_module("training.configs", version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=items))
-    assert isinstance(cfg, TrainConfig)
-    return cfg
+    return compose_config(items)
 
 
 @pytest.fixture(scope="module", params=list(GAMES))

@@ -21,9 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 
 from aapt_world.checkpoint import load_weights
 from aapt_world.discriminator import Discriminator
@@ -37,10 +34,8 @@ from training.latents import LatentClipDataset
 from training.models import build_world_model
 from training.stages import adversarial as adv
 from training.stages.diffusion import diffusion_loss
-from training.train import run_stage
+from training.train import compose_config, run_stage
 from training.trainer import read_log
-
-ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 TRAINED_STAGES = ("vae", "diffusion", "consistency", "heads", "adversarial")
 PIPELINE_STEPS = {"vae": 3, "diffusion": 30, "consistency": 3, "heads": 3, "adversarial": 3}
@@ -65,10 +60,7 @@ def overrides(data_root: Path, out_dir: Path, *extra: str) -> list[str]:
 
 
 def make_cfg(items: list[str]) -> TrainConfig:
-    with initialize_config_module("training.configs", version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=items))
-    assert isinstance(cfg, TrainConfig)
-    return cfg
+    return compose_config(items)
 
 
 def randomize(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:

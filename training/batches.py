@@ -37,7 +37,8 @@ def video_batch(dataset: ClipDataset, rng: np.random.Generator, batch_size: int,
 @dataclass
 class LatentBatch:
     latents: torch.Tensor  # float (B, C, K+1, h, w), normalised
-    conds: torch.Tensor  # float (B, K, 4, A): each step's command held for its 4 frames
+    conds: torch.Tensor  # float (B, K, 4, A): each step's command held for its 4 frames, or
+    # (B, K, 4, P, 2) a pose world's per-frame keypoints
     rewards: torch.Tensor  # float (B, K)
     terminated: torch.Tensor  # float (B, K)
 
@@ -48,9 +49,9 @@ VideoData = tuple[ClipDataset, ClipDataset]
 
 def latent_datasets(cfg: TrainConfig) -> LatentData:
     """(train, val) clips of the run's cached latents (``<out_dir>/latents``)."""
-    latents = stage_dir(cfg, "latents")
-    return (LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "train"),
-            LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, "val"))
+    latents, pose = stage_dir(cfg, "latents"), cfg.world.condition == "pose"
+    return tuple(LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, split,
+                                   keypoints=pose) for split in ("train", "val"))
 
 
 def video_datasets(cfg: TrainConfig) -> VideoData:
@@ -63,8 +64,9 @@ def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_siz
                  device: torch.device) -> LatentBatch:
     clips = [dataset.sample(rng) for _ in range(batch_size)]
     stack = lambda name: torch.from_numpy(np.stack([getattr(c, name) for c in clips])).to(device)
-    actions = stack("actions")
-    return LatentBatch(latents=stack("latents").transpose(1, 2).contiguous(),
-                       conds=actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1)
-                       .contiguous(),
+    if clips[0].keypoints is not None:
+        conds = stack("keypoints")
+    else:
+        conds = stack("actions")[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1).contiguous()
+    return LatentBatch(latents=stack("latents").transpose(1, 2).contiguous(), conds=conds,
                        rewards=stack("rewards"), terminated=stack("terminated").float())

@@ -44,15 +44,9 @@ TERMINATION_RATE = 0.05  # of the random clips' steps
 
 def bench_config(model: str) -> TrainConfig:
     """The shipped hydra config of ``model`` (tiny | small | base), composed like the CLI."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
+    from training.train import compose_config
 
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-    with initialize_config_module("training.configs", version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=[f"model={model}"]))
-    assert isinstance(cfg, TrainConfig)
-    return cfg
+    return compose_config([f"model={model}"])
 
 
 class RandomClips:

@@ -211,8 +211,11 @@ class TrainConfig:
             (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
              f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
             (self.world.action_type in WORLD_ACTION_TYPES,
-             f"world.action_type must be discrete, continuous, dodge (Doom) or game (a "
-             f"recorded game's own space), got {self.world.action_type!r}"),
+             f"world.action_type must be discrete, continuous, dodge (Doom), game (a "
+             f"recorded game's own space) or pose (humanoid), got {self.world.action_type!r}"),
+            ((self.world.action_type == "pose") == (self.world.condition == "pose"),
+             f"world.action_type pose goes with world.condition pose, got "
+             f"{self.world.action_type!r} / {self.world.condition!r}"),
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),

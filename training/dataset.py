@@ -240,13 +240,21 @@ def check_dataset_meta(root: Path, meta: dict[str, Any]) -> None:
 
 
 def check_training_data(root: str | Path, height: int, width: int, clip_steps: int,
-                        action_dim: int | None = None, action_type: str | None = None) -> None:
+                        action_dim: int | None = None, action_type: str | None = None,
+                        condition: str = "action") -> None:
     """Fail at once, with the fix in the message, when the dataset at ``root`` cannot feed a
     model of ``height`` x ``width`` frames trained on clips of ``clip_steps`` steps, conditioned
-    on ``action_dim``-wide commands, exported with env action type ``action_type``."""
+    on ``action_dim``-wide commands (a pose world: ``action_dim / 2`` 2D keypoints per frame),
+    exported with env action type ``action_type``."""
     manifest = read_manifest(root)
     widths = {e["files"]["actions"]["shape"][1] for e in manifest["episodes"]}
-    if action_dim is not None and widths and widths != {action_dim}:
+    if condition == "pose":
+        keypoints = len(keypoint_columns(manifest))
+        if action_dim is not None and action_dim != 2 * keypoints:
+            raise DatasetError(f"dataset at {root} holds {keypoints} 2D keypoints per frame but "
+                               f"world.action_dim={action_dim}: pass "
+                               f"world.action_dim={2 * keypoints}")
+    elif action_dim is not None and widths and widths != {action_dim}:
         raise DatasetError(f"dataset at {root} stores actions of {sorted(widths)} values per "
                            f"step but world.action_dim={action_dim}: pass "
                            f"world.action_dim={min(widths)}")
@@ -317,6 +325,23 @@ class EpisodeReader:
             actions=np.array(a["actions"][s0:s1]), rewards=np.array(a["rewards"][s0:s1]),
             terminated=np.array(a["terminated"][s0:s1]), episode_id=self.id, start_step=start_step,
         )
+
+
+KEYPOINT_AXES = ("col", "row")  # a pose world's 2D keypoints in poses.npy: <name>_col, <name>_row
+
+
+def keypoint_columns(manifest: dict) -> np.ndarray:
+    """(K, 2) column indices of each keypoint's (col, row) pixel position in poses.npy, in the
+    manifest's keypoint order: the per-frame condition of a pose world (``envs.humanoid``)."""
+    names = list(manifest.get("pose_names", []))
+    cols = [i for i, n in enumerate(names) if n.endswith("_" + KEYPOINT_AXES[0])]
+    pairs = [(i, names.index(names[i][:-3] + KEYPOINT_AXES[1])) for i in cols
+             if names[i][:-3] + KEYPOINT_AXES[1] in names]
+    if not pairs or len(pairs) != len(cols):
+        raise DatasetError(f"a pose world needs 2D keypoints in poses.npy (pose_names "
+                           f"'<name>_col' / '<name>_row'); this dataset's pose_names are "
+                           f"{names[:6]}{'...' if len(names) > 6 else ''}")
+    return np.array(pairs, dtype=np.int64)
 
 
 class ClipDataset:

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from aapt_world.checkpoint import weights_exist
-from aapt_world.conditions import ConditionConfig
 from aapt_world.heads import HeadsConfig
 from aapt_world.world import WorldConfig, build_world, save_world
 from training.config import TrainConfig
 from training.dataset import ClipDataset
 from training.latents import read_stats
+from training.models import condition_config
 from training.trainer import (
     LOG,
     VAL_LOG,
@@ -62,9 +62,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     config = WorldConfig(
         vae=dataclasses.replace(cfg.model.vae, light_decoder=light_decoder),
         dit=cfg.model.dit,
-        condition=ConditionConfig(kind=cfg.world.condition, cond_dim=cfg.model.dit.cond_dim,
-                                  hidden_dim=cfg.model.cond_hidden,
-                                  action_dim=cfg.world.action_dim),
+        condition=condition_config(cfg),
         heads=HeadsConfig(latent_channels=cfg.model.vae.latent_channels,
                           action_dim=cfg.world.action_dim) if heads_trained else None,
         action_type=cfg.world.action_type, fps=val.manifest.get("fps", cfg.world.fps),

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from aapt_world.session import from_uint8_frames
-from training.dataset import FRAMES_PER_STEP, ClipDataset, DatasetError, read_manifest
+from training.dataset import (
+    FRAMES_PER_STEP,
+    ClipDataset,
+    DatasetError,
+    keypoint_columns,
+    read_manifest,
+)
 
 STATS = "stats.json"
 
@@ -33,6 +39,7 @@ class LatentClip:
     actions: np.ndarray  # float32 (K, A)
     rewards: np.ndarray  # float32 (K,)
     terminated: np.ndarray  # bool (K,)
+    keypoints: np.ndarray | None = None  # float32 (K, 4, P, 2): pose worlds' per-frame condition
 
 
 def latent_paths(directory: Path, episode_id: str) -> tuple[Path, Path]:
@@ -67,7 +74,9 @@ class LatentClipDataset:
     """Clips of K steps from cached latents, normalised with the cached statistics."""
 
     def __init__(self, latents_dir: str | Path, dataset_root: str | Path, num_steps: int,
-                 split: str = "train") -> None:
+                 split: str = "train", keypoints: bool = False) -> None:
+        """``keypoints``: a pose world; each clip also carries the 2D keypoints of its 4 video
+        frames per step (pixels), the condition its generator is trained on."""
         self.dir = Path(latents_dir)
         stats_path = self.dir / STATS
         if not stats_path.exists():
@@ -78,6 +87,7 @@ class LatentClipDataset:
         self.std = np.asarray(stats["std"], dtype=np.float32)[:, None, None]
         self.clips = ClipDataset(dataset_root, num_steps, split)  # actions, rewards, splits
         self.num_steps = num_steps
+        self.keypoint_columns = keypoint_columns(self.clips.manifest) if keypoints else None
         self.stream, self.first = {}, {}
         for ep in self.clips.episodes:
             stream_path, first_path = latent_paths(self.dir, ep.id)
@@ -98,8 +108,14 @@ class LatentClipDataset:
         k, a = self.num_steps, episode.arrays
         z = np.concatenate([self.first[episode.id][s:s + 1],
                             self.stream[episode.id][s + 1:s + k + 1]]).astype(np.float32)
+        keypoints = None
+        if self.keypoint_columns is not None:  # the 4 frames of steps s..s+k-1: 4s+1 .. 4(s+k)
+            rows = np.array(a["poses"][FRAMES_PER_STEP * s + 1:FRAMES_PER_STEP * (s + k) + 1])
+            keypoints = rows[:, self.keypoint_columns].reshape(
+                k, FRAMES_PER_STEP, *self.keypoint_columns.shape).astype(np.float32)
         return LatentClip((z - self.mean) / self.std, np.array(a["actions"][s:s + k]),
-                          np.array(a["rewards"][s:s + k]), np.array(a["terminated"][s:s + k]))
+                          np.array(a["rewards"][s:s + k]), np.array(a["terminated"][s:s + k]),
+                          keypoints)
 
 
 def read_stats(latents_dir: str | Path) -> dict:

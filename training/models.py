@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import torch
+
 from aapt_world.conditions import ConditionConfig
 from aapt_world.world_model import WorldModel
 from training.config import TrainConfig
 
+KEYPOINT_DIM = 2  # pose worlds are conditioned on 2D keypoints (pixels) per video frame
+
+
+def condition_config(cfg: TrainConfig) -> ConditionConfig:
+    """The condition encoder of ``cfg``'s world: per-frame commands (width
+    ``world.action_dim``), or for a pose world ``world.action_dim / 2`` 2D keypoints."""
+    world, dit = cfg.world, cfg.model.dit
+    if world.condition == "pose":
+        if world.action_dim % KEYPOINT_DIM:
+            raise ValueError(f"a pose world's world.action_dim is 2 x its keypoints, got "
+                             f"{world.action_dim}")
+        return ConditionConfig(kind="pose", cond_dim=dit.cond_dim, hidden_dim=cfg.model.cond_hidden,
+                               num_keypoints=world.action_dim // KEYPOINT_DIM,
+                               keypoint_dim=KEYPOINT_DIM)
+    return ConditionConfig(kind=world.condition, cond_dim=dit.cond_dim,
+                           hidden_dim=cfg.model.cond_hidden, action_dim=world.action_dim)
+
 
 def build_world_model(cfg: TrainConfig) -> WorldModel:
     """The generator (condition encoder + DiT) of ``cfg``'s model and world."""
-    dit = cfg.model.dit
-    condition = ConditionConfig(kind=cfg.world.condition, cond_dim=dit.cond_dim,
-                                hidden_dim=cfg.model.cond_hidden, action_dim=cfg.world.action_dim)
-    return WorldModel(dit, condition)
+    model = WorldModel(cfg.model.dit, condition_config(cfg))
+    if cfg.world.condition == "pose":  # pixel keypoints -> [-1, 1] over the frame
+        half = torch.tensor([cfg.model.vae.width, cfg.model.vae.height]) / 2
+        with torch.no_grad():
+            model.cond.offset.copy_(half)
+            model.cond.scale.copy_(half)
+    return model

@@ -29,11 +29,17 @@ STAGE_MODULES = {
 }
 
 
-def run_stage(cfg: TrainConfig) -> dict[str, float]:
-    """Validate ``cfg`` and run its stage in this process (joining torchrun if launched so)."""
+def check_config(cfg: TrainConfig) -> None:
+    """The settings and the dataset they name fit together (ValueError / DatasetError)."""
     cfg.validate()
     check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
-                        cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type)
+                        cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type,
+                        cfg.world.condition)
+
+
+def run_stage(cfg: TrainConfig) -> dict[str, float]:
+    """Validate ``cfg`` and run its stage in this process (joining torchrun if launched so)."""
+    check_config(cfg)
     ranks = init_distributed(resolve_device(cfg.run.device))
     device = pick_device(cfg.run.device, ranks)
     if cfg.run.threads:
@@ -52,6 +58,16 @@ def to_config(dict_cfg: Any) -> TrainConfig:
     return cfg
 
 
+def compose_config(overrides: list[str]) -> TrainConfig:
+    """The config ``aapt-world train <overrides>`` would run (for benchmarks and tests)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    with initialize_config_module("training.configs", version_base="1.3"):
+        return to_config(compose("train", overrides=overrides))
+
+
 def main(argv: list[str] | None = None) -> None:
     import hydra
     from hydra.core.config_store import ConfigStore
@@ -62,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     def _run(dict_cfg: Any) -> None:
         cfg = to_config(dict_cfg)
         try:  # bad settings or data: one line with the fix, not a traceback
-            cfg.validate()
-            check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
-                                cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type)
+            check_config(cfg)
         except (ValueError, DatasetError) as err:
             print(f"aapt-world train: {err}", file=sys.stderr)
             raise SystemExit(2) from None
