@@ -146,12 +146,16 @@ def held_out_clips(cfg: LadderConfig, width: int, height: int) -> list[RealRun]:
 def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
                                 seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     vae_psnr, vae_ssim, tf, copy, ceiling, pred = [], [], [], [], [], []
-    latents = []
+    latents, copy_latent = [], []
     for i, clip in enumerate(clips):
         real = clip.frames
         z = encode_latents(world, real, device)
         latents.append(z)
         recon = decode_latents(world, z)
+        # the generator's own skip: the previous latent again (decoded), i.e. the previous
+        # 4 frames as the next 4 through the VAE: what a latent world gains over "no change"
+        shifted = decode_latents(world, torch.cat([z[:, :, :1], z[:, :, :-1]], 2))
+        copy_latent.append(M.psnr(shifted[1:], real[1:]))
         vae_psnr.append(M.psnr(recon[1:], real[1:]))
         vae_ssim.append(M.ssim(recon[1:], real[1:]))
         session = world.session(1)
@@ -171,6 +175,7 @@ def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
            "latent_copy_over_zero_per_channel": per_channel.tolist(),
            "frames": int(sum(len(c.frames) - 1 for c in clips))}
     teacher = {"psnr": float(np.mean(tf)), "copy_previous": float(np.mean(copy)),
+               "copy_previous_latent": float(np.concatenate(copy_latent).mean()),
                "vae_ceiling": float(np.mean(ceiling)), "steps": len(tf)}
     return vae, teacher
 
@@ -338,6 +343,8 @@ def markdown(report: dict[str, Any]) -> str:
     row("latent copy-prev MSE / zero MSE", lambda w: w["vae"]["latent_copy_over_zero"], ".3f")
     row("teacher-forced 1 step PSNR", lambda w: w["teacher_forced"]["psnr"])
     row("  copy-previous baseline", lambda w: w["teacher_forced"]["copy_previous"])
+    row("  copy-previous latent, decoded", lambda w: w["teacher_forced"].get(
+        "copy_previous_latent"))
     row("  VAE ceiling (same frames)", lambda w: w["teacher_forced"]["vae_ceiling"])
     row("no-op hold: first step PSNR", lambda w: w["noop_hold"]["psnr_first_step"])
     row("no-op hold: last quarter PSNR", lambda w: w["noop_hold"]["psnr_last_quarter"])
