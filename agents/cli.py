@@ -12,6 +12,7 @@
     aapt-world drift --world DIR         long-horizon drift of a neural world vs the real game
     aapt-world ladder --world DIR        the fidelity ladder: VAE, teacher-forced, no-op hold,
                                          loop closure, rollouts, with baselines; image strip
+    aapt-world pose-probe --root R       train the keypoint probe on real humanoid frames
     aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
     aapt-world --version                 the installed version
 
@@ -118,10 +119,16 @@ def _ladder(argv: list[str]) -> None:
     main(argv)
 
 
+def _pose_probe(argv: list[str]) -> None:
+    from agents.evaluation.pose_probe import main
+
+    main(argv)
+
+
 COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
             "import-video": _import_video, "train": _train, "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
-            "drift": _drift, "ladder": _ladder}
+            "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe}
 
 
 def package_version() -> str:
