@@ -174,9 +174,9 @@ class StreamingSession:
         """
         if not self.caches or not bool(self._started.all()):
             raise RuntimeError("reset() every stream before step()")
-        if conditions.ndim != 3 or conditions.shape[:2] != (self.batch_size, FRAMES_PER_STEP):
-            raise ValueError(f"conditions must be ({self.batch_size}, {FRAMES_PER_STEP}, A), "
-                             f"got {tuple(conditions.shape)}")
+        if conditions.ndim < 3 or conditions.shape[:2] != (self.batch_size, FRAMES_PER_STEP):
+            raise ValueError(f"conditions must be ({self.batch_size}, {FRAMES_PER_STEP}, A) (a "
+                             f"pose world: (.., K, 2)), got {tuple(conditions.shape)}")
         if recycled is not None:
             if recycled.shape != self.prev.shape:
                 raise ValueError(f"recycled must be {tuple(self.prev.shape)} latents, got "

@@ -76,6 +76,9 @@ def euler_to_quat(yaw: float, pitch: float, roll: float) -> np.ndarray:
                      cy * sp * cr + sy * cp * sr, sy * cp * cr - cy * sp * sr])
 
 
+HUMANOID_SCENES = {"fixed": 0.0, "orbit": 12.0}  # camera orbit speed (deg/s) per scene
+
+
 @dataclass
 class HumanoidConfig:
     width: int = 128
@@ -156,13 +159,15 @@ class HumanoidPoser:
         """(K, 3) world positions of the keypoints in the current pose."""
         return np.concatenate([self.data.xpos[self.body_ids], self.data.geom_xpos[self.geom_ids]])
 
-    def render(self, azimuth_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The current pose seen by the camera: frame uint8 (H, W, 3), keypoints 3D relative
-        to the root (K, 3) and their projections (K, 2)."""
+    def render(self, azimuth_deg: float, draw: bool = True
+               ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """The current pose seen by the camera: frame uint8 (H, W, 3) (None when not
+        ``draw``n: the keypoints alone are cheap), keypoints 3D relative to the root (K, 3)
+        and their projections (K, 2)."""
         self.camera.lookat[:] = (self.data.qpos[0], self.data.qpos[1], 1.0)
         self.camera.azimuth = azimuth_deg
         self.renderer.update_scene(self.data, camera=self.camera)
-        frame = self.renderer.render()
+        frame = self.renderer.render() if draw else None
         points = self.keypoints()
         return frame, (points - self.data.qpos[:3]).astype(np.float32), self.project(points)
 
@@ -227,16 +232,13 @@ class HumanoidEnv(gym.Env):
         return frame, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        target = self._checked(action, "action")
-        start = self._pose.copy()
-        delta = target - start
-        delta[3] = (delta[3] + np.pi) % (2 * np.pi) - np.pi  # turn the short way round
-        fractions = (np.arange(FRAMES_PER_STEP, dtype=np.float32) + 1) / FRAMES_PER_STEP
-        poses = np.stack([self.poser.clip(start + f * delta) for f in fractions])
-        self._pose = poses[-1]
-        frame, info = self._render_frames(poses)
-        info["command"] = target
+        frame, info = self._advance(action, draw=True)
         return frame, 0.0, False, False, info
+
+    def pose_step(self, action: Any) -> dict[str, Any]:
+        """``step`` without drawing: the step's per-frame poses and keypoints (what a neural
+        pose world is conditioned on), no ``frames``; the env's state advances the same."""
+        return self._advance(action, draw=False)[1]
 
     def render(self) -> np.ndarray | None:
         return self._frame.copy() if self.render_mode == "rgb_array" else None
@@ -261,21 +263,35 @@ class HumanoidEnv(gym.Env):
                              f"{[names[i] for i in np.flatnonzero(bad)]}")
         return self.poser.clip(arr)
 
-    def _render_frames(self, poses: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _advance(self, action: Any, draw: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        target = self._checked(action, "action")
+        start = self._pose.copy()
+        delta = target - start
+        delta[3] = (delta[3] + np.pi) % (2 * np.pi) - np.pi  # turn the short way round
+        fractions = (np.arange(FRAMES_PER_STEP, dtype=np.float32) + 1) / FRAMES_PER_STEP
+        poses = np.stack([self.poser.clip(start + f * delta) for f in fractions])
+        self._pose = poses[-1]
+        frame, info = self._render_frames(poses, draw)
+        info["command"] = target
+        return frame, info
+
+    def _render_frames(self, poses: np.ndarray, draw: bool = True
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         frames, kp3, kp2 = [], [], []
         for pose in poses:
             self.poser.set_pose(pose)
             azimuth = self._azimuth0 + self.config.orbit_deg_per_s * self._frame_index / \
                 self.config.fps
-            frame, points_3d, points_2d = self.poser.render(azimuth)
+            frame, points_3d, points_2d = self.poser.render(azimuth, draw)
             frames.append(frame)
             kp3.append(points_3d)
             kp2.append(points_2d)
             self._frame_index += 1
-        self._frame = frames[-1]
         kp3, kp2 = np.stack(kp3), np.stack(kp2)
         record = np.concatenate([poses, kp3.reshape(len(poses), -1),
                                  kp2.reshape(len(poses), -1)], axis=1).astype(np.float32)
-        info = {"frames": np.stack(frames), "poses": record, "keypoints_3d": kp3,
-                "keypoints_2d": kp2}
+        info = {"poses": record, "keypoints_3d": kp3, "keypoints_2d": kp2}
+        if draw:
+            self._frame = frames[-1]
+            info["frames"] = np.stack(frames)
         return self._frame.copy(), info

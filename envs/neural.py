@@ -58,9 +58,10 @@ SEED_HIGH = 2**31 - 1
 
 # ------------------------------------------------------------------ shared with envs.vector
 def resolve_world(world: World | str | os.PathLike | None,
-                  device: str | torch.device | None = None) -> World:
+                  device: str | torch.device | None = None, check: bool = True) -> World:
     """A ``World``, or a path to a world directory (loaded with ``load_world``), or ``None`` for
-    the default world shipped in the repo (``worlds/doom``)."""
+    the default world shipped in the repo (``worlds/doom``); ``check``: that this module's envs
+    can drive it (step commands)."""
     if world is None:
         if not DEFAULT_WORLD.is_dir():
             raise FileNotFoundError(
@@ -77,7 +78,8 @@ def resolve_world(world: World | str | os.PathLike | None,
     elif device is not None:
         for module in world.modules().values():
             module.to(device)
-    check_world(world)
+    if check:
+        check_world(world)
     return world
 
 
@@ -153,8 +155,8 @@ class WorldActions:
     def of(world: World) -> WorldActions:
         config = world.config
         if config.action_type == "pose":
-            raise ValueError("a pose world (body keypoints per frame) has no neural env yet: "
-                             "aapt/NeuralHumanoid-v0 is issue 11's next part")
+            raise ValueError("a pose world is driven by body poses, not step commands: use "
+                             "envs.neural_humanoid.NeuralHumanoidEnv")
         if config.action_type == "game":
             encoding = ActionEncoding.from_json(config.action_space)
             return WorldActions(encoding.space(), encoding.encode, encoding.command_dim)

@@ -23,6 +23,11 @@ def tiny_world_config(heads: bool = True, action_type: str = "discrete") -> Worl
                     temporal_channels=16, dec_channels=16, norm_groups=4,
                     light_temporal_channels=8, light_dec_channels=8, light_decoder=True)
     dit = dit_config("tiny", latent_height=TINY_H // 8, latent_width=TINY_W // 8, window=3)
+    if action_type == "pose":  # the humanoid's 16 2D keypoints per frame, no heads
+        condition = ConditionConfig(kind="pose", num_keypoints=16, keypoint_dim=2,
+                                    cond_dim=dit.cond_dim, hidden_dim=32)
+        return WorldConfig(vae=vae, dit=dit, condition=condition, heads=None,
+                           action_type=action_type, fps=30)
     return WorldConfig(
         vae=vae, dit=dit,
         condition=ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,

@@ -235,3 +235,46 @@ def test_pose_probe_learns_keypoints_from_real_frames(tmp_path) -> None:
         mean, train.keypoints).mean()
     with pytest.raises(ValueError, match="frames must be"):
         probe(torch.zeros(1, 10, 10, 3, dtype=torch.uint8))
+
+
+def test_neural_humanoid_env_follows_the_real_pose_bookkeeping(tiny_world_factory) -> None:
+    """A pose world driven by poses: the same action space and per-frame keypoints as the real
+    env (no rendering), 4 generated frames per step, seeded, clear errors."""
+    from envs.neural_humanoid import NeuralHumanoidEnv
+
+    world = tiny_world_factory(action_type="pose")
+    env = NeuralHumanoidEnv(world)
+    real = HumanoidEnv(**SIZE)
+    assert env.action_space == real.action_space
+    assert env.observation_space.shape == (SIZE["height"], SIZE["width"], 3)
+    obs, info = env.reset(seed=0)
+    real_obs, _ = real.reset(seed=0)
+    assert np.array_equal(info["real_frame"], real_obs) and obs.dtype == np.uint8
+    actions = PerformerPolicy()
+    actions.reset(np.random.default_rng(0))
+    script = [actions.act() for _ in range(3)]
+
+    def run(seed: int) -> list[np.ndarray]:
+        env.reset(seed=seed)
+        out = []
+        for action in script:
+            obs, reward, terminated, truncated, info = env.step(action)
+            real_info = real.step(action)[4]
+            np.testing.assert_allclose(info["keypoints_2d"], real_info["keypoints_2d"],
+                                       atol=1e-4)
+            assert info["frames"].shape == (4, SIZE["height"], SIZE["width"], 3)
+            assert np.array_equal(obs, info["frames"][-1]) and reward == 0.0
+            assert not terminated and not truncated
+            out.append(info["frames"])
+        return out
+
+    real.reset(seed=0)
+    first = run(1)
+    real.reset(seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, run(1), strict=True))
+    with pytest.raises(ValueError, match="pose of shape"):
+        env.step(np.zeros(5))
+    with pytest.raises(ValueError, match="not a pose world"):
+        NeuralHumanoidEnv(tiny_world_factory())
+    with pytest.raises(ValueError, match="scene must be one of"):
+        NeuralHumanoidEnv(world, scene="dolly")

@@ -32,6 +32,7 @@ from aapt_world.constants import COLLECTION_MAPS, DOOM_FPS, HUMANOID_FPS
 from envs.actions import COMMAND_NAMES
 from envs.doom import POSE_NAMES, DoomConfig, DoomEnv
 from envs.humanoid import (
+    HUMANOID_SCENES,
     KEYPOINT_NAMES,
     ROOT_NAMES,
     HumanoidConfig,
@@ -56,7 +57,6 @@ from training.dataset import (
 )
 
 WORLDS = ("doom", "humanoid")
-HUMANOID_SCENES = {"fixed": 0.0, "orbit": 12.0}  # camera orbit speed (deg/s) per scene
 DEFAULT_MAPS = {"doom": list(COLLECTION_MAPS), "humanoid": list(HUMANOID_SCENES)}
 DEFAULT_POLICIES = {"doom": ["explorer", "explorer", "explorer", "random"],
                     "humanoid": ["performer"]}
