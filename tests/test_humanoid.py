@@ -159,6 +159,15 @@ def test_collect_a_humanoid_dataset(tmp_path) -> None:
     poses = np.load(episode / "poses.npy")
     actions = np.load(episode / "actions.npy")
     assert poses.shape == (13, 103) and actions.shape == (3, 23)
+    # the command line too (its "world" field is not the training configs' world group)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "agents.cli", "collect", "world=humanoid",
+                           f"root={tmp_path / 'cli'}", "num_episodes=2", "steps_per_episode=2",
+                           "workers=1", "width=64", "height=48"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "total_episodes=2" in done.stdout, done.stderr[-1500:]
     with pytest.raises(ValueError, match="unknown humanoid scenes"):
         CollectConfig(world="humanoid", maps=["MAP01"]).validate()
     with pytest.raises(ValueError, match="unknown humanoid policies"):

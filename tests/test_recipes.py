@@ -47,5 +47,29 @@ def test_take_cover_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
     world = load_world(tmp_path / "world")
     assert world.frame_shape == (48, 64, 3) and world.config.action_type == "dodge"
     assert world.source_game()[0] == "take_cover" and world.heads is not None
+    assert world.config.termination == "sample"  # deaths drawn from the calibrated head
     episodes = ClipDataset(tmp_path / "data", 1, split="all").episodes
     assert any(ep.arrays["terminated"][-1] for ep in episodes)  # players die in TakeCover
+
+
+@pytest.mark.slow
+def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
+    """The humanoid recipe end to end with the tiny model: performer data, every stage with
+    per-frame keypoint conditions, a pose world the neural humanoid env drives, the probe."""
+    env = {**os.environ, "PY": sys.executable, "MODEL": "tiny", "WIDTH": "64", "HEIGHT": "48",
+           "SCALE": "0.005", "EPISODES": "4", "STEPS": "14", "WORKERS": "1", "THREADS": "1",
+           "DATA": str(tmp_path / "data"), "RUN": str(tmp_path / "run"),
+           "OUT_WORLD": str(tmp_path / "world"), "MUJOCO_GL": "osmesa"}
+    done = subprocess.run(["bash", "training/recipes/humanoid_cpu.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    import numpy as np
+
+    from envs.neural_humanoid import NeuralHumanoidEnv
+
+    env = NeuralHumanoidEnv(tmp_path / "world")
+    assert env.world.config.condition.kind == "pose" and env.world.config.action_type == "pose"
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[4]["frames"].shape == (4, 48, 64, 3)
+    assert np.isfinite(env.world.generator.cond.scale.numpy()).all()
+    assert (tmp_path / "run" / "pose_probe.safetensors").exists()

@@ -265,7 +265,9 @@ def main() -> None:
 
     ConfigStore.instance().store(name="collect_schema", node=CollectConfig)
 
-    @hydra.main(version_base="1.3", config_path="configs", config_name="collect")
+    # its own directory: the training config groups (world=...) must not capture collect's
+    # plain "world" field
+    @hydra.main(version_base="1.3", config_path="configs/collect", config_name="collect")
     def _run(dict_cfg: Any) -> None:
         cfg = CollectConfig(**OmegaConf.to_container(dict_cfg, resolve=True))
         try:  # bad settings, or a root recorded otherwise: one line with the fix
