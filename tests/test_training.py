@@ -546,6 +546,35 @@ def test_decoder_stage_sharpens_light_decoder_only_and_export_uses_it(
                                dec_w[changed[0]].to(torch.float16).float(), atol=1e-3, rtol=1e-3)
 
 
+def test_decoder_stage_learns_on_the_generators_latents(pipeline: dict, data_root: Path,
+                                                        tmp_path: Path) -> None:
+    """decoder.generated: clips decoded from the frozen generator's teacher-forced predictions
+    (latent 0 stays the encoder's), scored against the real frames in validation; the light
+    decoder can start from a given file (decoder.init_light)."""
+    from training.stages.decoder import generated_latents_fn
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "adversarial")
+    generator, vae = out / "adversarial" / "model.safetensors", out / "vae" / "model.safetensors"
+    extra = ("stage=decoder", "run.steps=2", "decoder.generated=1.0",
+             f"decoder.generator={generator}", f"decoder.init_light={vae}")
+    cfg = make_cfg(overrides(data_root, out, *extra))
+    predict = generated_latents_fn(cfg, torch.device("cpu"))
+    z = torch.randn(2, 16, 4, 6, 8)
+    actions = torch.rand(2, 3, 4)
+    pred = predict(z, actions, 5)
+    assert pred.shape == z.shape and torch.equal(pred[:, :, 0], z[:, :, 0])
+    assert not torch.allclose(pred[:, :, 1:], z[:, :, 1:])
+    torch.testing.assert_close(predict(z, actions, 5), pred)  # seeded by the step
+    changed = predict(z, actions.flip(0), 5)  # the commands reach the generator
+    assert not torch.allclose(changed[:, :, 1:], pred[:, :, 1:])
+    run_stage(cfg)
+    val = read_log(out / "decoder" / "val_log.csv")
+    assert math.isfinite(val[-1]["generated_psnr"]) and math.isfinite(val[-1]["light_psnr"])
+    with pytest.raises(ValueError, match="decoder.generator"):
+        generated_latents_fn(make_cfg(overrides(data_root, out, "stage=decoder",
+                                                "decoder.generated=0.5")), torch.device("cpu"))
+
+
 def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     from training.bench_train import STAGES, run
 

@@ -102,6 +102,15 @@ class DecoderStageConfig:
     adv_weight: float = 0.05  # patch-GAN weight next to the reconstruction loss
     d_lr: float = 2e-4
     disc_width: int = 32
+    init_light: str = ""  # start the light decoder from this file's light_decoder.* (e.g. a
+    # seeded run's decoder/model.safetensors: a shipped world's sharpened decoder)
+    # Decode what the world will decode: this fraction of clips replaces latents 1..K by the
+    # generator's teacher-forced 1-NFE predictions (real previous latents, context noise as at
+    # inference), paired with the REAL frames: the decoder learns to turn the generator's
+    # imperfect latents into the frame they stand for. Needs ``generator`` (world dir or file).
+    generated: float = 0.0
+    generator: str = ""
+    context_noise: float = 0.25
 
 
 @dataclass

@@ -8,33 +8,46 @@ before, after or beside the DiT stages, and export picks its decoder up when it 
 
 Loss of the decoder: the VAE stage's reconstruction loss + ``adv_weight`` * (-D(fake)),
 on latents perturbed like the VAE stage's (``vae.decoder_noise``), so predicted latents
-decode to plausible frames too.
+decode to plausible frames too. With ``decoder.generated`` > 0 a fraction of the clips is
+decoded from the generator's own teacher-forced predictions instead (against the real
+frames): the decoder meets the latents it will be given at inference.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aapt_world.checkpoint import load_modules, load_weights
+from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.vae import CausalVideoVAE, LightDecoder
+from aapt_world.world_model import noise_context
 from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
+from training.latents import read_stats
 from training.losses import perturb_latents, psnr, reconstruction_loss
+from training.models import build_world_model
 from training.trainer import (
     Dist,
     StageParts,
     adamw,
     eval_mode,
+    load_generator_weights,
     load_stage_weights,
     optimizer_step,
+    stage_dir,
     step_rng,
     train_parts,
     warmup_lr,
 )
 
 STAGE_DIR = "decoder"
+EVAL_SEED = 10**9  # the generator's noise in evaluation: apart from every training step
 
 
 class PatchDiscriminator(nn.Module):
@@ -63,10 +76,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
           pretrained: bool = True) -> StageParts:
     if ranks.world_size > 1:
         raise NotImplementedError("stage decoder runs in one process")
-    vae = CausalVideoVAE(cfg.model.vae).to(device).eval().requires_grad_(False)
-    light = LightDecoder(cfg.model.vae).to(device)
-    if pretrained:
-        load_stage_weights(cfg, "vae", {"vae": vae, "light_decoder": light})
+    vae, light = frozen_vae_and_light_decoder(cfg, device, pretrained)
+    predict = generated_latents_fn(cfg, device) if cfg.decoder.generated > 0 else None
     disc = PatchDiscriminator(cfg.decoder.disc_width).to(device)
     g_opt = adamw(cfg, light.parameters())
     d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.decoder.d_lr, betas=(0.5, 0.9))
@@ -77,9 +88,13 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
         return video.transpose(1, 2).flatten(0, 1)  # (B, 3, T, H, W) -> (B T, 3, H, W)
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
-        batch = video_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
+        rng = step_rng(cfg, ranks, step)
+        batch = video_batch(train, rng, cfg.run.batch_size, device)
         with torch.no_grad():
-            z = perturb_latents(vae.encode(batch.video).sample(), cfg.vae.decoder_noise)
+            if predict is not None and rng.random() < cfg.decoder.generated:
+                z = predict(vae.encode(batch.video).mode(), batch.actions, step)
+            else:
+                z = perturb_latents(vae.encode(batch.video).sample(), cfg.vae.decoder_noise)
         recon = light.decode(z)
         real, fake = frames_of(batch.video), frames_of(recon)
         warmup_lr(d_opt, cfg.optim, step, cfg.decoder.d_lr)
@@ -101,20 +116,69 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
     def evaluate() -> dict[str, float]:
         """Held-out PSNR and the high-frequency energy ratio decoded / real (1 = as sharp)."""
         rng = np.random.default_rng(12345)
-        scores, hf = [], []
+        scores, hf, generated = [], [], []
         with eval_mode(light):
-            for _ in range(cfg.data.val_batches):
+            for i in range(cfg.data.val_batches):
                 batch = video_batch(val, rng, cfg.run.batch_size, device)
                 real = frames_of(batch.video)
-                fake = frames_of(light.decode(vae.encode(batch.video).mode()))
+                z = vae.encode(batch.video).mode()
+                fake = frames_of(light.decode(z))
                 scores.append(psnr(fake, real))
                 hf.append(laplacian_energy(fake) / laplacian_energy(real))
-        return {"light_psnr": torch.cat(scores).mean().item(), "hf_ratio": float(np.mean(hf))}
+                if predict is not None:  # the generator's teacher-forced steps, decoded
+                    decoded = light.decode(predict(z, batch.actions, EVAL_SEED + i))
+                    generated.append(psnr(frames_of(decoded[:, :, 1:]),
+                                          frames_of(batch.video[:, :, 1:])))
+        out = {"light_psnr": torch.cat(scores).mean().item(), "hf_ratio": float(np.mean(hf))}
+        if generated:
+            out["generated_psnr"] = torch.cat(generated).mean().item()
+        return out
 
     return StageParts({"light_decoder": light, "patch_disc": disc}, {"g": g_opt, "d": d_opt},
                       train_step, evaluate,
                       units_per_step=cfg.run.batch_size * (4 * cfg.data.clip_steps + 1),
                       unit="video_frames", trainable=list(light.parameters()))
+
+
+def frozen_vae_and_light_decoder(cfg: TrainConfig, device: torch.device, pretrained: bool
+                                 ) -> tuple[CausalVideoVAE, LightDecoder]:
+    """The VAE stage's (frozen) VAE and its light decoder, or ``decoder.init_light``'s."""
+    vae = CausalVideoVAE(cfg.model.vae).to(device).eval().requires_grad_(False)
+    light = LightDecoder(cfg.model.vae).to(device)
+    if pretrained:
+        load_stage_weights(cfg, "vae", {"vae": vae, "light_decoder": light})
+        if cfg.decoder.init_light:
+            tensors, _ = load_weights(cfg.decoder.init_light)
+            load_modules({"light_decoder": light}, tensors, cfg.decoder.init_light)
+    return vae, light
+
+
+def generated_latents_fn(cfg: TrainConfig, device: torch.device
+                         ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """(raw latents (B, C, K+1, h, w), step commands (B, K, A), step) -> the same latents with
+    1..K replaced by the frozen generator's teacher-forced one-step predictions."""
+    if not cfg.decoder.generator:
+        raise ValueError("decoder.generated > 0 needs decoder.generator=<world dir or "
+                         "generator file>")
+    generator = build_world_model(cfg).to(device).eval().requires_grad_(False)
+    load_generator_weights(Path(cfg.decoder.generator), generator)
+    stats = read_stats(stage_dir(cfg, "latents"))  # the normalisation the DiT trained with
+    shape = (1, -1, 1, 1, 1)
+    mean = torch.tensor(stats["mean"], device=device).view(shape)
+    std = torch.tensor(stats["std"], device=device).view(shape)
+
+    def predict(z: torch.Tensor, actions: torch.Tensor, step: int) -> torch.Tensor:
+        g = torch.Generator(device=device).manual_seed(cfg.run.seed * 1_000_003 + step)
+        zn = (z - mean) / std
+        prev = zn[:, :, :-1]
+        eps = torch.randn(prev.shape, generator=g, device=device)
+        noise = torch.randn(prev.shape, generator=g, device=device)
+        prev, level = noise_context(prev, cfg.decoder.context_noise, noise)
+        conds = actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1)
+        pred = eps - generator(eps, prev, conds, 1.0, context_level=level)  # t = 1 -> 0
+        return torch.cat([z[:, :, :1], pred * std + mean], dim=2)
+
+    return predict
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
