@@ -80,3 +80,40 @@ def test_load_into_checks_fit() -> None:
     load_into(module, state, "x")  # casts back to the module's dtype
     with pytest.raises(CheckpointError, match=r"x does not fit Linear.*wrong shapes \['weight'\]"):
         load_into(module, {"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, "x")
+
+
+def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> None:
+    """seed_run: a world's encoder check + decoder into a run; with_decoder: a run's decoder
+    back into a copy of the world (everything else unchanged)."""
+    from aapt_world.checkpoint import CheckpointError, load_weights, save_weights
+    from aapt_world.world import WEIGHTS, load_world
+    from training.seed_run import seed_run, with_decoder
+
+    world_tensors, _ = load_weights(tiny_world_dir / WEIGHTS)
+    vae = {k: v.float() for k, v in world_tensors.items() if k.startswith("vae.encoder.")}
+    vae.update({"light_decoder." + k[len("vae.decoder."):]: v.float()
+                for k, v in world_tensors.items() if k.startswith("vae.decoder.")})
+    save_weights(tmp_path / "vae.safetensors", vae, {"stage": "vae"})
+    written = seed_run(tiny_world_dir, tmp_path / "vae.safetensors", tmp_path / "run")
+    assert len(written) >= 2 and seed_run(tiny_world_dir, tmp_path / "vae.safetensors",
+                                          tmp_path / "run") == []
+    decoder, meta = load_weights(tmp_path / "run" / "decoder" / "model.safetensors")
+    key = next(iter(decoder))
+    decoder[key] = decoder[key] + 0.25
+    save_weights(tmp_path / "new_decoder.safetensors", decoder, {**meta, "step": 7})
+    with_decoder(tiny_world_dir, tmp_path / "new_decoder.safetensors", tmp_path / "world")
+    old, new = load_world(tiny_world_dir), load_world(tmp_path / "world")
+    name = key[len("light_decoder."):]
+    torch.testing.assert_close(new.vae.decoder.state_dict()[name],
+                               old.vae.decoder.state_dict()[name] + 0.25, atol=2e-3, rtol=1e-3)
+    for k, v in old.generator.state_dict().items():
+        assert torch.equal(v, new.generator.state_dict()[k])
+    assert new.card["decoder"]["step"] == 7
+    encoder_only = {k: v for k, v in vae.items() if k.startswith("vae.encoder.")}
+    save_weights(tmp_path / "encoder.safetensors", encoder_only, {})
+    with pytest.raises(CheckpointError, match="no light_decoder"):
+        with_decoder(tiny_world_dir, tmp_path / "encoder.safetensors", tmp_path / "w2")
+    vae[next(iter(encoder_only))] = vae[next(iter(encoder_only))] + 1  # another VAE's encoder
+    save_weights(tmp_path / "other.safetensors", vae, {})
+    with pytest.raises(CheckpointError, match="is not the VAE of"):
+        seed_run(tiny_world_dir, tmp_path / "other.safetensors", tmp_path / "run2")

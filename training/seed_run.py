@@ -2,6 +2,9 @@
 
     python -m training.seed_run --world worlds/doom --vae worlds/doom-training/vae.safetensors \
         --run runs/doom4
+    python -m training.seed_run --world worlds/doom \
+        --decoder runs/doom6-dec/decoder/model.safetensors --out runs/doom6-dec/world
+    (the way back: a world with a run's decoder)
 
 A fresh clone has no ``runs/``. The DiT stages can start from a world (``run.init_from``), but
 they also need the world's latent space: this writes ``<run>/vae/model.safetensors`` (the
@@ -17,8 +20,15 @@ from pathlib import Path
 
 import torch
 
-from aapt_world.checkpoint import CheckpointError, load_weights, save_weights, weights_exist
+from aapt_world.checkpoint import (
+    CheckpointError,
+    load_into,
+    load_weights,
+    save_weights,
+    weights_exist,
+)
 from aapt_world.world import WEIGHTS as WORLD_WEIGHTS
+from aapt_world.world import load_world, save_world
 from training.trainer import WEIGHTS
 
 WORLD_ENCODER, WORLD_DECODER = "vae.encoder.", "vae.decoder."  # a world's VAE: light decoder
@@ -47,14 +57,40 @@ def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
     return written
 
 
+def with_decoder(world_dir: Path, decoder: Path, out: Path) -> None:
+    """The way back: ``world_dir`` with its light decoder replaced by a decoder stage's
+    (``<run>/decoder/model.safetensors``), written to ``out`` (generator, encoder, start
+    frames and card kept; the card records the new decoder)."""
+    world = load_world(world_dir)
+    tensors, meta = load_weights(decoder)
+    light = {k[len(STAGE_DECODER):]: v for k, v in tensors.items() if k.startswith(STAGE_DECODER)}
+    if not light:
+        raise CheckpointError(f"{decoder} holds no {STAGE_DECODER}* weights: not a decoder stage")
+    load_into(world.vae.decoder, light, str(decoder))
+    world.card = {**world.card, "decoder": {"from": str(decoder), "step": meta.get("step"),
+                                            "based_on": str(world_dir)}}
+    save_world(out, world)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.seed_run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", type=Path, required=True, help="a world directory")
-    parser.add_argument("--vae", type=Path, required=True,
-                        help="the training copy of that world's VAE (stage=vae weights)")
-    parser.add_argument("--run", type=Path, required=True, help="the run directory to seed")
+    parser.add_argument("--vae", type=Path, help="the training copy of that world's VAE "
+                        "(stage=vae weights): seed --run with it")
+    parser.add_argument("--run", type=Path, help="the run directory to seed")
+    parser.add_argument("--decoder", type=Path, help="instead: a decoder stage's weights to put "
+                        "into --world, written to --out")
+    parser.add_argument("--out", type=Path, help="the world directory --decoder writes")
     args = parser.parse_args(argv)
+    if args.decoder is not None:
+        if args.out is None:
+            parser.error("--decoder needs --out")
+        with_decoder(args.world, args.decoder, args.out)
+        print(f"wrote {args.out}")
+        return
+    if args.vae is None or args.run is None:
+        parser.error("seeding needs --vae and --run")
     for path in seed_run(args.world, args.vae, args.run):
         print(f"wrote {path}")
 
