@@ -570,6 +570,12 @@ def test_decoder_stage_learns_on_the_generators_latents(pipeline: dict, data_roo
     run_stage(cfg)
     val = read_log(out / "decoder" / "val_log.csv")
     assert math.isfinite(val[-1]["generated_psnr"]) and math.isfinite(val[-1]["light_psnr"])
+    shutil.rmtree(out / "decoder")  # D alone judges the generated latents' decodes
+    run_stage(make_cfg(overrides(data_root, out, *extra, "decoder.generated_loss=adversarial")))
+    rows = read_log(out / "decoder" / "log.csv")
+    assert len(rows) == 2 and all(math.isfinite(r["adv"]) for r in rows)
+    with pytest.raises(ValueError, match="generated_loss"):
+        make_cfg(overrides(data_root, out, "decoder.generated_loss=both")).validate()
     with pytest.raises(ValueError, match="decoder.generator"):
         generated_latents_fn(make_cfg(overrides(data_root, out, "stage=decoder",
                                                 "decoder.generated=0.5")), torch.device("cpu"))

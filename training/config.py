@@ -111,6 +111,8 @@ class DecoderStageConfig:
     generated: float = 0.0
     generator: str = ""
     context_noise: float = 0.25
+    generated_loss: str = "paired"  # paired: reconstruct the real frames from them |
+    # adversarial: only the patch D judges their decodes (real latents keep the L1 loss)
 
 
 @dataclass
@@ -205,6 +207,9 @@ class TrainConfig:
             (self.stage in STAGES, f"stage must be one of {STAGES}, got {self.stage!r}"),
             (self.run.steps >= 0, f"run.steps must be >= 0, got {self.run.steps}"),
             (self.run.batch_size >= 1, f"run.batch_size must be >= 1, got {self.run.batch_size}"),
+            (self.decoder.generated_loss in ("paired", "adversarial"),
+             f"decoder.generated_loss must be paired or adversarial, got "
+             f"{self.decoder.generated_loss!r}"),
             (self.run.max_minutes >= 0,
              f"run.max_minutes must be >= 0, got {self.run.max_minutes}"),
             (self.run.ckpt_every >= 1, f"run.ckpt_every must be >= 1, got {self.run.ckpt_every}"),

@@ -91,20 +91,24 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
         rng = step_rng(cfg, ranks, step)
         batch = video_batch(train, rng, cfg.run.batch_size, device)
         with torch.no_grad():
-            if predict is not None and rng.random() < cfg.decoder.generated:
-                z = predict(vae.encode(batch.video).mode(), batch.actions, step)
-            else:
-                z = perturb_latents(vae.encode(batch.video).sample(), cfg.vae.decoder_noise)
+            encoded = vae.encode(batch.video)
+            z_gen = (predict(encoded.mode(), batch.actions, step)
+                     if predict is not None and rng.random() < cfg.decoder.generated else None)
+            paired = z_gen is not None and cfg.decoder.generated_loss == "paired"
+            z = z_gen if paired else perturb_latents(encoded.sample(), cfg.vae.decoder_noise)
         recon = light.decode(z)
         real, fake = frames_of(batch.video), frames_of(recon)
+        # "adversarial": the generator's latents are judged by D only (no frame to match)
+        fakes = fake if z_gen is None or paired else torch.cat(
+            [fake, frames_of(light.decode(z_gen))])
         warmup_lr(d_opt, cfg.optim, step, cfg.decoder.d_lr)
-        d_loss = hinge_d_loss(disc(real), disc(fake.detach()))
+        d_loss = hinge_d_loss(disc(real), disc(fakes.detach()))
         optimizer_step(d_opt, d_loss, disc.parameters(), cfg.optim.grad_clip)
 
         warmup_lr(g_opt, cfg.optim, step)
         disc.requires_grad_(False)
         parts = reconstruction_loss(cfg, recon, batch.video)
-        adv = -disc(fake).mean()
+        adv = -disc(fakes).mean()
         loss = parts["total"] + cfg.decoder.adv_weight * adv
         grad_norm = optimizer_step(g_opt, loss, light.parameters(), cfg.optim.grad_clip)
         disc.requires_grad_(True)
