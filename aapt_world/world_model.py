@@ -40,6 +40,20 @@ def noise_context(prev: Tensor, level: float, noise: Tensor) -> tuple[Tensor, Te
     return (1 - level) * prev + level * noise, levels
 
 
+def teacher_forced(generator: WorldModel, latents: Tensor, frame_conds: Tensor, noise: Tensor,
+                   context_noise: float = 0.0, context_eps: Tensor | None = None) -> Tensor:
+    """Every frame 1..K of a clip generated in parallel at 1 NFE from the REAL previous frame
+    (noised as the session's recycled frame when ``context_noise`` > 0; ``context_eps`` is
+    that noise): normalised latents (B, C, K+1, h, w) -> predictions (B, C, K, h, w)."""
+    prev, level = latents[:, :, :-1], None
+    if context_noise > 0:
+        if context_eps is None:
+            raise ValueError("context_noise > 0 needs context_eps (the noise to mix in)")
+        prev, level = noise_context(prev, context_noise, context_eps)
+    t = torch.ones(latents.shape[0], device=latents.device)
+    return noise - generator(noise, prev, frame_conds, t, context_level=level)
+
+
 class WorldModel(nn.Module):
     def __init__(self, dit: DiTConfig, condition: ConditionConfig) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ from training.models import build_world_model
 from training.stages import adversarial as adv
 from training.stages.diffusion import diffusion_loss
 from training.train import compose_config, run_stage
-from training.trainer import read_log
+from training.trainer import Dist, read_log
 
 TRAINED_STAGES = ("vae", "diffusion", "consistency", "heads", "adversarial")
 PIPELINE_STEPS = {"vae": 3, "diffusion": 30, "consistency": 3, "heads": 3, "adversarial": 3}
@@ -501,7 +501,7 @@ def test_cli_reports_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture) -
 def test_init_from_starts_a_fresh_stage_from_given_weights(tmp_path: Path) -> None:
     """``run.init_from``: a new stage starts from shipped (fp16) weights; bad files are named."""
     from aapt_world.checkpoint import CheckpointError, save_weights
-    from training.trainer import Dist, Trainer
+    from training.trainer import Trainer
 
     cfg = TrainConfig(stage="heads")
     cfg.run.out_dir = str(tmp_path / "run")
@@ -581,6 +581,23 @@ def test_decoder_stage_learns_on_the_generators_latents(pipeline: dict, data_roo
                                                 "decoder.generated=0.5")), torch.device("cpu"))
 
 
+def test_heads_can_learn_on_the_generators_latents(pipeline: dict, data_root: Path,
+                                                   tmp_path: Path) -> None:
+    """heads.generated: the heads see the frozen generator's teacher-forced latents (the
+    dream's) with the real steps' labels; without a generator the option says what is missing."""
+    from training.stages.heads import build
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "adversarial")
+    generator = out / "adversarial" / "model.safetensors"
+    extra = ("stage=heads", "run.steps=2", "heads.generated=1.0", f"heads.generator={generator}")
+    run_stage(make_cfg(overrides(data_root, out, *extra)))
+    rows = read_log(out / "heads" / "log.csv")
+    assert len(rows) == 2 and all(math.isfinite(r["termination_bce"]) for r in rows)
+    with pytest.raises(ValueError, match="heads.generator"):
+        build(make_cfg(overrides(data_root, out, "stage=heads", "heads.generated=0.5")), Dist(),
+              torch.device("cpu"))
+
+
 def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     from training.bench_train import STAGES, run
 
@@ -610,7 +627,7 @@ def test_init_from_a_world_directory_starts_the_generator(tiny_world_factory,
     """``run.init_from=<world dir>``: a generator stage continues from a shipped world."""
     from aapt_world.checkpoint import CheckpointError
     from aapt_world.world import save_world
-    from training.trainer import Dist, Trainer
+    from training.trainer import Trainer
 
     world = tiny_world_factory(heads=False)
     save_world(tmp_path / "world", world)

@@ -162,6 +162,11 @@ class HeadsStageConfig:
     termination_weight: float = 1.0
     max_pos_weight: float = 100.0  # deaths are rare: positives weighted by their rarity, up
     # to this; 1 = plain BCE, a calibrated probability (what termination=sample needs)
+    # Learn on what the dream shows: this fraction of batches replaces each step's new latent
+    # by the frozen generator's teacher-forced 1-NFE prediction (the real step's labels kept)
+    generated: float = 0.0
+    generator: str = ""  # world directory or generator stage file
+    context_noise: float = 0.25  # the recycled frame's noise, as at inference
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from aapt_world.conditions import ConditionConfig
@@ -34,4 +36,18 @@ def build_world_model(cfg: TrainConfig) -> WorldModel:
         with torch.no_grad():
             model.cond.offset.copy_(half)
             model.cond.scale.copy_(half)
+    return model
+
+
+def frozen_generator(cfg: TrainConfig, path: str, device: torch.device, what: str
+                     ) -> WorldModel:
+    """``cfg``'s generator with the weights at ``path`` (a world directory or a generator
+    stage's file), frozen: a stage that learns on the generator's own outputs (``what``
+    names the option that asked, for the error)."""
+    from training.trainer import load_generator_weights
+
+    if not path:
+        raise ValueError(f"{what} needs a generator: a world directory or a generator file")
+    model = build_world_model(cfg).to(device).eval().requires_grad_(False)
+    load_generator_weights(Path(path), model)
     return model

@@ -129,6 +129,11 @@ def step_rng(cfg: TrainConfig, ranks: Dist, step: int) -> np.random.Generator:
     return np.random.default_rng((cfg.run.seed, ranks.rank, step))
 
 
+def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, drawn from the step's numpy rng."""
+    return torch.from_numpy(rng.standard_normal(like.shape).astype(np.float32)).to(like.device)
+
+
 def stage_dir(cfg: TrainConfig, name: str) -> Path:
     return Path(cfg.run.out_dir) / name
 

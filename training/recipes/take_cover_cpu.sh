@@ -57,9 +57,13 @@ stage_adversarial() {
     optim.warmup_steps=10 run.max_minutes="$(minutes 12)"
 }
 stage_heads() {  # termination comes from this head in the dream: plain BCE (max_pos_weight 1)
-  # keeps sigmoid(logit) a calibrated death probability, which the env samples (export)
-  train stage=heads heads.max_pos_weight=1 run.steps=100000 run.batch_size=32 \
-    data.clip_steps=8 optim.lr=1e-3 \
+  # keeps sigmoid(logit) a calibrated death probability, which the env samples (export);
+  # 1-step clips: with K-step clips an episode's last (death) step is drawn K times less often
+  # than the others, and the head would learn a K times smaller hazard; trained on the
+  # generator's own (teacher-forced) latents: on real ones it read the dream as deadly
+  train stage=heads heads.max_pos_weight=1 heads.generated=1 \
+    heads.generator="$RUN/adversarial/model.safetensors" run.steps=100000 run.batch_size=256 \
+    data.clip_steps=1 optim.lr=1e-3 \
     run.log_every=25 run.eval_every=100 run.ckpt_every=50 run.max_minutes="$(minutes 3)"
 }
 stage_export() {

@@ -30,7 +30,7 @@ import torch
 
 from aapt_world.discriminator import Discriminator
 from aapt_world.kv_cache import KVCache
-from aapt_world.world_model import WorldModel, noise_context
+from aapt_world.world_model import WorldModel, noise_context, teacher_forced
 from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
@@ -40,6 +40,7 @@ from training.trainer import (
     StageParts,
     autocast,
     eval_mode,
+    gaussian,
     load_generator_weights,
     load_stage_weights,
     optimizer_step,
@@ -79,22 +80,10 @@ def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: tor
     return torch.stack(frames, dim=2), cache
 
 
-def gaussian(rng: np.random.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise shaped like ``like``, drawn from the step's numpy rng."""
-    return torch.from_numpy(rng.standard_normal(like.shape).astype(np.float32)).to(like.device)
-
-
 def context_eps(rng: np.random.Generator, like: torch.Tensor, level: float
                 ) -> torch.Tensor | None:
     """The context noise of a student rollout (None when the recycled frames stay clean)."""
     return gaussian(rng, like) if level > 0 else None
-
-
-def teacher_forced_fake(generator: WorldModel, real: torch.Tensor, frame_conds: torch.Tensor,
-                        noise: torch.Tensor) -> torch.Tensor:
-    """The ablation: every frame generated in parallel from the REAL previous frame."""
-    t = torch.ones(real.shape[0], device=real.device)
-    return noise - generator(noise, real[:, :, :-1], frame_conds, t)
 
 
 def d_logits(disc: Discriminator, frames: torch.Tensor, conds: torch.Tensor, t: torch.Tensor,
@@ -210,7 +199,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         real, conds = real_clip(rng, k)
         noise = gaussian(rng, real[:, :, 1:])
         if not a.student_forcing:  # the ablation: teacher-forced, all frames in parallel
-            fake = torch.cat([real[:, :, :1], teacher_forced_fake(generator, real, conds, noise)],
+            fake = torch.cat([real[:, :, :1], teacher_forced(generator, real, conds, noise)],
                              dim=2)
             return segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds, fake,
                                   conds, rng)

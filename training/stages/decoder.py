@@ -16,7 +16,6 @@ frames): the decoder meets the latents it will be given at inference.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,18 +25,17 @@ from torch import nn
 from aapt_world.checkpoint import load_modules, load_weights
 from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.vae import CausalVideoVAE, LightDecoder
-from aapt_world.world_model import noise_context
+from aapt_world.world_model import teacher_forced
 from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
 from training.latents import read_stats
 from training.losses import perturb_latents, psnr, reconstruction_loss
-from training.models import build_world_model
+from training.models import frozen_generator
 from training.trainer import (
     Dist,
     StageParts,
     adamw,
     eval_mode,
-    load_generator_weights,
     load_stage_weights,
     optimizer_step,
     stage_dir,
@@ -161,11 +159,8 @@ def generated_latents_fn(cfg: TrainConfig, device: torch.device
                          ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
     """(raw latents (B, C, K+1, h, w), step commands (B, K, A), step) -> the same latents with
     1..K replaced by the frozen generator's teacher-forced one-step predictions."""
-    if not cfg.decoder.generator:
-        raise ValueError("decoder.generated > 0 needs decoder.generator=<world dir or "
-                         "generator file>")
-    generator = build_world_model(cfg).to(device).eval().requires_grad_(False)
-    load_generator_weights(Path(cfg.decoder.generator), generator)
+    generator = frozen_generator(cfg, cfg.decoder.generator, device,
+                                 "decoder.generated > 0 (decoder.generator=...)")
     stats = read_stats(stage_dir(cfg, "latents"))  # the normalisation the DiT trained with
     shape = (1, -1, 1, 1, 1)
     mean = torch.tensor(stats["mean"], device=device).view(shape)
@@ -174,12 +169,9 @@ def generated_latents_fn(cfg: TrainConfig, device: torch.device
     def predict(z: torch.Tensor, actions: torch.Tensor, step: int) -> torch.Tensor:
         g = torch.Generator(device=device).manual_seed(cfg.run.seed * 1_000_003 + step)
         zn = (z - mean) / std
-        prev = zn[:, :, :-1]
-        eps = torch.randn(prev.shape, generator=g, device=device)
-        noise = torch.randn(prev.shape, generator=g, device=device)
-        prev, level = noise_context(prev, cfg.decoder.context_noise, noise)
+        eps, ctx = (torch.randn(zn[:, :, 1:].shape, generator=g, device=device) for _ in "ab")
         conds = actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1)
-        pred = eps - generator(eps, prev, conds, 1.0, context_level=level)  # t = 1 -> 0
+        pred = teacher_forced(generator, zn, conds, eps, cfg.decoder.context_noise, ctx)
         return torch.cat([z[:, :, :1], pred * std + mean], dim=2)
 
     return predict

@@ -11,13 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from aapt_world.heads import HeadsConfig, RewardTerminationHeads
+from aapt_world.world_model import teacher_forced
 from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
+from training.models import frozen_generator
 from training.trainer import (
     Dist,
     StageParts,
     adamw,
     eval_mode,
+    gaussian,
     optimizer_step,
     step_rng,
     train_parts,
@@ -57,14 +60,28 @@ def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, cond
 def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
           pretrained: bool = True) -> StageParts:
     heads = build_heads(cfg).to(device)
+    generator = (frozen_generator(cfg, cfg.heads.generator, device,
+                                  "heads.generated > 0 (heads.generator=...)")
+                 if cfg.heads.generated > 0 else None)
     train, val = data or latent_datasets(cfg)
+
+    def dreamed(z: torch.Tensor, conds: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The clip with latents 1..K as the generator predicts them from the real ones."""
+        if generator is None or rng.random() >= cfg.heads.generated:
+            return z
+        eps, ctx = gaussian(rng, z[:, :, 1:]), gaussian(rng, z[:, :, 1:])
+        with torch.no_grad():
+            pred = teacher_forced(generator, z, conds, eps, cfg.heads.context_noise, ctx)
+        return torch.cat([z[:, :, :1], pred], dim=2)
     ddp = wrap_distributed(heads, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, heads.parameters())
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
-        b = latent_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
-        parts = heads_losses(cfg, ddp, b.latents, b.conds, b.rewards, b.terminated)
+        rng = step_rng(cfg, ranks, step)
+        b = latent_batch(train, rng, cfg.run.batch_size, device)
+        z = dreamed(b.latents, b.conds, rng)
+        parts = heads_losses(cfg, ddp, z, b.conds, b.rewards, b.terminated)
         optimizer_step(opt, parts["loss"], heads.parameters(), cfg.optim.grad_clip)
         return {k: v.detach() for k, v in parts.items()}
 
