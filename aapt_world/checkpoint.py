@@ -217,13 +217,33 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
                                   f"{sorted(missing)[:5]}")
     else:
         raise CheckpointError(f"no checkpoint at {path} (nor a sharded {index.name})")
-    metadata = {}
+    return tensors, _decode(raw_meta)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata (JSON decoded) without reading its tensors (not verified: use
+    ``load_weights`` for that)."""
+    path = Path(path)
+    index = _index_path(path)
+    if path.exists():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return _decode(f.metadata() or {})
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"corrupt checkpoint {path}: {err}") from err
+    if index.exists():
+        return _decode(_read_index(index)[0])
+    raise CheckpointError(f"no checkpoint at {path} (nor a sharded {index.name})")
+
+
+def _decode(raw_meta: dict[str, str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
     for key, value in raw_meta.items():
         try:
             metadata[key] = json.loads(value)
         except json.JSONDecodeError:
             metadata[key] = value
-    return tensors, metadata
+    return metadata
 
 
 def load_modules(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor],

@@ -31,6 +31,7 @@ from .checkpoint import (
     atomic_replace,
     load_modules,
     load_weights,
+    read_metadata,
     recorded_checksums,
     save_weights,
     sha256_file,
@@ -222,6 +223,12 @@ def read_world_config(path: Path, meta: dict[str, Any]) -> WorldConfig:
     if problems:
         raise CheckpointError(f"{path}: bad world config: {'; '.join(problems)}")
     return config
+
+
+def peek_config(directory: str | Path) -> WorldConfig:
+    """A world directory's config alone (no weights read): e.g. which env or viewer fits it."""
+    weights = Path(directory) / WEIGHTS
+    return read_world_config(weights, read_metadata(weights))
 
 
 def load_start_frames(path: Path, config: WorldConfig, sha256: str | None) -> np.ndarray:

@@ -240,6 +240,18 @@ class PerformerPolicy:
             self._previous = None
         return m
 
+    def request(self, name: str, speed: float = 1.0, amplitude: float = 1.0,
+                side: float = 1.0, length: float = np.inf) -> None:
+        """Switch to primitive ``name`` now (cross-faded), played for ``length`` s (default:
+        until the next request): a person at the keyboard choosing the motion."""
+        if name not in PRIMITIVES:
+            raise ValueError(f"unknown primitive {name!r}: expected one of {list(PRIMITIVES)}")
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self._previous = self._current
+        self._current = Take(name, self._t, float(length), float(speed), float(amplitude),
+                             float(side))
+
     def _advance(self, dt: float) -> Motion:
         if self._t - self._current.start >= self._current.length:
             self._previous, self._current = self._current, self._draw()

@@ -287,3 +287,19 @@ def test_neural_humanoid_env_follows_the_real_pose_bookkeeping(tiny_world_factor
         NeuralHumanoidEnv(tiny_world_factory())
     with pytest.raises(ValueError, match="scene must be one of"):
         NeuralHumanoidEnv(world, scene="dolly")
+
+
+def test_performer_takes_requests() -> None:
+    """request(): the viewer's keys switch the motion now, cross-faded, held until the next."""
+    p = PerformerPolicy(PerformerConfig(fps=30 * 16))  # 16x finer: steps of 1/120 s
+    p.reset(np.random.default_rng(0))
+    before = p.script(100)
+    p.request("squat", speed=1.5)
+    after = p.script(200 * 16)  # 27 s: far past any drawn take length
+    assert p.primitive == "squat"
+    poses = np.concatenate([before, after])
+    assert np.abs(np.diff(poses[:, ROOT_DIM:], axis=0)).max() < 0.15  # no jump at the switch
+    with pytest.raises(ValueError, match="unknown primitive"):
+        p.request("moonwalk")
+    with pytest.raises(ValueError, match="speed"):
+        p.request("walk", speed=0)

@@ -230,3 +230,29 @@ def test_pygame_is_not_imported_by_the_package() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_pose_world_opens_the_humanoid_viewer(viewer_mod, tiny_world_factory, tmp_path,
+                                                capsys) -> None:
+    """``aapt-world play --world <pose world>``: keys pick the motion, speed and side; the
+    right panel draws the commanded skeleton; headless and scriptable."""
+    pygame = viewer_mod.pygame
+    from aapt_world.world import save_world
+    from agents.play.humanoid import BONE_COLOUR, HumanoidViewer, HumanoidViewerConfig
+
+    save_world(tmp_path / "pose", tiny_world_factory(action_type="pose"))
+    down = lambda k: pygame.event.Event(pygame.KEYDOWN, key=k)  # noqa: E731
+    viewer = HumanoidViewer(HumanoidViewerConfig(world=str(tmp_path / "pose"), fps=0,
+                                                 headless=True, scale=2))
+    steps = viewer.run(max_steps=3, scripted_events=[(1, down(pygame.K_2)),
+                                                     (2, down(pygame.K_EQUALS)),
+                                                     (3, down(pygame.K_m))])
+    assert steps == 3 and viewer.primitive == "walk" and viewer.speed == 1.25
+    assert viewer.side == -1.0 and viewer.performer.primitive == "walk"
+    pixels = pygame.surfarray.array3d(viewer.screen)  # (W, H, 3)
+    panel = pixels[viewer.size[0]:]
+    assert (np.abs(panel.astype(int) - BONE_COLOUR).sum(-1) == 0).any()  # the skeleton
+    viewer.close()
+    viewer_mod.main(["--world", str(tmp_path / "pose"), "--headless", "--steps", "2",
+                     "--fps", "0"])
+    assert "played 2 steps" in capsys.readouterr().out

@@ -618,6 +618,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ViewerConfig, argpars
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    world = argparse.ArgumentParser(add_help=False)
+    world.add_argument("--world", default=None)
+    peek, _ = world.parse_known_args(argv)
+    if peek.world is not None and Path(peek.world).is_dir():
+        from aapt_world.world import peek_config
+
+        if peek_config(peek.world).condition.kind == "pose":  # driven by poses, not keys
+            from agents.play.humanoid import main as play_humanoid
+
+            play_humanoid(argv)
+            return
     config, args = parse_args(argv)
     if config.world is None:
         if not DEFAULT_WORLD.is_dir():
