@@ -24,6 +24,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402  (pygame-ce)
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser  # noqa: E402
+from aapt_world.constants import HUMANOID_FPS  # noqa: E402
 from envs.humanoid import HUMANOID_SCENES, KEYPOINT_NAMES  # noqa: E402
 from envs.motions import PRIMITIVES, PerformerPolicy  # noqa: E402
 from envs.neural_humanoid import NeuralHumanoidEnv  # noqa: E402
@@ -64,8 +65,7 @@ class HumanoidViewer:
         if config.headless:
             os.environ["SDL_VIDEODRIVER"] = "dummy"
         self.env = NeuralHumanoidEnv(config.world, scene=config.scene)
-        self.fps = config.fps if config.fps is not None else float(self.env.metadata[
-            "render_fps"] * 4)
+        self.fps = config.fps if config.fps is not None else float(HUMANOID_FPS)
         pygame.init()
         h, w, _ = self.env.observation_space.shape
         self.size = (w * config.scale, h * config.scale)
