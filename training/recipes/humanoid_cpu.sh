@@ -21,7 +21,8 @@ THREADS=${THREADS:-2}
 DATA=${DATA:-data/humanoid}
 RUN=${RUN:-runs/humanoid}
 OUT_WORLD=${OUT_WORLD:-$RUN/world}
-VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}  # convolutional: a head start
+VAE_INIT=${VAE_INIT:-worlds/humanoid-training/vae.safetensors}  # this VAE so far (24 min);
+# worlds/doom-training/vae.safetensors started it (convolutional: a head start)
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial export probe}
 minutes() { "$PY" -c "print(round($1 * $SCALE, 3))"; }
 aw() { "$PY" -m agents.cli "$@"; }
