@@ -417,14 +417,23 @@ def load_model(path: str | os.PathLike, device: str = "auto") -> PPO:
         raise CheckpointError(f"{path} is not a readable SB3 model ({err})") from err
 
 
-def _model_world(model_path: str | None) -> str | None:
+def _trained_in(model_path: str | None) -> str | None:
+    """Where a model was trained (its agent.json): a world directory or "real:<scenario>"."""
     if model_path is None:
         return None
     meta = Path(model_path).parent / META_FILE
-    if not meta.is_file():
-        return None
-    world = json.loads(meta.read_text()).get("world")
+    return json.loads(meta.read_text()).get("world") if meta.is_file() else None
+
+
+def _model_world(model_path: str | None) -> str | None:
+    world = _trained_in(model_path)
     return world if world and Path(world).is_dir() else None
+
+
+def _model_scenario(model_path: str | None) -> str | None:
+    """The scenario of a model trained in the real game (``--world real:<scenario>``)."""
+    world = _trained_in(model_path)
+    return world[len(REAL_PREFIX):] if world and world.startswith(REAL_PREFIX) else None
 
 
 def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
@@ -490,7 +499,7 @@ def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tup
         return NeuralWorldEnv(world), "neural"
 
     card_scenario, card_map = world.source_game() if world is not None else (None, None)
-    scenario = cfg.scenario or card_scenario or "freedoom2"
+    scenario = cfg.scenario or card_scenario or _model_scenario(cfg.model) or "freedoom2"
     doom_map = cfg.doom_map or card_map or DEFAULT_MAP
     height, width = frame_shape[:2]
     env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width, height=height,
