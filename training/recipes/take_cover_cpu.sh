@@ -20,42 +20,17 @@ RUN=${RUN:-runs/take_cover}
 OUT_WORLD=${OUT_WORLD:-$RUN/world}
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}  # convolutional: any frame size
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial heads export}
-minutes() { "$PY" -c "print(round($1 * $SCALE, 3))"; }
-aw() { "$PY" -m agents.cli "$@"; }
-train() {
-  aw train model="$MODEL" world=take_cover data.root="$DATA" run.out_dir="$RUN" \
-    run.threads="$THREADS" run.progress=false "$@"
-}
+WORLD_CONFIG=take_cover
+source "$(dirname "$0")/world_stages.sh"  # train, vae_stage .. adversarial_stage, run_stages
 
 stage_collect() {  # 2100 tics at most per episode, as World Models' evaluation
   aw collect root="$DATA" scenario=take_cover "maps=[MAP01]" "policies=[random_dodge,dodger]" \
     num_episodes="$EPISODES" steps_per_episode=525 width=64 height=48 workers="$WORKERS"
 }
-stage_vae() {
-  local init=()
-  if [ "$MODEL" = dream ] && [ -f "$VAE_INIT" ]; then init=(run.init_from="$VAE_INIT"); fi
-  train stage=vae "${init[@]}" run.steps=100000 run.batch_size=8 data.clip_steps=4 \
-    optim.lr=3e-4 optim.warmup_steps=20 vae.kl_weight=1e-4 vae.decoder_noise=0.1 \
-    run.log_every=25 run.eval_every=200 run.ckpt_every=50 run.max_minutes="$(minutes 8)"
-}
-stage_latents() { train stage=latents; }
-stage_diffusion() {
-  train stage=diffusion run.steps=100000 run.batch_size=16 data.clip_steps=12 optim.lr=6e-4 \
-    optim.warmup_steps=50 diffusion.context_noise=0.5 diffusion.self_forcing=0.5 \
-    diffusion.self_forcing_passes=2 run.log_every=10 run.eval_every=200 run.ckpt_every=25 \
-    run.max_minutes="$(minutes 22)"
-}
-stage_consistency() {
-  train stage=consistency run.steps=100000 run.batch_size=16 data.clip_steps=12 optim.lr=2e-4 \
-    optim.warmup_steps=10 run.log_every=5 run.eval_every=50 run.ckpt_every=10 \
-    run.max_minutes="$(minutes 3)"
-}
-stage_adversarial() {
-  train stage=adversarial run.steps=100000 run.batch_size=4 data.clip_steps=10 \
-    adversarial.rollout_steps=10 adversarial.g_lr=5e-5 adversarial.d_lr=1e-4 \
-    adversarial.r1_weight=100 run.log_every=5 run.eval_every=25 run.ckpt_every=5 \
-    optim.warmup_steps=10 run.max_minutes="$(minutes 12)"
-}
+stage_vae() { vae_stage 8 8; }
+stage_diffusion() { diffusion_stage 16 22; }
+stage_consistency() { consistency_stage 16 3; }
+stage_adversarial() { adversarial_stage 4 12; }
 stage_heads() {  # termination comes from this head in the dream: plain BCE (max_pos_weight 1)
   # keeps sigmoid(logit) a calibrated death probability, which the env samples (export);
   # 1-step clips: with K-step clips an episode's last (death) step is drawn K times less often
@@ -71,6 +46,4 @@ stage_export() {
   echo "take_cover: world at $OUT_WORLD"
 }
 
-for stage in $STAGES; do
-  "stage_$stage"
-done
+run_stages
