@@ -138,7 +138,7 @@ def episode_ends(world: World, logits: np.ndarray, rngs: list[np.random.Generato
     head is unsure, as it is for most of the steps before a death)."""
     if world.config.termination == "threshold":
         return logits > 0
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = 0.5 * (1.0 + np.tanh(0.5 * logits))  # sigmoid, no overflow at large |logit|
     return np.array([rng.random() < p for rng, p in zip(rngs, probs, strict=True)], dtype=bool)
 
 

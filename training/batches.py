@@ -60,6 +60,12 @@ def video_datasets(cfg: TrainConfig) -> VideoData:
             ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val"))
 
 
+def held_for_frames(actions: torch.Tensor) -> torch.Tensor:
+    """Per-step commands (B, K, A) -> per-frame conditions (B, K, 4, A): each step's command
+    held for its 4 video frames (what envs produce)."""
+    return actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1).contiguous()
+
+
 def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_size: int,
                  device: torch.device) -> LatentBatch:
     clips = [dataset.sample(rng) for _ in range(batch_size)]
@@ -67,6 +73,6 @@ def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_siz
     if clips[0].keypoints is not None:
         conds = stack("keypoints")
     else:
-        conds = stack("actions")[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1).contiguous()
+        conds = held_for_frames(stack("actions"))
     return LatentBatch(latents=stack("latents").transpose(1, 2).contiguous(), conds=conds,
                        rewards=stack("rewards"), terminated=stack("terminated").float())

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from aapt_world.checkpoint import load_modules, load_weights
-from aapt_world.constants import FRAMES_PER_STEP
 from aapt_world.vae import CausalVideoVAE, LightDecoder
 from aapt_world.world_model import teacher_forced
-from training.batches import VideoData, video_batch, video_datasets
+from training.batches import VideoData, held_for_frames, video_batch, video_datasets
 from training.config import TrainConfig
 from training.latents import read_stats
 from training.losses import perturb_latents, psnr, reconstruction_loss
@@ -170,7 +169,7 @@ def generated_latents_fn(cfg: TrainConfig, device: torch.device
         g = torch.Generator(device=device).manual_seed(cfg.run.seed * 1_000_003 + step)
         zn = (z - mean) / std
         eps, ctx = (torch.randn(zn[:, :, 1:].shape, generator=g, device=device) for _ in "ab")
-        conds = actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1)
+        conds = held_for_frames(actions)
         pred = teacher_forced(generator, zn, conds, eps, cfg.decoder.context_noise, ctx)
         return torch.cat([z[:, :, :1], pred * std + mean], dim=2)
 
