@@ -398,6 +398,35 @@ class BlockCausalDiT(nn.Module):
         return (v, hidden) if return_hidden is not None else v
 
 
+def adapt_latent_channels(tensors: dict[str, Tensor], channels: int,
+                          patch_size: int) -> dict[str, Tensor]:
+    """DiT weights for a wider latent (C -> ``channels``), same function on the old channels.
+
+    The patch embedding reads (noisy, prev) channel-major per patch, so the old noisy and
+    previous channels move to their new places and the new ones enter through zero weights; the
+    output layer predicts zero velocity for the new channels (with ``prev_skip`` a new channel
+    starts as a copy of the previous frame). For a generator trained on a VAE that was widened
+    by ``vae.adapt_latent_channels``."""
+    out = dict(tensors)
+    pp = patch_size * patch_size
+    for name, w in tensors.items():
+        if name.endswith("dit.patch_embed.weight"):
+            old = w.shape[1] // (2 * pp)
+            if old == channels:
+                continue
+            if channels < old:
+                raise ValueError(f"adapt_latent_channels: {name} reads {old} latent channels; "
+                                 f"cannot narrow to {channels}")
+            new = w.new_zeros(w.shape[0], 2 * channels * pp)
+            new[:, : old * pp] = w[:, : old * pp]  # noisy channels
+            new[:, channels * pp : (channels + old) * pp] = w[:, old * pp :]  # previous frame
+            out[name] = new
+        elif name.endswith(("dit.final_linear.weight", "dit.final_linear.bias")):
+            if w.shape[0] < channels * pp:
+                out[name] = torch.cat([w, w.new_zeros(channels * pp - w.shape[0], *w.shape[1:])])
+    return out
+
+
 # ---------------------------------------------------------------------------- accounting
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -117,6 +117,41 @@ def adapt_temporal_kernel(tensors: dict[str, Tensor], kernel: int) -> dict[str, 
     return out
 
 
+def adapt_latent_channels(tensors: dict[str, Tensor], channels: int,
+                          signal: float = 0.1) -> dict[str, Tensor]:
+    """VAE weights for a wider latent (``latent_channels`` C -> ``channels``), same function.
+
+    The old channels keep their weights. A new channel's mean starts as a small random
+    projection of the encoder's features (``signal`` x the old rows' std: it carries
+    information from the first step, so the decoders get a gradient to use it) and its log
+    variance as the old channels' average; every decoder reads the new channels through zero
+    weights, so the widened VAE starts from the old one's reconstructions. Narrowing is refused
+    (which channels to drop is not a rule)."""
+    out = dict(tensors)
+    gen = torch.Generator().manual_seed(0)
+    for name, w in tensors.items():
+        if name.endswith(("encoder.conv_out.weight", "encoder.conv_out.bias")):
+            old = w.shape[0] // 2
+            if old == channels:
+                continue
+            if channels < old:
+                raise ValueError(f"adapt_latent_channels: {name} has {old} latent channels; "
+                                 f"cannot narrow to {channels}")
+            mean, logvar = w[:old], w[old:]
+            extra = channels - old
+            noise = torch.randn((extra, *w.shape[1:]), generator=gen).to(w)
+            new_mean = noise * signal * mean.float().std() if w.dim() > 1 else w.new_zeros(extra)
+            new_logvar = logvar.mean(0, keepdim=True).expand(extra, *w.shape[1:])
+            out[name] = torch.cat([mean, new_mean, logvar, new_logvar])
+        elif name.endswith("conv_in.weight") and "decoder" in name and w.shape[1] < channels:
+            out[name] = torch.cat([w, w.new_zeros(w.shape[0], channels - w.shape[1],
+                                                  *w.shape[2:])], 1)
+        elif name.endswith(("latent_scale", "latent_shift")) and w.shape[0] < channels:
+            fill = 1.0 if name.endswith("latent_scale") else 0.0
+            out[name] = torch.cat([w, w.new_full((channels - w.shape[0],), fill)])
+    return out
+
+
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
     """Elementwise KL(N(mean, exp(logvar)) || N(0, 1))."""
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)

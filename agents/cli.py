@@ -13,6 +13,7 @@
     aapt-world ladder --world DIR        the fidelity ladder: VAE, teacher-forced, no-op hold,
                                          loop closure, rollouts, with baselines; image strip
     aapt-world pose-probe --root R       train the keypoint probe on real humanoid frames
+    aapt-world pose-follow --world DIR   pose following of a humanoid world vs the real render
     aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
     aapt-world --version                 the installed version
 
@@ -125,10 +126,17 @@ def _pose_probe(argv: list[str]) -> None:
     main(argv)
 
 
+def _pose_follow(argv: list[str]) -> None:
+    from agents.evaluation.pose_following import main
+
+    main(argv)
+
+
 COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
             "import-video": _import_video, "train": _train, "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
-            "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe}
+            "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe,
+            "pose-follow": _pose_follow}
 
 
 def package_version() -> str:

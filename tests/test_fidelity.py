@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from aapt_world import transformer, vae
 from aapt_world.transformer import BlockCausalDiT, dit_config
 from aapt_world.vae import CausalVideoVAE, VAEConfig, adapt_temporal_kernel
 
@@ -127,6 +128,48 @@ def test_adapt_temporal_kernel_keeps_the_newest_step():
     back = adapt_temporal_kernel(k1.state_dict(), 3)  # growing: the new past steps are zero
     w = next(v for k, v in back.items() if k.endswith("tconv.weight"))
     assert w.shape[1] == 3 * w.shape[0] and not w[:, : 2 * w.shape[0]].any()
+
+
+def test_widened_vae_reconstructs_as_before_and_feeds_its_new_channels():
+    """16 -> 24 latent channels: the same reconstructions (new channels enter the decoders
+    through zero weights), new channels that carry the input (so the decoders get a gradient),
+    and a clear error for narrowing."""
+    torch.manual_seed(0)
+    old = _randomised(_small_vae(1))
+    wide_cfg = VAEConfig(**{**old.cfg.__dict__, "latent_channels": 24})
+    wide = CausalVideoVAE(wide_cfg).eval()
+    wide.load_state_dict(vae.adapt_latent_channels(old.state_dict(), 24))
+    video = torch.rand(1, 3, 9, 48, 64) * 2 - 1
+    with torch.no_grad():
+        z_old, z_wide = old.encode(video).mode(), wide.encode(video).mode()
+        torch.testing.assert_close(z_wide[:, :16], z_old)
+        torch.testing.assert_close(wide.decode(z_wide), old.decode(z_old))
+        assert z_wide[:, 16:].std() > 0
+    with pytest.raises(ValueError, match="cannot narrow"):
+        vae.adapt_latent_channels(wide.state_dict(), 16)
+
+
+def test_widened_dit_predicts_as_before_and_copies_the_new_channels():
+    """The DiT adapted to a wider latent gives the old channels' velocity unchanged (whatever
+    the new channels hold) and, with the skip, a copy of the previous frame on the new ones."""
+    torch.manual_seed(0)
+    cfg = dit_config("tiny", prev_skip=True)
+    old = _randomised(BlockCausalDiT(cfg))
+    wide_cfg = dit_config("tiny", prev_skip=True, latent_channels=cfg.latent_channels + 8)
+    wide = BlockCausalDiT(wide_cfg).eval()
+    adapted = transformer.adapt_latent_channels(  # named as in a generator checkpoint
+        {f"dit.{k}": v for k, v in old.state_dict().items()}, wide_cfg.latent_channels,
+        cfg.patch_size)
+    wide.load_state_dict({k.removeprefix("dit."): v for k, v in adapted.items()})
+    x, extra = _clip(cfg), _clip(wide_cfg, seed=1)
+    c = cfg.latent_channels
+    noisy = torch.cat([x["noisy"], extra["noisy"][:, c:]], 1)
+    prev = torch.cat([x["prev"], extra["prev"][:, c:]], 1)
+    with torch.no_grad():
+        v_old = old(x["noisy"], x["prev"], x["cond"], 1.0)
+        v_wide = wide(noisy, prev, x["cond"], 1.0)
+    torch.testing.assert_close(v_wide[:, :c], v_old)
+    torch.testing.assert_close(noisy[:, c:] - v_wide[:, c:], prev[:, c:])
 
 
 def test_per_group_vae_latent_depends_on_its_own_frames_only():

@@ -59,7 +59,8 @@ def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "PY": sys.executable, "MODEL": "tiny", "WIDTH": "64", "HEIGHT": "48",
            "SCALE": "0.005", "EPISODES": "4", "STEPS": "14", "WORKERS": "1", "THREADS": "1",
            "DATA": str(tmp_path / "data"), "RUN": str(tmp_path / "run"),
-           "OUT_WORLD": str(tmp_path / "world"), "MUJOCO_GL": "osmesa"}
+           "OUT_WORLD": str(tmp_path / "world"), "MUJOCO_GL": "osmesa", "FOLLOW_STEPS": "3",
+           "PERFORMANCES": "1", "LONG_MINUTES": "0.2"}
     done = subprocess.run(["bash", "training/recipes/humanoid_cpu.sh"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -73,3 +74,13 @@ def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
     assert env.step(env.action_space.sample())[4]["frames"].shape == (4, 48, 64, 3)
     assert np.isfinite(env.world.generator.cond.scale.numpy()).all()
     assert (tmp_path / "run" / "pose_probe.safetensors").exists()
+    import json
+
+    report = json.loads((tmp_path / "run" / "pose_following" / "report.json").read_text())
+    short, long = report["performances"].values()  # 3 steps, and 0.2 min = 90 steps
+    assert short["frames"] == 12 and long["frames"] == 360
+    for perf in (short, long):
+        assert all(np.isfinite(v) for v in perf["keypoint_px"].values())
+        assert perf["psnr"]["neural"] > 0 and set(perf["targets"]) == {"keypoints", "psnr"}
+    assert report["speed"]["video_fps"] > 0
+    assert (tmp_path / "run" / "pose_following" / "strip.png").exists()

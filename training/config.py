@@ -279,6 +279,9 @@ class TrainConfig:
              f"model.dit.latent_height x latent_width ({self.model.dit.latent_height}x"
              f"{self.model.dit.latent_width}) must be model.vae.height x width / 8 "
              f"({self.model.vae.height // 8}x{self.model.vae.width // 8})"),
+            (self.model.dit.latent_channels == self.model.vae.latent_channels,
+             f"model.dit.latent_channels ({self.model.dit.latent_channels}) must equal "
+             f"model.vae.latent_channels ({self.model.vae.latent_channels})"),
         ]
         for ok, message in checks:
             if not ok:

@@ -23,7 +23,10 @@ RUN=${RUN:-runs/humanoid}
 OUT_WORLD=${OUT_WORLD:-$RUN/world}
 VAE_INIT=${VAE_INIT:-worlds/humanoid-training/vae.safetensors}  # this VAE so far (24 min);
 # worlds/doom-training/vae.safetensors started it (convolutional: a head start)
-STAGES=${STAGES:-collect vae latents diffusion consistency adversarial export probe}
+FOLLOW_STEPS=${FOLLOW_STEPS:-360}  # 1440-frame scripted performances
+PERFORMANCES=${PERFORMANCES:-3}
+LONG_MINUTES=${LONG_MINUTES:-5}  # plus one 5-minute performance
+STAGES=${STAGES:-collect vae latents diffusion consistency adversarial export probe follow}
 WORLD_CONFIG=humanoid
 source "$(dirname "$0")/world_stages.sh"  # train, vae_stage .. adversarial_stage, run_stages
 
@@ -42,6 +45,11 @@ stage_export() {
 stage_probe() {  # the keypoint probe on real frames: the ceiling of pose following
   aw pose-probe --root "$DATA" --out "$RUN/pose_probe.safetensors" --no-progress \
     --threads "$THREADS" --minutes "$(minutes 10)"
+}
+stage_follow() {  # pose following of the exported world against the real render
+  aw pose-follow --world "$OUT_WORLD" --probe "$RUN/pose_probe.safetensors" --no-progress \
+    --threads "$THREADS" --steps "$FOLLOW_STEPS" --performances "$PERFORMANCES" \
+    --long-minutes "$LONG_MINUTES" --out "$RUN/pose_following"
 }
 
 run_stages

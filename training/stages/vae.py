@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from aapt_world.vae import CausalVideoVAE, LightDecoder, adapt_temporal_kernel
+from aapt_world.vae import (
+    CausalVideoVAE,
+    LightDecoder,
+    adapt_latent_channels,
+    adapt_temporal_kernel,
+)
 from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
 from training.dataset import ClipDataset
@@ -54,7 +59,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
     params = list(pair.parameters())
     opt = adamw(cfg, params)
     model = wrap_distributed(pair, ranks)
-    kernel = cfg.model.vae.temporal_kernel
+    kernel, channels = cfg.model.vae.temporal_kernel, cfg.model.vae.latent_channels
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
@@ -78,7 +83,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
     return StageParts({"vae": vae, "light_decoder": light}, {"opt": opt}, train_step, evaluate,
                       units_per_step=cfg.run.batch_size * (4 * cfg.data.clip_steps + 1),
                       unit="video_frames", trainable=params,
-                      adapt_init=lambda tensors: adapt_temporal_kernel(tensors, kernel))
+                      adapt_init=lambda tensors: adapt_latent_channels(
+                          adapt_temporal_kernel(tensors, kernel), channels))
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:

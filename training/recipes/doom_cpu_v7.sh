@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The seventh CPU pass of the default Doom world (issue 10): the latent space first.
+# The sixth pass's probe found the teacher-forced rung bounded by the VAE (26.3 dB on the
+# ladder's clips): every latent channel of the shipped VAE is in use (posterior std ~0.015
+# against a mean std ~1.6), so the 16-channel latent of 4 frames x 96 x 128 pixels (48x
+# compression) is the bottleneck. This pass widens it, function-preserving
+# (`adapt_latent_channels`: new channels read by the decoders through zero weights), and
+# compares, at equal CPU minutes from the same VAE:
+#   control: the 16-channel VAE trained on (LATENT_CHANNELS=16)
+#   wide:    the 32-channel VAE (LATENT_CHANNELS=32); the DiT's tokens grow from 64 to 128
+#            numbers, its cost is unchanged (the patch embedding aside)
+#   for c in 16 32; do RUN=runs/doom7-c$c LATENT_CHANNELS=$c THREADS=1 STAGES=vae \
+#     bash training/recipes/doom_cpu_v7.sh & done; wait
+# then the latents of the winner (STAGES=latents) and the DiT stages on them.
+# The dataset (deterministic): aapt-world collect root=$DATA num_episodes=64 steps_per_episode=500
+# Every stage resumes where it stopped: rerun the same command to continue.
+set -euo pipefail
+DATA=${DATA:-data/doom}
+RUN=${RUN:-runs/doom7-c32}
+THREADS=${THREADS:-2}
+LATENT_CHANNELS=${LATENT_CHANNELS:-32}
+VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}
+VAE_MINUTES=${VAE_MINUTES:-45}
+STAGES=${STAGES:-vae latents}
+source "$(dirname "$0")/cpu_stages.sh"  # train
+
+train_wide() {
+  train model.vae.latent_channels="$LATENT_CHANNELS" model.dit.latent_channels="$LATENT_CHANNELS" "$@"
+}
+stage_vae() {
+  train_wide stage=vae run.init_from="$VAE_INIT" run.steps=100000 run.batch_size=4 \
+    data.clip_steps=4 data.val_batches=8 run.log_every=25 run.eval_every=100 \
+    run.ckpt_every=50 optim.lr=3e-4 optim.warmup_steps=20 optim.decay_start=300 \
+    optim.decay_steps=1500 optim.min_lr_ratio=0.1 vae.kl_weight=1e-4 vae.decoder_noise=0.1 \
+    run.max_minutes="$VAE_MINUTES"
+}
+stage_latents() { train_wide stage=latents; }
+run_stages
