@@ -692,3 +692,29 @@ def test_d_steps_updates_the_discriminator_more_often(pipeline: dict, data_root:
     with pytest.raises(ValueError, match="d_steps must be >= 1"):
         make_cfg(overrides(data_root, out, "stage=adversarial", "adversarial.d_steps=0")
                  ).validate()
+
+
+def test_a_wider_latent_continues_a_finished_run(pipeline: dict, data_root: Path,
+                                                 tmp_path: Path) -> None:
+    """doom_cpu_v7.sh's path: the VAE widened from a run's VAE (the adaptation itself is
+    checked in test_fidelity), its latents, stage 1 from the run's world (the generator adapted to the new channels),
+    the export; the widened world streams."""
+    from aapt_world.world import load_world
+
+    wide = ["model.vae.latent_channels=24", "model.dit.latent_channels=24"]
+    vae_file = pipeline["out"] / "vae" / "model.safetensors"
+    for stage, extra in (("vae", [f"run.init_from={vae_file}", "run.steps=1"]),
+                         ("latents", []),
+                         ("diffusion", [f"run.init_from={pipeline['out'] / 'world'}",
+                                        "run.steps=1"]),
+                         ("export", ["export.source=diffusion", "export.sample_steps=1"])):
+        run_stage(make_cfg(overrides(data_root, tmp_path, f"stage={stage}", *wide, *extra)))
+    world = load_world(tmp_path / "world-diffusion")
+    assert world.config.vae.latent_channels == world.config.dit.latent_channels == 24
+    session = world.session(1)
+    session.reset(torch.zeros(1, 48, 64, 3, dtype=torch.uint8), seeds=[0])
+    conds = torch.zeros(1, 4, world.config.condition.action_dim)
+    assert session.step(conds).shape == (1, 4, 48, 64, 3)
+    with pytest.raises(ValueError, match=r"model\.dit\.latent_channels \(24\) must equal "
+                                         r"model\.vae\.latent_channels \(16\)"):
+        make_cfg(overrides(data_root, tmp_path, "model.dit.latent_channels=24")).validate()

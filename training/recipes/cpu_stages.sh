@@ -1,9 +1,10 @@
 # Shared by the CPU Doom recipes (doom_cpu_v2.sh .. v4.sh), sourced after they set DATA, RUN,
 # THREADS and STAGES: the train wrapper, the stage-2 / stage-3 settings every pass kept, and
 # the stage loop. ADV_MINUTES caps stage 3; stage_adversarial takes extra overrides (each pass gave it a different budget).
-train() {
+train() {  # MODEL_OVERRIDES: model settings every stage of a recipe shares (word-split)
+  # shellcheck disable=SC2086
   aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
-    run.progress=false "$@"
+    run.progress=false ${MODEL_OVERRIDES:-} "$@"
 }
 stage_consistency() {
   train stage=consistency run.steps=80 run.batch_size=6 data.clip_steps=12 run.log_every=5 \
