@@ -10,6 +10,9 @@ Registered ids:
   ``envs.vector.NeuralWorldVectorEnv`` (one generator forward per step for all envs).
 - ``aapt/Humanoid-v0``: MuJoCo's humanoid posed kinematically (``envs.humanoid``): the action
   is the next body pose, the observation its render; 60 s episodes (truncation only).
+- ``aapt/NeuralHumanoid-v0``: the neural humanoid (``envs.neural_humanoid``): body poses in,
+  generated video out, by default the pose world shipped at ``DEFAULT_HUMANOID_WORLD``;
+  ``gym.make_vec(..., num_envs=N)`` gives ``NeuralHumanoidVectorEnv`` (one batched step).
 - ``aapt/NeuralWorld-v0``: any neural world, ``world=<directory>`` required, e.g. one trained
   on your own game (``aapt-world record``): it keeps that game's action space. No time limit
   (pass ``max_episode_steps``).
@@ -26,6 +29,8 @@ from envs.actions import SCENARIO_ACTION_TYPES
 
 # The default neural Doom world, shipped in the repo (fp16, see its MODEL_CARD.md).
 DEFAULT_WORLD = Path(__file__).parents[1] / "worlds" / "doom"
+# The default pose world (MuJoCo humanoid driven by body poses), shipped the same way.
+DEFAULT_HUMANOID_WORLD = Path(__file__).parents[1] / "worlds" / "humanoid"
 
 _REAL_DOOM = "envs.doom:DoomEnv"
 
@@ -50,5 +55,8 @@ _register("aapt/Humanoid-v0", "envs.humanoid:HumanoidEnv",
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
           max_episode_steps=DOOM_EPISODE_STEPS,
           vector_entry_point="envs.vector:NeuralWorldVectorEnv")
+_register("aapt/NeuralHumanoid-v0", "envs.neural_humanoid:NeuralHumanoidEnv",
+          max_episode_steps=HUMANOID_EPISODE_STEPS,
+          vector_entry_point="envs.neural_humanoid:NeuralHumanoidVectorEnv")
 _register("aapt/NeuralWorld-v0", "envs.neural:make_neural_world", max_episode_steps=None,
           vector_entry_point="envs.vector:make_neural_world_vector")

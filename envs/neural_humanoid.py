@@ -11,6 +11,11 @@ observation: the newest generated frame, uint8 (H, W, 3); ``info``: ``frames`` (
 ``keypoints_2d`` (4, 16, 2) and ``keypoints_3d`` (4, 16, 3) of the commanded body, ``poses``,
 ``command``; at reset also ``real_frame`` (the render the world started from). No reward and
 no termination (episodes end by truncation), as in the real world.
+
+``NeuralHumanoidVectorEnv``: ``num_envs`` bodies (MuJoCo kinematics each, no rendering after
+the start frame) drawn by ONE batched generator step, autoreset SAME_STEP with
+``SyncVectorEnv``'s conventions (as ``envs.vector.NeuralWorldVectorEnv``); env ``i`` reset with
+seed ``s + i`` draws what a ``NeuralHumanoidEnv`` reset with that seed draws.
 """
 
 from __future__ import annotations
@@ -22,47 +27,70 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from aapt_world.constants import FRAMES_PER_STEP, HUMANOID_FPS
 from aapt_world.world import World
+from envs import DEFAULT_HUMANOID_WORLD
 from envs.humanoid import HUMANOID_SCENES, KEYPOINT_NAMES, HumanoidConfig, HumanoidEnv
 from envs.neural import SEED_HIGH, resolve_world
+from envs.vector import add_final_infos
+
+RENDER_MODES = ["rgb_array"]
+
+
+def pose_world(world: World | str | os.PathLike | None, device: str | torch.device | None
+               ) -> World:
+    """A pose world (default: the shipped ``worlds/humanoid``) whose keypoints are the
+    humanoid's; clear errors for anything else."""
+    if world is None:
+        if not DEFAULT_HUMANOID_WORLD.is_dir():
+            raise FileNotFoundError(f"no default humanoid world at {DEFAULT_HUMANOID_WORLD}: "
+                                    "pass world=<a pose world's directory> (training/recipes/"
+                                    "humanoid_cpu.sh trains one)")
+        world = DEFAULT_HUMANOID_WORLD
+    resolved = resolve_world(world, device, check=False)
+    condition = resolved.config.condition
+    if condition.kind != "pose":
+        raise ValueError(f"{world} is a {condition.kind!r}-conditioned world, not a pose "
+                         f"world: use aapt/NeuralWorld-v0 for it")
+    if condition.num_keypoints != len(KEYPOINT_NAMES):
+        raise ValueError(f"the world expects {condition.num_keypoints} keypoints per frame, "
+                         f"the humanoid has {len(KEYPOINT_NAMES)} ({KEYPOINT_NAMES})")
+    return resolved
+
+
+def body_for(world: World, scene: str) -> HumanoidEnv:
+    """The real humanoid whose kinematics (and start render) drive ``world`` in ``scene``."""
+    if scene not in HUMANOID_SCENES:
+        raise ValueError(f"scene must be one of {sorted(HUMANOID_SCENES)}, got {scene!r}")
+    height, width, _ = world.frame_shape
+    return HumanoidEnv(HumanoidConfig(width=width, height=height,
+                                      orbit_deg_per_s=HUMANOID_SCENES[scene]))
 
 
 class NeuralHumanoidEnv(gym.Env):
     """A pose world (``world.config.condition.kind == "pose"``) driven by body poses.
 
     Args:
-        world: a ``World`` or a path to a pose world's directory.
+        world: a ``World``, a path to a pose world's directory, or None for the shipped one.
         scene: the camera of the real world it was trained on: ``fixed`` or ``orbit``.
         render_mode: ``rgb_array`` (the newest generated frame) or None.
         device: where the models run (default: cpu for a path).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": HUMANOID_FPS // FRAMES_PER_STEP}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": HUMANOID_FPS // FRAMES_PER_STEP}
 
-    def __init__(self, world: World | str | os.PathLike, scene: str = "fixed",
+    def __init__(self, world: World | str | os.PathLike | None = None, scene: str = "fixed",
                  render_mode: str | None = None, device: str | torch.device | None = None
                  ) -> None:
-        if world is None:
-            raise ValueError("NeuralHumanoidEnv needs world=<a pose world's directory> (no "
-                             "humanoid world is shipped yet)")
-        if scene not in HUMANOID_SCENES:
-            raise ValueError(f"scene must be one of {sorted(HUMANOID_SCENES)}, got {scene!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
-                             f"got {render_mode!r}")
-        self.world = resolve_world(world, device, check=False)
-        condition = self.world.config.condition
-        if condition.kind != "pose":
-            raise ValueError(f"{world} is a {condition.kind!r}-conditioned world, not a pose "
-                             f"world: use aapt/NeuralWorld-v0 for it")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        self.world = pose_world(world, device)
+        self.body = body_for(self.world, scene)
         height, width, _ = self.world.frame_shape
-        self.body = HumanoidEnv(HumanoidConfig(width=width, height=height,
-                                               orbit_deg_per_s=HUMANOID_SCENES[scene]))
-        if condition.num_keypoints != len(KEYPOINT_NAMES):
-            raise ValueError(f"the world expects {condition.num_keypoints} keypoints per frame, "
-                             f"the humanoid has {len(KEYPOINT_NAMES)} ({KEYPOINT_NAMES})")
         self.render_mode = render_mode
         self.action_space = self.body.action_space
         self.observation_space = spaces.Box(0, 255, (height, width, 3), np.uint8)
@@ -99,3 +127,134 @@ class NeuralHumanoidEnv(gym.Env):
 
     def close(self) -> None:
         self.body.close()
+
+
+class NeuralHumanoidVectorEnv(VectorEnv):
+    """``num_envs`` neural humanoids advanced by one batched generator step.
+
+    Args as ``NeuralHumanoidEnv``, plus ``num_envs`` and ``max_episode_steps`` (per-env
+    truncation; None: never). ``reset(options=...)``: ``reset_mask`` (bool (num_envs,)) and/or
+    ``pose`` (one start pose for the reset envs)."""
+
+    metadata = {"render_modes": RENDER_MODES, "render_fps": HUMANOID_FPS // FRAMES_PER_STEP,
+                "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, world: World | str | os.PathLike | None = None, num_envs: int = 1,
+                 scene: str = "fixed", max_episode_steps: int | None = None,
+                 render_mode: str | None = None, device: str | torch.device | None = None
+                 ) -> None:
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if max_episode_steps is not None and int(max_episode_steps) < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        self.world = pose_world(world, device)
+        self.num_envs = int(num_envs)
+        self.bodies = [body_for(self.world, scene) for _ in range(self.num_envs)]
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.render_mode = render_mode
+        self.single_action_space = self.bodies[0].action_space
+        self.single_observation_space = spaces.Box(0, 255, self.world.frame_shape, np.uint8)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.session = self.world.session(self.num_envs)
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
+        self._obs = np.zeros((self.num_envs, *self.world.frame_shape), dtype=np.uint8)
+        self._started = np.zeros(self.num_envs, dtype=bool)
+        self.episode_steps = np.zeros(self.num_envs, dtype=np.int64)
+
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        pose = options.pop("pose", None)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}: expected any of "
+                             "['pose', 'reset_mask']")
+        if mask is None:
+            mask = np.ones(self.num_envs, dtype=bool)
+        elif not isinstance(mask, np.ndarray) or mask.shape != (self.num_envs,) \
+                or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape "
+                             f"({self.num_envs},) with at least one True, got {mask!r}")
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        elif len(list(seed)) == self.num_envs:
+            seeds = list(seed)
+        else:
+            raise ValueError(f"seed must be None, an int or a list of {self.num_envs} seeds, "
+                             f"got {seed!r}")
+        items = np.flatnonzero(mask)
+        for i in items:
+            if seeds[i] is not None:
+                self._rngs[i] = seeding.np_random(seeds[i])[0]
+        obs, info = self._reset_items(items, pose)
+        self._obs[items] = obs
+        return self._obs.copy(), info
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        poses = np.asarray(actions, dtype=np.float32)
+        if poses.shape != self.action_space.shape:
+            raise ValueError(f"expected a batch of poses of shape {self.action_space.shape} "
+                             f"(one per env), got shape {poses.shape}")
+        bad = np.flatnonzero(~np.isfinite(poses).all(1))
+        if len(bad):  # checked before any body moves: a failed step changes nothing
+            raise ValueError(f"env {int(bad[0])}: the action has non-finite values")
+        if not self._started.all():
+            raise RuntimeError(f"reset() every env before step(): envs "
+                               f"{np.flatnonzero(~self._started).tolist()} never were")
+        keypoints = np.stack([body.pose_step(p)["keypoints_2d"]
+                              for body, p in zip(self.bodies, poses, strict=True)])
+        frames = self.session.step(torch.from_numpy(keypoints).to(self.world.device))
+        frames = frames.cpu().numpy()  # ONE batched forward: (B, 4, H, W, 3)
+        self.episode_steps += 1
+        terminations = np.zeros(self.num_envs, dtype=bool)
+        truncations = (self.episode_steps >= self.max_episode_steps
+                       if self.max_episode_steps is not None else terminations.copy())
+        obs = np.ascontiguousarray(frames[:, -1])
+        ones = np.ones(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {"frames": frames, "_frames": ones,
+                                 "keypoints_2d": keypoints, "_keypoints_2d": ones.copy()}
+        done = np.flatnonzero(truncations)
+        if len(done):
+            add_final_infos(infos, obs, done, ("frames", "keypoints_2d"))
+            reset_obs, _ = self._reset_items(done, None)
+            obs[done] = reset_obs
+            infos["frames"][done] = reset_obs[:, None]  # the next episode's start frame
+            infos["_keypoints_2d"][done] = False
+        self._obs = obs
+        return obs.copy(), np.zeros(self.num_envs), terminations, truncations, infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode == "rgb_array":
+            return tuple(frame.copy() for frame in self._obs)
+        return None
+
+    def close(self, **kwargs: Any) -> None:
+        for body in self.bodies:
+            body.close()
+
+    def _reset_items(self, items: np.ndarray, pose: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """Restart envs ``items`` from a real render of their start pose, in one session
+        reset; each env draws (body seed, noise seed) as ``NeuralHumanoidEnv.reset`` does."""
+        reals, noise_seeds = [], []
+        for i in items:
+            if self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random()[0]
+            body_seed, noise_seed = (int(s) for s in self._rngs[i].integers(0, SEED_HIGH, 2))
+            real, _ = self.bodies[i].reset(seed=body_seed,
+                                           options=None if pose is None else {"pose": pose})
+            reals.append(real)
+            noise_seeds.append(noise_seed)
+        decoded = self.session.reset(torch.from_numpy(np.stack(reals)),
+                                     items=torch.as_tensor(items, dtype=torch.long),
+                                     seeds=noise_seeds).cpu().numpy()
+        self._started[items] = True
+        self.episode_steps[items] = 0
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[items] = True
+        real_frames = np.zeros((self.num_envs, *self.world.frame_shape), dtype=np.uint8)
+        real_frames[items] = np.stack(reals)
+        return decoded, {"real_frame": real_frames, "_real_frame": mask}

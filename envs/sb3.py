@@ -1,4 +1,5 @@
-"""Stable-Baselines3 ``VecEnv`` adapter over the natively batched neural world.
+"""Stable-Baselines3 ``VecEnv`` adapter over the natively batched neural worlds (Doom-like
+``NeuralWorldVectorEnv`` and the pose-driven ``NeuralHumanoidVectorEnv``).
 
     from stable_baselines3 import PPO
     from envs.sb3 import NeuralWorldSB3VecEnv
@@ -36,15 +37,17 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 
 from aapt_world.world import World
 from envs.doom import DoomConfig, DoomEnv
+from envs.neural_humanoid import NeuralHumanoidVectorEnv
 from envs.vector import NeuralWorldVectorEnv
 
 
 class NeuralWorldSB3VecEnv(VecEnv):
     """An SB3 ``VecEnv`` over a ``NeuralWorldVectorEnv`` (one batched forward per step)."""
 
-    def __init__(self, venv: NeuralWorldVectorEnv) -> None:
-        if not isinstance(venv, NeuralWorldVectorEnv):
-            raise TypeError(f"expected a NeuralWorldVectorEnv, got {type(venv).__name__}")
+    def __init__(self, venv: NeuralWorldVectorEnv | NeuralHumanoidVectorEnv) -> None:
+        if not isinstance(venv, (NeuralWorldVectorEnv, NeuralHumanoidVectorEnv)):
+            raise TypeError(f"expected a NeuralWorldVectorEnv or NeuralHumanoidVectorEnv, got "
+                            f"{type(venv).__name__}")
         self.venv = venv
         self._actions: np.ndarray | None = None
         self._returns = np.zeros(venv.num_envs, dtype=np.float64)

@@ -160,18 +160,7 @@ class NeuralWorldVectorEnv(VectorEnv):
                                  "termination_logit": logits, "_termination_logit": ones.copy()}
         done = np.flatnonzero(terminations | truncations)
         if len(done):
-            final_obs = np.full(self.num_envs, None, dtype=object)
-            ended = np.zeros(self.num_envs, dtype=bool)
-            ended[done] = True
-            final_info: dict[str, Any] = {}
-            for key in ("frames", "command", "termination_logit"):
-                value = np.zeros_like(infos[key])
-                value[done] = infos[key][done]
-                final_info[key], final_info[f"_{key}"] = value, ended.copy()
-            for i in done:
-                final_obs[i] = obs[i].copy()
-            infos.update(final_obs=final_obs, _final_obs=ended.copy(),
-                         final_info=final_info, _final_info=ended.copy())
+            add_final_infos(infos, obs, done, ("frames", "command", "termination_logit"))
             reset_obs, reset_info = self._reset_items(done, None, None)
             obs[done] = reset_obs
             # the reset info replaces the ended envs' step info (SyncVectorEnv, SAME_STEP)
@@ -304,6 +293,26 @@ class NeuralWorldVectorEnv(VectorEnv):
             return None, check_start_index(options["start_index"],
                                             len(self.world.start_frames))
         return None, None
+
+
+def add_final_infos(infos: dict[str, Any], obs: np.ndarray, done: np.ndarray,
+                    keys: tuple[str, ...]) -> None:
+    """SyncVectorEnv's SAME_STEP record of the envs ``done`` ended this step, into ``infos``:
+    ``final_obs`` (object array, None elsewhere), ``final_info`` (the step's ``keys``, masked)
+    and their ``_`` masks. Call before the ended envs are reset."""
+    num_envs = len(obs)
+    ended = np.zeros(num_envs, dtype=bool)
+    ended[done] = True
+    final_obs = np.full(num_envs, None, dtype=object)
+    for i in done:
+        final_obs[i] = obs[i].copy()
+    final_info: dict[str, Any] = {}
+    for key in keys:
+        value = np.zeros_like(infos[key])
+        value[done] = infos[key][done]
+        final_info[key], final_info[f"_{key}"] = value, ended.copy()
+    infos.update(final_obs=final_obs, _final_obs=ended.copy(), final_info=final_info,
+                 _final_info=ended.copy())
 
 
 def make_neural_world_vector(world: World | str | os.PathLike | None = None,

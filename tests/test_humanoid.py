@@ -303,3 +303,63 @@ def test_performer_takes_requests() -> None:
         p.request("moonwalk")
     with pytest.raises(ValueError, match="speed"):
         p.request("walk", speed=0)
+
+
+def test_neural_humanoid_vector_env_batches_what_the_single_env_does(tiny_world_factory
+                                                                     ) -> None:
+    """One batched step for all bodies: env i seeded s + i draws as a NeuralHumanoidEnv seeded
+    s + i (same frames up to float rounding of the batch), truncation autoresets that env in
+    the same step with SyncVectorEnv's records, the SB3 adapter takes it, bad batches fail
+    before anything moves."""
+    from envs.neural_humanoid import NeuralHumanoidEnv, NeuralHumanoidVectorEnv
+    from envs.sb3 import NeuralWorldSB3VecEnv
+
+    world = tiny_world_factory(action_type="pose")
+    venv = NeuralHumanoidVectorEnv(world, num_envs=2, max_episode_steps=2)
+    single = NeuralHumanoidEnv(world)
+    performer = PerformerPolicy()
+    performer.reset(np.random.default_rng(0))
+    script = [performer.act() for _ in range(2)]
+    obs, _ = venv.reset(seed=5)
+    first, _ = single.reset(seed=6)
+    np.testing.assert_allclose(obs[1].astype(int), first.astype(int), atol=2)
+    for t, pose in enumerate(script):
+        obs, rewards, terminated, truncated, infos = venv.step(np.stack([pose, pose]))
+        expect, *_, info = single.step(pose)
+        np.testing.assert_allclose(infos["keypoints_2d"][1], info["keypoints_2d"], atol=1e-4)
+        assert not terminated.any() and not rewards.any()
+        if t == 0:
+            np.testing.assert_allclose(obs[1].astype(int), expect.astype(int), atol=2)
+    assert truncated.all() and infos["_final_obs"].all()  # the 2-step limit: both restarted
+    np.testing.assert_allclose(infos["final_obs"][1].astype(int), expect.astype(int), atol=2)
+    assert (venv.episode_steps == 0).all()
+    with pytest.raises(ValueError, match="batch of poses of shape"):
+        venv.step(np.zeros((3, 23)))
+    bad = np.stack(script)
+    bad[1, 4] = np.nan
+    before = venv.bodies[0]._pose.copy()
+    with pytest.raises(ValueError, match="env 1: the action has non-finite"):
+        venv.step(bad)
+    assert np.array_equal(venv.bodies[0]._pose, before)  # nothing moved
+    sb3 = NeuralWorldSB3VecEnv(venv)
+    sb3.reset()
+    sb3.step_async(np.stack(script))
+    assert sb3.step_wait()[0].shape == (2, SIZE["height"], SIZE["width"], 3)
+    venv.close()
+
+
+def test_neural_humanoid_is_registered() -> None:
+    """``gym.make("aapt/NeuralHumanoid-v0")`` and its vector form; without a shipped world the
+    error says where it looked and what to pass."""
+    from envs import DEFAULT_HUMANOID_WORLD
+
+    spec = gym.spec("aapt/NeuralHumanoid-v0")
+    assert spec.max_episode_steps == 450 and spec.vector_entry_point
+    if not DEFAULT_HUMANOID_WORLD.is_dir():
+        with pytest.raises(FileNotFoundError, match="no default humanoid world"):
+            gym.make("aapt/NeuralHumanoid-v0")
+        return
+    env = gym.make("aapt/NeuralHumanoid-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (96, 128, 3)
+    env.close()
