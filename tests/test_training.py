@@ -697,8 +697,8 @@ def test_d_steps_updates_the_discriminator_more_often(pipeline: dict, data_root:
 def test_a_wider_latent_continues_a_finished_run(pipeline: dict, data_root: Path,
                                                  tmp_path: Path) -> None:
     """doom_cpu_v7.sh's path: the VAE widened from a run's VAE (the adaptation itself is
-    checked in test_fidelity), its latents, stage 1 from the run's world (the generator adapted to the new channels),
-    the export; the widened world streams."""
+    checked in test_fidelity), its latents, stage 1 from the run's world (the generator
+    adapted to the new channels), the export; the widened world streams."""
     from aapt_world.world import load_world
 
     wide = ["model.vae.latent_channels=24", "model.dit.latent_channels=24"]
