@@ -25,6 +25,7 @@ uses `normalize`/`denormalize` (per-channel `latent_shift`/`latent_scale` buffer
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -149,6 +150,24 @@ def adapt_latent_channels(tensors: dict[str, Tensor], channels: int,
         elif name.endswith(("latent_scale", "latent_shift")) and w.shape[0] < channels:
             fill = 1.0 if name.endswith("latent_scale") else 0.0
             out[name] = torch.cat([w, w.new_full((channels - w.shape[0],), fill)])
+    return out
+
+
+_BLOCK = re.compile(r"(.*\.t?blocks\.\d+)\.")  # "<path>.blocks.<i>." / "<path>.tblocks.<i>."
+
+
+def add_residual_blocks(tensors: dict[str, Tensor], fresh: dict[str, Tensor]) -> dict[str, Tensor]:
+    """VAE weights for more residual blocks (``enc_blocks``, ``dec_blocks``, ...), same function.
+
+    Every ``ResBlock`` / ``TemporalBlock`` ends in a zero-initialised conv, so a fresh block is
+    the identity: whole blocks that ``fresh`` (the new model's own state) has and ``tensors``
+    lacks are taken from ``fresh``. Anything else missing stays missing (the load names it)."""
+    held = {m.group(1) for k in tensors if (m := _BLOCK.match(k))}
+    out = dict(tensors)
+    for key, value in fresh.items():
+        m = _BLOCK.match(key)
+        if key not in tensors and m and m.group(1) not in held:
+            out[key] = value
     return out
 
 

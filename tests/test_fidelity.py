@@ -149,6 +149,25 @@ def test_widened_vae_reconstructs_as_before_and_feeds_its_new_channels():
         vae.adapt_latent_channels(wide.state_dict(), 16)
 
 
+def test_deeper_vae_starts_as_the_old_one():
+    """More residual blocks (encoder, decoder, temporal): the new blocks are the identity, so
+    the deeper VAE reconstructs exactly as the old one; a missing non-block tensor still fails
+    the strict load."""
+    torch.manual_seed(0)
+    old = _randomised(_small_vae(1))
+    deep_cfg = VAEConfig(**{**old.cfg.__dict__, "enc_blocks": 2, "dec_blocks": 3,
+                            "dec_temporal_blocks": 3})
+    deep = CausalVideoVAE(deep_cfg).eval()
+    tensors = vae.add_residual_blocks(old.state_dict(), deep.state_dict())
+    deep.load_state_dict(tensors)
+    video = torch.rand(1, 3, 9, 48, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(deep.decode(deep.encode(video).mode()),
+                                   old.decode(old.encode(video).mode()))
+    partial = {k: v for k, v in old.state_dict().items() if "conv_out" not in k}
+    assert "encoder.conv_out.weight" not in vae.add_residual_blocks(partial, deep.state_dict())
+
+
 def test_widened_dit_predicts_as_before_and_copies_the_new_channels():
     """The DiT adapted to a wider latent gives the old channels' velocity unchanged (whatever
     the new channels hold) and, with the skip, a copy of the previous frame on the new ones."""

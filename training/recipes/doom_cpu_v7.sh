@@ -11,6 +11,12 @@
 #            numbers, its cost is unchanged (the patch embedding aside)
 #   for c in 16 32; do RUN=runs/doom7-c$c LATENT_CHANNELS=$c THREADS=1 STAGES=vae \
 #     bash training/recipes/doom_cpu_v7.sh & done; wait
+# A probe then found frame 0 (a latent of its own) reconstructed no better than the frames
+# sharing a latent (26.96 vs 26.88-27.10 dB): the latent's size does not bind, the networks do.
+# So the 32-channel arm was stopped (at 10 min it equalled the control) for a deeper arm, new
+# residual blocks that start as the identity (`add_residual_blocks`):
+#   RUN=runs/doom7-deep THREADS=1 STAGES=vae VAE_SHAPE="model.vae.enc_blocks=2 \
+#     model.vae.dec_blocks=3 model.vae.light_dec_blocks=2" bash training/recipes/doom_cpu_v7.sh
 # then the winner's latents and the DiT stages on them, each generator stage warm-started from
 # the shipped world (its patch embedding and output layer adapted to the wider latent):
 #   RUN=runs/doom7-c32 THREADS=1 STAGES="latents diffusion consistency adversarial_d3 export" \
@@ -28,7 +34,8 @@ VAE_MINUTES=${VAE_MINUTES:-45}
 DIFF_MINUTES=${DIFF_MINUTES:-35}
 ADV_MINUTES=${ADV_MINUTES:-25}
 STAGES=${STAGES:-vae latents diffusion consistency adversarial_d3 export}
-MODEL_OVERRIDES="model.vae.latent_channels=$LATENT_CHANNELS model.dit.latent_channels=$LATENT_CHANNELS"
+VAE_SHAPE=${VAE_SHAPE:-}  # e.g. the deep arm's residual blocks (add_residual_blocks: identity)
+MODEL_OVERRIDES="model.vae.latent_channels=$LATENT_CHANNELS model.dit.latent_channels=$LATENT_CHANNELS $VAE_SHAPE"
 source "$(dirname "$0")/cpu_stages.sh"  # train, stage_consistency, stage_adversarial
 
 stage_vae() {

@@ -17,6 +17,7 @@ from aapt_world.vae import (
     LightDecoder,
     adapt_latent_channels,
     adapt_temporal_kernel,
+    add_residual_blocks,
 )
 from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
@@ -60,6 +61,9 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
     opt = adamw(cfg, params)
     model = wrap_distributed(pair, ranks)
     kernel, channels = cfg.model.vae.temporal_kernel, cfg.model.vae.latent_channels
+    fresh = {f"{name}.{k}": v.detach().clone()  # new residual blocks start as these (identity)
+             for name, m in (("vae", vae), ("light_decoder", light))
+             for k, v in m.state_dict().items()}
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
@@ -83,8 +87,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
     return StageParts({"vae": vae, "light_decoder": light}, {"opt": opt}, train_step, evaluate,
                       units_per_step=cfg.run.batch_size * (4 * cfg.data.clip_steps + 1),
                       unit="video_frames", trainable=params,
-                      adapt_init=lambda tensors: adapt_latent_channels(
-                          adapt_temporal_kernel(tensors, kernel), channels))
+                      adapt_init=lambda tensors: add_residual_blocks(adapt_latent_channels(
+                          adapt_temporal_kernel(tensors, kernel), channels), fresh))
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
