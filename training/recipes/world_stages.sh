@@ -4,9 +4,10 @@
 # size and the minutes at SCALE=1 (multiplied by SCALE), then extra overrides.
 minutes() { "$PY" -c "print(round($1 * $SCALE, 3))"; }
 aw() { "$PY" -m agents.cli "$@"; }
-train() {
+train() {  # MODEL_OVERRIDES: model settings every stage shares (word-split)
+  # shellcheck disable=SC2086
   aw train model="$MODEL" world="$WORLD_CONFIG" data.root="$DATA" run.out_dir="$RUN" \
-    run.threads="$THREADS" run.progress=false "$@"
+    run.threads="$THREADS" run.progress=false ${MODEL_OVERRIDES:-} "$@"
 }
 vae_stage() {  # from VAE_INIT (convolutional: any frame size) unless the tiny dry-run model
   local batch=$1 mins=$2 init=()
