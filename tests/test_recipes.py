@@ -84,3 +84,7 @@ def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
         assert perf["psnr"]["neural"] > 0 and set(perf["targets"]) == {"keypoints", "psnr"}
     assert report["speed"]["video_fps"] > 0
     assert (tmp_path / "run" / "pose_following" / "strip.png").exists()
+    from agents.evaluation.demo import main as demo  # a pose world: the pose demo, whose
+    with pytest.raises(ValueError, match=r"the probe reads 128x96 frames, the world draws "
+                                         r"64x48"):  # default probe is the shipped 128x96 one
+        demo(["--world", str(tmp_path / "world"), "--steps", "2", "--out", str(tmp_path / "d")])

@@ -1,5 +1,9 @@
 """The main job (``aapt-world demo`` / ``make demo``): the shipped neural Doom, headless.
 
+``--world <a pose world>`` (e.g. ``worlds/humanoid``) runs the same for the humanoid: one
+scripted performance in the real MuJoCo env and in the world, side by side, with pose
+following (``agents.evaluation.pose_following``).
+
 A scripted explorer plays the real ViZDoom for 1440 frames; the neural world starts from the
 same real start frame and is driven with the same commands; the two are written side by side to
 an mp4 (real | generated) and compared (the drift evaluation of ``agents.evaluation.drift`` on
@@ -9,10 +13,12 @@ Prints a summary: generation speed, step latency and the drift numbers.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.world import peek_config
 from agents.evaluation.drift import fmt, run_drift
 from envs import DEFAULT_WORLD
 
@@ -46,6 +52,21 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def pose_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from agents.evaluation.pose_following import (
+        PoseFollowingConfig,
+        run_pose_following,
+        summary_lines,
+    )
+
+    report = run_pose_following(PoseFollowingConfig(world=args.world, steps=args.steps,
+                                                    performances=1, seed=args.seed,
+                                                    out=args.out))
+    print("\n".join(["", "== aapt-world demo ==", *summary_lines(report),
+                     f"report:     {Path(args.out) / 'report.md'} (+ report.json, strip.png)"]))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = command_parser("aapt-world demo", __doc__.split("\n")[0])
     parser.add_argument("--world", default=str(DEFAULT_WORLD), help="world directory")
@@ -59,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     apply_threads(args.threads)
-
+    if Path(args.world).is_dir() and peek_config(args.world).condition.kind == "pose":
+        return pose_demo(args)
     report = run_drift(args.world, families=[], long_steps=args.steps, out=args.out, video=True,
                        seed=args.seed, doom_map=args.map)
     print("\n".join(["", "== aapt-world demo ==", *summary_lines(report),

@@ -11,7 +11,7 @@ keypoints. Measured on every generated frame, next to baselines on the same fram
 - late-window brightness / saturation / HF energy inside the real 5-95 % range;
 - speed: generated video frames per second at batch 1 (step + decode).
 
-    aapt-world pose-follow --world runs/humanoid/world --probe runs/pose_probe.safetensors
+    aapt-world pose-follow --world runs/humanoid/world   # the shipped probe by default
 
 Writes report.json, report.md, a real-above-neural strip (frames 0, 4, 40, 400, 1400) and a
 side-by-side mp4 of the first performance under ``--out``.
@@ -38,9 +38,12 @@ from aapt_world.video import write_mp4
 from aapt_world.world import World, load_world
 from agents.evaluation.ladder import STRIP_FRAMES, strip
 from agents.evaluation.pose_probe import PoseProbe, keypoint_error, load_probe, predict
+from envs import DEFAULT_HUMANOID_WORLD
 from envs.humanoid import HUMANOID_SCENES, HumanoidConfig, HumanoidEnv
 from envs.motions import PerformerPolicy
 
+# the probe trained on 16 real episodes (fp16, shipped beside the humanoid VAE)
+DEFAULT_PROBE = Path(__file__).parents[2] / "worlds/humanoid-training/pose_probe.safetensors"
 N_BUCKETS = 10
 LATE_FRACTION = 0.3  # as the Doom drift report: the last 30 % of the frames
 SEED_OFFSET = 1000  # performer seeds the collector never draws (it uses 0 .. episodes-1)
@@ -50,8 +53,8 @@ PSNR_MARGIN_DB = 3.0  # target: PSNR >= frozen start frame + 3 dB
 
 @dataclass
 class PoseFollowingConfig:
-    world: str = "worlds/humanoid"
-    probe: str = "runs/pose_probe.safetensors"
+    world: str = str(DEFAULT_HUMANOID_WORLD)
+    probe: str = str(DEFAULT_PROBE)
     steps: int = 360  # 1440 video frames
     performances: int = 3
     long_minutes: float = 0.0  # plus one performance this long (5 = 9000 frames at 30 fps)
@@ -178,6 +181,23 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Speed (batch 1, {report['device']}): {s['video_fps']:.1f} video fps, "
               f"real-time factor {s['realtime_factor']:.2f} at {HUMANOID_FPS} fps.", ""]
     return "\n".join(lines)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The demo's summary of the first performance."""
+    name, p = next(iter(report["performances"].items()))
+    kp, ps, s = p["keypoint_px"], p["psnr"], report["speed"]
+    return [
+        f"world:      {report['config']['world']} (pose-conditioned), {name}: {p['frames']} "
+        f"video frames, real and neural from the same start frame and poses",
+        f"speed:      {s['video_fps']:.1f} video fps = real-time factor "
+        f"{s['realtime_factor']:.2f} at {HUMANOID_FPS} fps",
+        f"pose:       keypoint error {kp['neural']:.2f} px (probe on real frames {kp['real']:.2f},"
+        f" frozen start frame {kp['frozen']:.2f})",
+        f"fidelity:   PSNR {ps['neural']:.2f} dB vs frozen start frame {ps['frozen']:.2f}, SSIM "
+        f"{p['ssim']:.3f}",
+        f"video:      {report['files'].get('video')}  (left real MuJoCo render, right neural)",
+    ]
 
 
 def run_pose_following(cfg: PoseFollowingConfig) -> dict[str, Any]:
