@@ -36,7 +36,7 @@ from aapt_world.world import World
 from envs import DEFAULT_HUMANOID_WORLD
 from envs.humanoid import HUMANOID_SCENES, KEYPOINT_NAMES, HumanoidConfig, HumanoidEnv
 from envs.neural import SEED_HIGH, resolve_world
-from envs.vector import add_final_infos
+from envs.vector import add_final_infos, reset_mask, seed_list
 
 RENDER_MODES = ["rgb_array"]
 
@@ -172,19 +172,8 @@ class NeuralHumanoidVectorEnv(VectorEnv):
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}: expected any of "
                              "['pose', 'reset_mask']")
-        if mask is None:
-            mask = np.ones(self.num_envs, dtype=bool)
-        elif not isinstance(mask, np.ndarray) or mask.shape != (self.num_envs,) \
-                or mask.dtype != np.bool_ or not mask.any():
-            raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape "
-                             f"({self.num_envs},) with at least one True, got {mask!r}")
-        if seed is None or isinstance(seed, (int, np.integer)):
-            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
-        elif len(list(seed)) == self.num_envs:
-            seeds = list(seed)
-        else:
-            raise ValueError(f"seed must be None, an int or a list of {self.num_envs} seeds, "
-                             f"got {seed!r}")
+        mask = reset_mask(mask, self.num_envs)
+        seeds = seed_list(seed, self.num_envs)
         items = np.flatnonzero(mask)
         for i in items:
             if seeds[i] is not None:

@@ -124,8 +124,8 @@ class NeuralWorldVectorEnv(VectorEnv):
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}: expected any of "
                              f"{VECTOR_RESET_OPTIONS}")
-        mask = self._reset_mask(options.pop("reset_mask", None))
-        seeds = self._seed_list(seed)
+        mask = reset_mask(options.pop("reset_mask", None), self.num_envs)
+        seeds = seed_list(seed, self.num_envs)
         frames, start_index = self._start_options(options)
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             super().reset(seed=int(seed))
@@ -257,26 +257,6 @@ class NeuralWorldVectorEnv(VectorEnv):
                 raise ValueError(f"env {i}: {err}") from None
         return commands
 
-    def _reset_mask(self, mask: Any) -> np.ndarray:
-        if mask is None:
-            return np.ones(self.num_envs, dtype=bool)
-        if not isinstance(mask, np.ndarray) or mask.shape != (self.num_envs,) \
-                or mask.dtype != np.bool_ or not mask.any():
-            raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape "
-                             f"({self.num_envs},) with at least one True, got {mask!r}")
-        return mask.copy()
-
-    def _seed_list(self, seed: Any) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed must be None, an int or a list of {self.num_envs} seeds, "
-                             f"got {seed!r}")
-        return seeds
-
     def _start_options(self, options: dict[str, Any]) -> tuple[np.ndarray | None, int | None]:
         given = [k for k in ("frames", "frame", "start_index") if k in options]
         if len(given) > 1:
@@ -293,6 +273,30 @@ class NeuralWorldVectorEnv(VectorEnv):
             return None, check_start_index(options["start_index"],
                                             len(self.world.start_frames))
         return None, None
+
+
+def reset_mask(mask: Any, num_envs: int) -> np.ndarray:
+    """``options["reset_mask"]`` checked: a bool (num_envs,) array with a True (None: all)."""
+    if mask is None:
+        return np.ones(num_envs, dtype=bool)
+    if not isinstance(mask, np.ndarray) or mask.shape != (num_envs,) \
+            or mask.dtype != np.bool_ or not mask.any():
+        raise ValueError(f"options['reset_mask'] must be a numpy bool array of shape "
+                         f"({num_envs},) with at least one True, got {mask!r}")
+    return mask.copy()
+
+
+def seed_list(seed: Any, num_envs: int) -> list[int | None]:
+    """A vector reset's ``seed``: None, an int (env i gets seed + i) or one seed per env."""
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return [int(seed) + i for i in range(num_envs)]
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"seed must be None, an int or a list of {num_envs} seeds, "
+                         f"got {seed!r}")
+    return seeds
 
 
 def add_final_infos(infos: dict[str, Any], obs: np.ndarray, done: np.ndarray,
