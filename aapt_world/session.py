@@ -65,7 +65,8 @@ def check_finite(x: Tensor, what: str, steps: Tensor) -> None:
 
 def to_uint8_frames(video: Tensor) -> Tensor:
     """(..., 3, H, W) floats in [-1, 1] -> (..., H, W, 3) uint8."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+    # fp32 first: a bf16 decoder's output cannot round to every one of the 256 levels
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
 
 
 def from_uint8_frames(frames: Tensor) -> Tensor:

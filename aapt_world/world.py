@@ -37,6 +37,7 @@ from .checkpoint import (
     sha256_file,
 )
 from .conditions import ConditionConfig
+from .devices import resolve_dtype
 from .constants import DEFAULT_MAP, DOOM_FPS, FRAMES_PER_STEP
 from .heads import HeadsConfig, RewardTerminationHeads
 from .session import StreamingSession
@@ -172,6 +173,15 @@ class World:
             mods["heads"] = self.heads
         return mods
 
+    def to(self, device: str | torch.device | None = None,
+           dtype: str | torch.dtype | None = None) -> World:
+        """Move every module (in place) to ``device`` and/or cast it to ``dtype`` ("fp32" |
+        "bf16"); a session follows its generator's dtype."""
+        cast = None if dtype is None else resolve_dtype(dtype)
+        for module in self.modules().values():
+            module.to(device=device, dtype=cast)
+        return self
+
     def eval(self) -> World:
         for module in self.modules().values():
             module.eval().requires_grad_(False)
@@ -248,8 +258,10 @@ def load_start_frames(path: Path, config: WorldConfig, sha256: str | None) -> np
     return frames
 
 
-def load_world(directory: str | Path, device: str | torch.device = "cpu") -> World:
-    """Load a world directory; raises CheckpointError naming the missing or corrupt file."""
+def load_world(directory: str | Path, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype = "fp32") -> World:
+    """Load a world directory onto ``device`` in ``dtype`` ("fp32" | "bf16"); raises
+    CheckpointError naming the missing or corrupt file."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"no world at {directory}: expected a directory with {WEIGHTS} "
@@ -262,9 +274,7 @@ def load_world(directory: str | Path, device: str | torch.device = "cpu") -> Wor
     start_frames = load_start_frames(directory / START_FRAMES, config, frames_sha)
     world = build_world(config, start_frames, meta.get("card", {}))
     load_modules(world.modules(), tensors, weights)
-    for module in world.modules().values():
-        module.to(device)
-    return world.eval()
+    return world.to(device, dtype).eval()
 
 
 def render_card(world: World) -> str:

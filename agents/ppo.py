@@ -57,7 +57,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from aapt_world.checkpoint import CheckpointError, atomic_replace, trim_csv_log
-from aapt_world.cli_options import add_threads, apply_threads, command_parser
+from aapt_world.cli_options import add_dtype, add_threads, apply_threads, command_parser
 from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS, DOOM_FPS
 from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
@@ -128,6 +128,7 @@ class AgentTrainConfig:
     checkpoint_every: int = 5_000  # timesteps between checkpoints
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:i]: world and policy
+    dtype: str = "fp32"  # the dream's precision: fp32 | bf16 (~2x the env steps/s on AMX CPUs)
     resume: bool = False
     progress: bool = True
     width: int = 64  # real-game frames (a world's training size: the dream's is its own)
@@ -209,7 +210,7 @@ def _train_venv(cfg: AgentTrainConfig, device: str) -> Any:
     try:
         venv = NeuralWorldSB3VecEnv.from_world(cfg.world, num_envs=cfg.num_envs,
                                                max_episode_steps=cfg.max_episode_steps,
-                                               device=device)
+                                               device=device, dtype=cfg.dtype)
     except CheckpointError as err:
         raise CheckpointError(f"--world: {err}") from err
     if venv.venv.world.heads is None:
@@ -325,6 +326,7 @@ class AgentEvalConfig:
     deterministic: bool = True
     video: str | None = None
     device: str = "auto"
+    dtype: str = "fp32"  # the neural world's precision: fp32 | bf16
 
     def validate(self) -> None:
         if (self.model is None) == (self.policy is None):
@@ -455,7 +457,8 @@ def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
     world_path = cfg.world or _model_world(cfg.model)
     if cfg.env in ("neural", "both") and world_path is None:
         raise ValueError("--env neural needs --world PATH (a world directory)")
-    world = resolve_world(world_path, device) if world_path is not None else None
+    world = (resolve_world(world_path, device, dtype=cfg.dtype) if world_path is not None
+             else None)
     model = load_model(cfg.model, device) if cfg.model is not None else None
     frame_shape, action_type = _eval_spec(cfg, world, model)
     actor: Actor = (ModelActor(model, cfg.deterministic) if model is not None
@@ -564,6 +567,7 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="timesteps between checkpoints")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of PPO and the env")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda (world and policy)")
+    add_dtype(p, d.dtype)
     p.add_argument("--resume", action="store_true", help="continue OUT/model.zip")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
@@ -594,6 +598,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="mp4 of the first episode (NAME_real/_neural with --env "
                                    "both)")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    add_dtype(p, d.dtype)
     p.add_argument("--json", dest="json_path", help="also write the report JSON here")
     add_threads(p)
     return p

@@ -59,10 +59,11 @@ class NeuralWorldSB3VecEnv(VecEnv):
     @classmethod
     def from_world(cls, world: World | str | os.PathLike | None, num_envs: int,
                    max_episode_steps: int | None = None, render_mode: str | None = None,
-                   device: str | torch.device | None = None) -> NeuralWorldSB3VecEnv:
+                   device: str | torch.device | None = None,
+                   dtype: str | torch.dtype | None = None) -> NeuralWorldSB3VecEnv:
         return cls(NeuralWorldVectorEnv(world, num_envs=num_envs,
                                         max_episode_steps=max_episode_steps,
-                                        render_mode=render_mode, device=device))
+                                        render_mode=render_mode, device=device, dtype=dtype))
 
     # -- VecEnv API -------------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ class NeuralWorldVectorEnv(VectorEnv):
         max_episode_steps: per-env truncation after this many steps (None: never).
         render_mode: None or ``"rgb_array"`` (``render()`` returns each env's newest frame).
         device: where the models run (default: cpu for a path, the world's device for a World).
+        dtype: "fp32" or "bf16" (~2x faster on CPUs with AMX); default: fp32 for a path,
+            the world's own for a World.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": DOOM_FPS // FRAMES_PER_STEP,
@@ -81,7 +83,8 @@ class NeuralWorldVectorEnv(VectorEnv):
 
     def __init__(self, world: World | str | os.PathLike | None = None, num_envs: int = 1,
                  max_episode_steps: int | None = None, render_mode: str | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if max_episode_steps is not None and int(max_episode_steps) < 1:
@@ -89,7 +92,7 @@ class NeuralWorldVectorEnv(VectorEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
                              f"got {render_mode!r}")
-        self.world = resolve_world(world, device)
+        self.world = resolve_world(world, device, dtype=dtype)
         self.num_envs = int(num_envs)
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = render_mode

@@ -223,9 +223,13 @@ def test_bench_env_builds_the_world_of_a_model_config() -> None:
     world = random_world("tiny")
     assert world.frame_shape == (48, 64, 3) and world.config.dit.window == 3
     result = run([2], steps=2, ppo_envs=2, ppo_steps=0, ppo_n_steps=2, threads=1,
-                 json_path=None, model="tiny")
-    assert [r["num_envs"] for r in result["rows"]] == [1, 2]
-    assert all(r["env_steps_per_s"] > 0 for r in result["rows"])
+                 json_path=None, model="tiny", dtypes=("fp32", "bf16"))
+    rows = result["rows"]
+    assert [(r["dtype"], r["num_envs"]) for r in rows] == [("fp32", 1), ("fp32", 2),
+                                                            ("bf16", 1), ("bf16", 2)]
+    assert all(r["env_steps_per_s"] > 0 for r in rows)
+    for row in (rows[1], rows[3]):  # the batched rows: FLOPs counted, a share of the peak
+        assert row["gflop_per_step"] > 0 and 0 < row["share_of_matmul_peak"] < 2
 
 
 def test_ppo_trains_in_the_real_game_for_the_baseline(tmp_path) -> None:

@@ -217,6 +217,28 @@ def test_make_vec_gives_the_native_batched_env(tiny_world_dir) -> None:
     assert obs in venv.observation_space
 
 
+def test_bf16_world_steps_close_to_fp32(tiny_world_dir) -> None:
+    """dtype="bf16" runs every module in bf16 (the fast path on AMX CPUs) and stays close to
+    the fp32 world on the same seed and actions; a bad dtype names the choices."""
+    frames = {}
+    for dtype in ("fp32", "bf16"):
+        venv = NeuralWorldVectorEnv(tiny_world_dir, num_envs=2, dtype=dtype)
+        assert {p.dtype for p in venv.world.generator.parameters()} == {
+            torch.float32 if dtype == "fp32" else torch.bfloat16}
+        obs, _ = venv.reset(seed=3)
+        steps = [obs]
+        for a in ACTIONS[:3]:
+            obs, *_ = venv.step(np.array([a, a]))
+            assert obs.dtype == np.uint8 and obs.shape == (2, *SHAPE)
+            steps.append(obs)
+        frames[dtype] = np.stack(steps).astype(np.float64)
+    diff = np.abs(frames["bf16"] - frames["fp32"])
+    spread = np.abs(frames["fp32"] - frames["fp32"].mean()).mean()
+    assert 0 < diff.mean() < 0.25 * spread  # bf16 really ran, and it is the same world
+    with pytest.raises(ValueError, match=r"dtype must be one of \('fp32', 'bf16'\), got 'fp16'"):
+        NeuralWorldEnv(tiny_world_dir, dtype="fp16")
+
+
 def test_one_batched_forward_per_step(tiny_world_dir, monkeypatch) -> None:
     venv = NeuralWorldVectorEnv(tiny_world_dir, num_envs=4, max_episode_steps=2)
     calls = {"session": 0, "generator": 0}

@@ -35,7 +35,7 @@ from training.models import build_world_model
 from training.stages import adversarial as adv
 from training.stages.diffusion import diffusion_loss
 from training.train import compose_config, run_stage
-from training.trainer import Dist, read_log
+from training.trainer import Dist, autocast, read_log
 
 TRAINED_STAGES = ("vae", "diffusion", "consistency", "heads", "adversarial")
 PIPELINE_STEPS = {"vae": 3, "diffusion": 30, "consistency": 3, "heads": 3, "adversarial": 3}
@@ -441,6 +441,27 @@ def test_adversarial_variants_run(pipeline: dict, data_root: Path, tmp_path: Pat
         assert metrics["latent_frames_per_s"] > 0
 
 
+def test_bf16_precision_trains_the_generator_stages_on_cpu(pipeline: dict, data_root: Path,
+                                                          tmp_path: Path) -> None:
+    """run.precision=bf16 autocasts the generator stages on CPU too (AMX CPUs run it ~1.5x
+    faster); "auto" stays fp32 on CPU. Every stage still trains to finite checkpoints."""
+    layer = torch.nn.Linear(8, 8)
+    x, cpu = torch.randn(2, 8), torch.device("cpu")
+    with autocast(cpu, "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast(cpu, "auto"):
+        assert layer(x).dtype == torch.float32
+    out = fresh_run_dir(pipeline, tmp_path, "latents", "diffusion")
+    for stage in ("diffusion", "consistency", "adversarial"):
+        metrics = run_stage(make_cfg(overrides(data_root, out, f"stage={stage}",
+                                               f"run.steps={PIPELINE_STEPS[stage] + 2}",
+                                               "run.precision=bf16")))
+        assert all(math.isfinite(v) for v in metrics.values()), stage
+        tensors, meta = load_weights(out / stage / "model.safetensors")
+        assert all(bool(torch.isfinite(t).all()) for t in tensors.values()
+                   if t.is_floating_point()), stage
+
+
 # -- bad configs -----------------------------------------------------------------------------------
 
 
@@ -452,7 +473,8 @@ def test_adversarial_variants_run(pipeline: dict, data_root: Path, tmp_path: Pat
     (["adversarial.disc_layers=[0,5]"], r"adversarial\.disc_layers \[0, 5\] must index blocks"),
     (["run.device=tpu"], r"run\.device must be auto, cpu or cuda"),
     (["consistency.loss=l1"], r"consistency\.loss must be pseudo_huber or l2"),
-], ids=["stage", "batch_size", "latent_size", "disc_layers", "device", "cd_loss"])
+    (["run.precision=fp16"], r"run\.precision must be one of \('auto', 'fp32', 'bf16'\)"),
+], ids=["stage", "batch_size", "latent_size", "disc_layers", "device", "cd_loss", "precision"])
 def test_bad_config_names_the_field(data_root: Path, tmp_path: Path, items: list[str],
                                     match: str) -> None:
     cfg = make_cfg(overrides(data_root, tmp_path, *items))

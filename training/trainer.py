@@ -433,10 +433,12 @@ def read_log(path: Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(f)]
 
 
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA, plain fp32 on CPU (bf16 is slower than fp32 on most CPUs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "auto") -> Any:
+    """The forward passes' autocast for ``run.precision``: "auto" is bf16 on CUDA and fp32 on
+    CPU (bf16 is slower than fp32 on CPUs without bf16 matrix units), "bf16" asks for it on
+    either (on a CPU with AMX it is the faster one), "fp32" turns it off."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

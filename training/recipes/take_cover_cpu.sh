@@ -30,7 +30,7 @@ stage_collect() {  # 2100 tics at most per episode, as World Models' evaluation
 stage_vae() { vae_stage 8 8; }
 stage_diffusion() { diffusion_stage 16 22; }
 stage_consistency() { consistency_stage 16 3; }
-stage_adversarial() { adversarial_stage 4 12; }
+stage_adversarial() { adversarial_stage 4 12 adversarial.d_steps=3; }  # the D that learns (Doom v5)
 stage_heads() {  # termination comes from this head in the dream: plain BCE (max_pos_weight 1)
   # keeps sigmoid(logit) a calibrated death probability, which the env samples (export);
   # 1-step clips: with K-step clips an episode's last (death) step is drawn K times less often

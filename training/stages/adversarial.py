@@ -107,7 +107,7 @@ def d_update(cfg: TrainConfig, disc: Discriminator, d_opt: torch.optim.Optimizer
     """One D update on a (real, fake) pair at D-timestep ``t`` (shared by the pair)."""
     a, device = cfg.adversarial, real.device
     warmup_lr(d_opt, cfg.optim, step, a.d_lr)
-    with autocast(device):
+    with autocast(device, cfg.run.precision):
         # real and fake get their own D-noise; R1 / R2 reuse exactly the noise of the logits
         # they perturb, so only the sigma perturbation of the frames differs
         d_real = d_logits(disc, real, real_conds, t, torch.Generator(device).manual_seed(seed))
@@ -138,7 +138,7 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
 
     warmup_lr(g_opt, cfg.optim, step, a.g_lr)
     disc.requires_grad_(False)  # G's loss must not touch D's gradients
-    with autocast(device):
+    with autocast(device, cfg.run.precision):
         gen = torch.Generator(device).manual_seed(seed + 2)
         g_loss = relativistic_g_loss(d_logits(disc, real, real_conds, t, gen).detach(),
                                      d_logits(disc, fake, fake_conds, t, gen))

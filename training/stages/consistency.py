@@ -79,7 +79,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         batch = latent_batch(train, rng, cfg.run.batch_size, device)
         z, conds = batch.latents, batch.conds
         n = torch.from_numpy(rng.integers(0, c.teacher_steps, z.shape[0])).to(device)
-        with autocast(device):
+        with autocast(device, cfg.run.precision):
             loss = consistency_loss(ddp, teacher, z, conds, n, schedule, c.loss)
         grad_norm = optimizer_step(opt, loss, student.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}

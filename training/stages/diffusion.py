@@ -94,7 +94,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         z, conds = batch.latents, batch.conds
         t = shift_timesteps(torch.from_numpy(rng.random(z.shape[0])).float().to(device), shift)
         own = torch.from_numpy(rng.random(z.shape[0]) < d.self_forcing).to(device)
-        with autocast(device):
+        with autocast(device, cfg.run.precision):
             prev = None
             if own.any():  # exposure bias: these clips recycle the model's own predictions
                 prev = z[:, :, :-1].clone()
