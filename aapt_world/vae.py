@@ -95,8 +95,8 @@ class DiagonalGaussian:
         return self.mean
 
     def kl(self) -> Tensor:
-        """Mean per-element KL to N(0, I) (scalar)."""
-        return kl_divergence(self.mean, self.logvar).mean()
+        """Mean per-element KL to N(0, I) (scalar, fp32 also for a bf16 encoder)."""
+        return kl_divergence(self.mean.float(), self.logvar.float()).mean()
 
 
 def adapt_temporal_kernel(tensors: dict[str, Tensor], kernel: int) -> dict[str, Tensor]:

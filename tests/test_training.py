@@ -443,16 +443,16 @@ def test_adversarial_variants_run(pipeline: dict, data_root: Path, tmp_path: Pat
 
 def test_bf16_precision_trains_the_generator_stages_on_cpu(pipeline: dict, data_root: Path,
                                                           tmp_path: Path) -> None:
-    """run.precision=bf16 autocasts the generator stages on CPU too (AMX CPUs run it ~1.5x
-    faster); "auto" stays fp32 on CPU. Every stage still trains to finite checkpoints."""
+    """run.precision=bf16 autocasts the VAE and generator stages on CPU too (AMX CPUs run them
+    ~1.5x faster); "auto" stays fp32 on CPU. Every stage still trains to finite checkpoints."""
     layer = torch.nn.Linear(8, 8)
     x, cpu = torch.randn(2, 8), torch.device("cpu")
     with autocast(cpu, "bf16"):
         assert layer(x).dtype == torch.bfloat16
     with autocast(cpu, "auto"):
         assert layer(x).dtype == torch.float32
-    out = fresh_run_dir(pipeline, tmp_path, "latents", "diffusion")
-    for stage in ("diffusion", "consistency", "adversarial"):
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "diffusion")
+    for stage in ("vae", "diffusion", "consistency", "adversarial"):
         metrics = run_stage(make_cfg(overrides(data_root, out, f"stage={stage}",
                                                f"run.steps={PIPELINE_STEPS[stage] + 2}",
                                                "run.precision=bf16")))

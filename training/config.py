@@ -70,8 +70,8 @@ class RunConfig:
     progress: bool = True
     max_minutes: float = 0.0  # stop (checkpoint + eval) after this much wall time in this
     # invocation, 0 = no limit; rerun to continue (a CPU time budget per session)
-    precision: str = "auto"  # generator stages' autocast: auto (bf16 on CUDA, fp32 on CPU),
-    # fp32, or bf16 (also on CPU: with AMX bf16 units a stage-1 step runs ~1.5x faster)
+    precision: str = "auto"  # the VAE's and generator stages' autocast: auto (bf16 on CUDA,
+    # fp32 on CPU), fp32, or bf16 (also on CPU: with AMX units a stage-1 step runs ~1.5x faster)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from training.trainer import (
     Dist,
     StageParts,
     adamw,
+    autocast,
     eval_mode,
     optimizer_step,
     step_rng,
@@ -68,7 +69,9 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
         batch = video_batch(train, step_rng(cfg, ranks, step), cfg.run.batch_size, device)
-        recon, light_recon, posterior = model(batch.video, cfg.vae.decoder_noise)
+        with autocast(device, cfg.run.precision):
+            recon, light_recon, posterior = model(batch.video, cfg.vae.decoder_noise)
+        recon, light_recon = recon.float(), light_recon.float()  # the losses in fp32
         main = reconstruction_loss(cfg, recon, batch.video)
         light_parts = reconstruction_loss(cfg, light_recon, batch.video)
         kl = posterior.kl()
