@@ -37,8 +37,8 @@ from .checkpoint import (
     sha256_file,
 )
 from .conditions import ConditionConfig
-from .devices import resolve_dtype
 from .constants import DEFAULT_MAP, DOOM_FPS, FRAMES_PER_STEP
+from .devices import resolve_dtype
 from .heads import HeadsConfig, RewardTerminationHeads
 from .session import StreamingSession
 from .transformer import DiTConfig

@@ -169,8 +169,8 @@ def run(batches: list[int], steps: int, ppo_envs: int, ppo_steps: int, ppo_n_ste
         peak = matmul_peak_gflops(resolve_dtype(dtype)) if device == "cpu" else None
         peaks[dtype] = peak
         part = [time_single_env(world, steps)]
-        part += [time_vector_env(world, n, max(5, steps if n <= 8 else steps // 3), peak_gflops=peak)
-                 for n in batches]
+        part += [time_vector_env(world, n, max(5, steps if n <= 8 else steps // 3),
+                                 peak_gflops=peak) for n in batches]
         if ppo_steps > 0:
             part.append(time_ppo(world, ppo_envs, ppo_steps, ppo_n_steps, device))
         rows += [{"dtype": dtype, **row} for row in part]

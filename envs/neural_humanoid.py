@@ -29,14 +29,19 @@ import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from aapt_world.constants import FRAMES_PER_STEP, HUMANOID_FPS
 from aapt_world.world import World
 from envs import DEFAULT_HUMANOID_WORLD
 from envs.humanoid import HUMANOID_SCENES, KEYPOINT_NAMES, HumanoidConfig, HumanoidEnv
 from envs.neural import SEED_HIGH, resolve_world
-from envs.vector import add_final_infos, reset_mask, seed_list
+from envs.vector import (
+    add_final_infos,
+    check_vector_args,
+    reset_mask,
+    seed_list,
+    setup_streams,
+)
 
 RENDER_MODES = ["rgb_array"]
 
@@ -143,26 +148,11 @@ class NeuralHumanoidVectorEnv(VectorEnv):
                  scene: str = "fixed", max_episode_steps: int | None = None,
                  render_mode: str | None = None, device: str | torch.device | None = None
                  ) -> None:
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if max_episode_steps is not None and int(max_episode_steps) < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        if render_mode is not None and render_mode not in RENDER_MODES:
-            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        check_vector_args(num_envs, max_episode_steps, render_mode, RENDER_MODES)
         self.world = pose_world(world, device)
-        self.num_envs = int(num_envs)
-        self.bodies = [body_for(self.world, scene) for _ in range(self.num_envs)]
-        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
-        self.render_mode = render_mode
-        self.single_action_space = self.bodies[0].action_space
-        self.single_observation_space = spaces.Box(0, 255, self.world.frame_shape, np.uint8)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.session = self.world.session(self.num_envs)
-        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
-        self._obs = np.zeros((self.num_envs, *self.world.frame_shape), dtype=np.uint8)
-        self._started = np.zeros(self.num_envs, dtype=bool)
-        self.episode_steps = np.zeros(self.num_envs, dtype=np.int64)
+        self.bodies = [body_for(self.world, scene) for _ in range(int(num_envs))]
+        setup_streams(self, self.world, int(num_envs), self.bodies[0].action_space,
+                      max_episode_steps, render_mode)
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:

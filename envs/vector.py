@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,32 +86,16 @@ class NeuralWorldVectorEnv(VectorEnv):
                  max_episode_steps: int | None = None, render_mode: str | None = None,
                  device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None) -> None:
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if max_episode_steps is not None and int(max_episode_steps) < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, "
-                             f"got {render_mode!r}")
+        check_vector_args(num_envs, max_episode_steps, render_mode,
+                          self.metadata["render_modes"])
         self.world = resolve_world(world, device, dtype=dtype)
-        self.num_envs = int(num_envs)
-        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
-        self.render_mode = render_mode
         self.action_type = self.world.config.action_type
         self.actions = WorldActions.of(self.world)
-        self.single_action_space = self.actions.space
-        self.single_observation_space = spaces.Box(0, 255, shape=self.world.frame_shape,
-                                                   dtype=np.uint8)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        setup_streams(self, self.world, int(num_envs), self.actions.space, max_episode_steps,
+                      render_mode)
         self.metadata = {**self.metadata,
                          "render_fps": self.world.config.fps // FRAMES_PER_STEP}
-        self.session = self.world.session(self.num_envs)
         self._device = self.world.device
-        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
-        self._obs = np.zeros((self.num_envs, *self.world.frame_shape), dtype=np.uint8)
-        self._started = np.zeros(self.num_envs, dtype=bool)
-        self.episode_steps = np.zeros(self.num_envs, dtype=np.int64)
 
     # -- Gymnasium vector API ---------------------------------------------------------------
 
@@ -276,6 +261,35 @@ class NeuralWorldVectorEnv(VectorEnv):
             return None, check_start_index(options["start_index"],
                                             len(self.world.start_frames))
         return None, None
+
+
+def check_vector_args(num_envs: int, max_episode_steps: int | None, render_mode: str | None,
+                      render_modes: Sequence[str]) -> None:
+    """The constructor arguments every neural vector env shares, checked before any loading."""
+    if int(num_envs) < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if max_episode_steps is not None and int(max_episode_steps) < 1:
+        raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+    if render_mode is not None and render_mode not in render_modes:
+        raise ValueError(f"render_mode must be one of {list(render_modes)}, got {render_mode!r}")
+
+
+def setup_streams(env: VectorEnv, world: World, num_envs: int, single_action_space: spaces.Space,
+                  max_episode_steps: int | None, render_mode: str | None) -> None:
+    """The state every neural vector env keeps: batched spaces, one streaming session of
+    ``num_envs`` streams, per-env rngs, the newest observations and episode lengths."""
+    env.num_envs = num_envs
+    env.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+    env.render_mode = render_mode
+    env.single_action_space = single_action_space
+    env.single_observation_space = spaces.Box(0, 255, shape=world.frame_shape, dtype=np.uint8)
+    env.action_space = batch_space(single_action_space, num_envs)
+    env.observation_space = batch_space(env.single_observation_space, num_envs)
+    env.session = world.session(num_envs)
+    env._rngs = [None] * num_envs
+    env._obs = np.zeros((num_envs, *world.frame_shape), dtype=np.uint8)
+    env._started = np.zeros(num_envs, dtype=bool)
+    env.episode_steps = np.zeros(num_envs, dtype=np.int64)
 
 
 def reset_mask(mask: Any, num_envs: int) -> np.ndarray:
