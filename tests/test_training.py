@@ -623,8 +623,10 @@ def test_heads_can_learn_on_the_generators_latents(pipeline: dict, data_root: Pa
 def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     from training.bench_train import STAGES, run
 
-    result = run("tiny", list(STAGES), threads=1, timed=1, warmup=0)
-    assert [r["stage"] for r in result["rows"]] == list(STAGES)
+    result = run("tiny", list(STAGES), threads=1, timed=1, warmup=0,
+                 precisions=("fp32", "bf16"))
+    assert [(r["precision"], r["stage"]) for r in result["rows"]] == [
+        (p, s) for p in ("fp32", "bf16") for s in STAGES]
     assert all(r["step_s"] > 0 and r["params_m"] > 0 for r in result["rows"])
 
 

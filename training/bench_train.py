@@ -1,10 +1,11 @@
-"""Benchmark: training throughput of every stage on this machine (fp32, random init, no data).
+"""Benchmark: training throughput of every stage on this machine (random init, no data).
 
     aapt-world bench train [--model small] [--threads 2] [--stages vae diffusion ...]
-                           [--steps 3] [--warmup 1] [--json out.json]
+                           [--steps 3] [--warmup 1] [--precision fp32 bf16] [--json out.json]
 
 Per stage, after ``--warmup`` untimed steps, the median wall time of ``--steps`` calls of the
 stage's own ``train_step``, built by its ``build()`` exactly as ``aapt-world train`` builds it
+(``--precision``: each ``run.precision`` in turn, side by side in one run)
 (models, optimizers, losses, batching), on random clips at the chosen model size (default ``small``:
 128x96 video, 16x12x16 latents). Throughput is video frames/s for the VAE and latent frames/s
 (one latent frame = 4 video frames) for the DiT stages; the adversarial stage counts generated
@@ -29,7 +30,7 @@ import torch
 
 from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.report import print_report
-from training.config import TrainConfig
+from training.config import PRECISIONS, TrainConfig
 from training.dataset import Clip
 from training.latents import LatentClip
 from training.train import STAGE_MODULES
@@ -40,6 +41,7 @@ STAGES = ("vae", "decoder", "diffusion", "consistency", "adversarial", "heads")
 DEFAULT_SHAPES = {"vae": (2, 4), "decoder": (2, 4), "diffusion": (4, 8), "consistency": (4, 8),
                   "adversarial": (2, 8), "heads": (8, 8)}
 TERMINATION_RATE = 0.05  # of the random clips' steps
+CONCRETE_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")
 
 
 def bench_config(model: str) -> TrainConfig:
@@ -103,16 +105,22 @@ def time_stage(stage: str, cfg: TrainConfig, batch: int, steps: int, timed: int,
 
 def run(model: str = "small", stages: list[str] | None = None, threads: int = 2,
         timed: int = 3, warmup: int = 1, shapes: dict[str, tuple[int, int]] | None = None,
-        json_path: str | None = None) -> dict[str, Any]:
+        json_path: str | None = None, precisions: tuple[str, ...] = ("fp32",)
+        ) -> dict[str, Any]:
     if threads:  # 0: keep the current count (apply_threads)
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     cfg = bench_config(model)
     shapes = {**DEFAULT_SHAPES, **(shapes or {})}
-    rows = [time_stage(s, cfg, *shapes[s], timed, warmup) for s in (stages or STAGES)]
+    rows = []
+    for precision in precisions:
+        cfg.run.precision = precision
+        rows += [{"precision": precision, **time_stage(s, cfg, *shapes[s], timed, warmup)}
+                 for s in (stages or STAGES)]
     v = cfg.model.vae
     return print_report(
-        f"training throughput per stage (model={model}, {v.width}x{v.height}, fp32, "
+        f"training throughput per stage (model={model}, {v.width}x{v.height}, "
+        f"{'/'.join(precisions)}, "
         f"{threads} thread{'s' if threads > 1 else ''}, median of {timed} steps after "
         f"{warmup} warm-up)", rows, json_path=json_path)
 
@@ -128,11 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=None, help="batch size for every stage")
     parser.add_argument("--clip-steps", type=int, default=None,
                         help="latent steps K per clip for every stage (VAE: 4K + 1 frames)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=CONCRETE_PRECISIONS,
+                        help="run.precision values to time side by side (bf16: AMX CPUs)")
     parser.add_argument("--json", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     shapes = {s: (args.batch or b, args.clip_steps or k) for s, (b, k) in DEFAULT_SHAPES.items()}
-    run(args.model, args.stages, args.threads, args.steps, args.warmup, shapes, args.json)
+    run(args.model, args.stages, args.threads, args.steps, args.warmup, shapes, args.json,
+        tuple(args.precision))
 
 
 if __name__ == "__main__":
