@@ -3,8 +3,9 @@
 # the stage loop. ADV_MINUTES caps stage 3; stage_adversarial takes extra overrides (each pass gave it a different budget).
 train() {  # MODEL_OVERRIDES: model settings every stage of a recipe shares (word-split)
   # shellcheck disable=SC2086
+  # PRECISION=bf16: autocast on CPUs with AMX (1.4-1.6x faster DiT steps; slower elsewhere)
   aapt-world train data.root="$DATA" run.out_dir="$RUN" run.threads="$THREADS" \
-    run.progress=false ${MODEL_OVERRIDES:-} "$@"
+    run.progress=false run.precision="${PRECISION:-fp32}" ${MODEL_OVERRIDES:-} "$@"
 }
 stage_consistency() {
   train stage=consistency run.steps=80 run.batch_size=6 data.clip_steps=12 run.log_every=5 \

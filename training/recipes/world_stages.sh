@@ -6,8 +6,10 @@ minutes() { "$PY" -c "print(round($1 * $SCALE, 3))"; }
 aw() { "$PY" -m agents.cli "$@"; }
 train() {  # MODEL_OVERRIDES: model settings every stage shares (word-split)
   # shellcheck disable=SC2086
+  # PRECISION=bf16: autocast on CPUs with AMX (1.4-1.6x faster DiT steps; slower elsewhere)
   aw train model="$MODEL" world="$WORLD_CONFIG" data.root="$DATA" run.out_dir="$RUN" \
-    run.threads="$THREADS" run.progress=false ${MODEL_OVERRIDES:-} "$@"
+    run.threads="$THREADS" run.progress=false run.precision="${PRECISION:-fp32}" \
+    ${MODEL_OVERRIDES:-} "$@"
 }
 vae_stage() {  # from VAE_INIT (convolutional: any frame size) unless the tiny dry-run model
   local batch=$1 mins=$2 init=()
