@@ -462,6 +462,35 @@ def test_bf16_precision_trains_the_generator_stages_on_cpu(pipeline: dict, data_
                    if t.is_floating_point()), stage
 
 
+def test_compiled_forward_trains_stages_1_and_2(pipeline: dict, data_root: Path,
+                                              tmp_path: Path) -> None:
+    """run.compile=true: stages 1 and 2 train through torch.compile (inductor) graphs that give
+    the eager loss, and checkpoints keep the plain module's names."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    out = fresh_run_dir(pipeline, tmp_path, "latents", "diffusion")
+    for stage in ("diffusion", "consistency"):
+        metrics = run_stage(make_cfg(overrides(data_root, out, f"stage={stage}",
+                                               f"run.steps={PIPELINE_STEPS[stage] + 1}",
+                                               "run.compile=true")))
+        assert all(math.isfinite(v) for v in metrics.values()), stage
+        tensors, _ = load_weights(out / stage / "model.safetensors")
+        assert not any("_orig_mod" in name for name in tensors), stage
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # it did compile
+    cfg = make_cfg(overrides(data_root, out, "stage=diffusion"))
+    model = build_world_model(cfg)
+    tensors, _ = load_weights(out / "diffusion" / "model.safetensors")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()})
+    data = LatentClipDataset(out / "latents", data_root, cfg.data.clip_steps, "train")
+    batch = latent_batch(data, np.random.default_rng(1), 2, torch.device("cpu"))
+    t = torch.tensor([0.3, 0.8])
+    losses = [diffusion_loss(m, batch.latents, batch.conds, t, torch.Generator().manual_seed(0))
+              for m in (model, torch.compile(model, dynamic=False))]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+
+
 # -- bad configs -----------------------------------------------------------------------------------
 
 

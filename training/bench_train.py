@@ -5,7 +5,8 @@
 
 Per stage, after ``--warmup`` untimed steps, the median wall time of ``--steps`` calls of the
 stage's own ``train_step``, built by its ``build()`` exactly as ``aapt-world train`` builds it
-(``--precision``: each ``run.precision`` in turn, side by side in one run)
+(``--precision`` / ``--compile``: each ``run.precision`` / ``run.compile`` in turn, side by
+side in one run; the warm-up steps pay the compile)
 (models, optimizers, losses, batching), on random clips at the chosen model size (default ``small``:
 128x96 video, 16x12x16 latents). Throughput is video frames/s for the VAE and latent frames/s
 (one latent frame = 4 video frames) for the DiT stages; the adversarial stage counts generated
@@ -105,18 +106,20 @@ def time_stage(stage: str, cfg: TrainConfig, batch: int, steps: int, timed: int,
 
 def run(model: str = "small", stages: list[str] | None = None, threads: int = 2,
         timed: int = 3, warmup: int = 1, shapes: dict[str, tuple[int, int]] | None = None,
-        json_path: str | None = None, precisions: tuple[str, ...] = ("fp32",)
-        ) -> dict[str, Any]:
+        json_path: str | None = None, precisions: tuple[str, ...] = ("fp32",),
+        compile_modes: tuple[bool, ...] = (False,)) -> dict[str, Any]:
     if threads:  # 0: keep the current count (apply_threads)
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     cfg = bench_config(model)
     shapes = {**DEFAULT_SHAPES, **(shapes or {})}
     rows = []
-    for precision in precisions:
-        cfg.run.precision = precision
-        rows += [{"precision": precision, **time_stage(s, cfg, *shapes[s], timed, warmup)}
-                 for s in (stages or STAGES)]
+    for compiled in compile_modes:  # the warm-up steps pay the compile
+        for precision in precisions:
+            cfg.run.precision, cfg.run.compile = precision, compiled
+            rows += [{"precision": precision, "compile": compiled,
+                      **time_stage(s, cfg, *shapes[s], timed, warmup)}
+                     for s in (stages or STAGES)]
     v = cfg.model.vae
     return print_report(
         f"training throughput per stage (model={model}, {v.width}x{v.height}, "
@@ -138,12 +141,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="latent steps K per clip for every stage (VAE: 4K + 1 frames)")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=CONCRETE_PRECISIONS,
                         help="run.precision values to time side by side (bf16: AMX CPUs)")
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="run.compile (torch.compile of the stage 1/2 forward); both: side "
+                             "by side")
     parser.add_argument("--json", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
+    modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
     apply_threads(args.threads)
     shapes = {s: (args.batch or b, args.clip_steps or k) for s, (b, k) in DEFAULT_SHAPES.items()}
     run(args.model, args.stages, args.threads, args.steps, args.warmup, shapes, args.json,
-        tuple(args.precision))
+        tuple(args.precision), modes)
 
 
 if __name__ == "__main__":

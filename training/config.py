@@ -72,6 +72,8 @@ class RunConfig:
     # invocation, 0 = no limit; rerun to continue (a CPU time budget per session)
     precision: str = "auto"  # the VAE's and generator stages' autocast: auto (bf16 on CUDA,
     # fp32 on CPU), fp32, or bf16 (also on CPU: with AMX units a stage-1 step runs ~1.5x faster)
+    compile: bool = False  # torch.compile (inductor) the generator's training forward in
+    # stages 1 and 2: one compile of ~0.5-2 min per stage start, then faster steps
 
 
 @dataclass

@@ -442,6 +442,12 @@ def autocast(device: torch.device, precision: str = "auto") -> Any:
     return nullcontext()
 
 
+def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``torch.compile`` (inductor, static shapes: a stage's clips keep one shape) when
+    ``run.compile`` asks; the caller keeps the plain module for checkpoints and evaluation."""
+    return torch.compile(module, dynamic=False) if enabled else module
+
+
 @contextmanager
 def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
     was = [m.training for m in modules]

@@ -26,6 +26,7 @@ from training.trainer import (
     autocast,
     eval_mode,
     load_stage_weights,
+    maybe_compile,
     optimizer_step,
     step_rng,
     train_parts,
@@ -69,6 +70,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     # after the weights: a missing earlier stage is reported before missing data
     train, val = data or latent_datasets(cfg)
     ddp = wrap_distributed(student, ranks, fsdp=cfg.run.fsdp)
+    student_fwd, teacher_fwd = (maybe_compile(m, cfg.run.compile) for m in (ddp, teacher))
     opt = adamw(cfg, student.parameters())
     c = cfg.consistency
     schedule = euler_schedule(c.teacher_steps, c.timestep_shift, device)
@@ -80,7 +82,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         z, conds = batch.latents, batch.conds
         n = torch.from_numpy(rng.integers(0, c.teacher_steps, z.shape[0])).to(device)
         with autocast(device, cfg.run.precision):
-            loss = consistency_loss(ddp, teacher, z, conds, n, schedule, c.loss)
+            loss = consistency_loss(student_fwd, teacher_fwd, z, conds, n, schedule, c.loss)
         grad_norm = optimizer_step(opt, loss, student.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 

@@ -24,6 +24,7 @@ from training.trainer import (
     adamw,
     autocast,
     eval_mode,
+    maybe_compile,
     optimizer_step,
     step_rng,
     train_parts,
@@ -83,6 +84,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     model = build_world_model(cfg).to(device)  # random; resume / run.init_from load weights
     train, val = data or latent_datasets(cfg)
     ddp = wrap_distributed(model, ranks, fsdp=cfg.run.fsdp)  # before the optimizer: FSDP2
+    forward = maybe_compile(ddp, cfg.run.compile)  # the loss's call: one shape every step
     opt = adamw(cfg, model.parameters())                    # swaps in sharded parameters
     d = cfg.diffusion
     shift = d.timestep_shift
@@ -99,7 +101,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             if own.any():  # exposure bias: these clips recycle the model's own predictions
                 prev = z[:, :, :-1].clone()
                 prev[own] = self_forced_context(model, z[own], conds[own], d.self_forcing_passes)
-            loss = diffusion_loss(ddp, z, conds, t, context_noise=d.context_noise, prev=prev)
+            loss = diffusion_loss(forward, z, conds, t, context_noise=d.context_noise, prev=prev)
         grad_norm = optimizer_step(opt, loss, model.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 
