@@ -28,6 +28,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -445,7 +446,12 @@ def autocast(device: torch.device, precision: str = "auto") -> Any:
 def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """``torch.compile`` (inductor, static shapes: a stage's clips keep one shape) when
     ``run.compile`` asks; the caller keeps the plain module for checkpoints and evaluation."""
-    return torch.compile(module, dynamic=False) if enabled else module
+    if not enabled:
+        return module
+    # the attention layout is an lru_cache of integers only (clip length, window): tracing
+    # through the cache is exact, so dynamo's generic warning about it is noise here
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+    return torch.compile(module, dynamic=False)
 
 
 @contextmanager
