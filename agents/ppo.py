@@ -62,6 +62,7 @@ from aapt_world.constants import DEFAULT_MAP, DOOM_EPISODE_STEPS, DOOM_FPS
 from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
 from aapt_world.video import write_mp4
+from agents.evaluation.fireballs import fireball_pixels, fireball_stats
 from envs import DEFAULT_WORLD
 from envs.actions import discrete_action_type, nearest_discrete_action, scenario_action_type
 from envs.doom import DoomConfig, DoomEnv
@@ -392,6 +393,7 @@ class EpisodeResult:
     length: int
     terminated: bool
     frames: list[np.ndarray] = field(default_factory=list)  # only when recorded
+    fireballs: list[int] = field(default_factory=list)  # fireball pixels per observation
 
 
 def run_episode(env: gym.Env, actor: Actor, seed: int, max_steps: int,
@@ -404,6 +406,7 @@ def run_episode(env: gym.Env, actor: Actor, seed: int, max_steps: int,
         obs, reward, terminated, truncated, info = env.step(actor.act(obs, info))
         result.ret += float(reward)
         result.length += 1
+        result.fireballs.append(fireball_pixels(obs))
         if record:
             result.frames.append(info["frames"])
         if terminated or truncated:
@@ -524,7 +527,10 @@ def _evaluate_in(env: gym.Env, actor: Actor, cfg: AgentEvalConfig
            "return_std": float(returns.std()), "length_mean": float(lengths.mean()),
            "length_std": float(lengths.std()),
            "terminated": int(sum(r.terminated for r in results)),
-           "steps_per_s": float(lengths.sum() / seconds)}
+           "steps_per_s": float(lengths.sum() / seconds),
+           # TakeCover: does this world show the fireballs (agents/evaluation/fireballs.py)?
+           **fireball_stats([n for r in results for n in r.fireballs],
+                            int(np.prod(env.observation_space.shape[:2])))}
     return row, results[0].frames
 
 

@@ -167,6 +167,23 @@ def test_take_cover_is_scored_in_tics_with_its_own_actions() -> None:
     finally:
         env.close()
     assert np.mean(lengths) < row["length_mean"]  # standing still dies sooner
+    # the real game throws fireballs the detector sees (22-42 % of recorded frames)
+    assert 0.05 < row["fireball_steps"] <= 1 and row["fireball_area"] > 0
+
+
+def test_fireball_detector_counts_bright_yellow_only() -> None:
+    from agents.evaluation.fireballs import MIN_PIXELS, fireball_pixels, fireball_stats
+
+    frame = np.full((48, 64, 3), 90, np.uint8)  # grey floor
+    frame[10:20, 10:20] = (150, 110, 70)  # a brown wall
+    frame[30:33, 40:44] = (250, 230, 120)  # a fireball, 12 pixels
+    frame[0:2, 0:2] = (255, 255, 255)  # white is not a fireball
+    assert fireball_pixels(frame) == 12
+    stats = fireball_stats([0, 12, MIN_PIXELS - 1, 40], 48 * 64)
+    assert stats["fireball_steps"] == 0.5
+    assert stats["fireball_area"] == pytest.approx(np.mean([0, 12, 2, 40]) / (48 * 64))
+    with pytest.raises(ValueError, match=r"expected one \(H, W, 3\) frame"):
+        fireball_pixels(frame[None])
 
 
 # ---------------------------------------------------------------------------- bad input
