@@ -32,6 +32,8 @@ INDEX_SUFFIX = ".safetensors.index.json"
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or does not fit the model it is loaded into."""
 
+MAX_SHARD_BYTES = 15_000_000  # shipped weights: files of at most 15 MB (decimal), as required
+
 
 def atomic_replace(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
@@ -90,7 +92,7 @@ def weights_exist(path: str | Path) -> bool:
 
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
-                 dtype: torch.dtype | None = None, max_shard_bytes: int = 15 * 2**20,
+                 dtype: torch.dtype | None = None, max_shard_bytes: int = MAX_SHARD_BYTES,
                  index: bool = False) -> list[Path]:
     """Save ``tensors`` (optionally cast to ``dtype``) with JSON-able ``metadata``.
 

@@ -28,6 +28,7 @@ import torch
 
 from .checkpoint import (
     CheckpointError,
+    add_checksums,
     atomic_replace,
     load_modules,
     load_weights,
@@ -207,6 +208,7 @@ def save_world(directory: str | Path, world: World, dtype: torch.dtype = torch.f
     save_weights(directory / WEIGHTS, tensors,
                  {"config": world.config.to_json(), "card": world.card, "files": files},
                  dtype=dtype, index=True)
+    add_checksums(directory / WEIGHTS, files)  # the index verifies every file of the world
     atomic_replace(directory / CARD, lambda tmp: Path(tmp).write_text(render_card(world)))
 
 
