@@ -186,6 +186,42 @@ def test_fireball_detector_counts_bright_yellow_only() -> None:
         fireball_pixels(frame[None])
 
 
+def test_vae_recall_counts_fireballs_through_the_round_trip(tmp_path) -> None:
+    """A VAE that returns its input keeps every fireball; one that returns grey keeps none."""
+    from agents.evaluation.fireballs import vae_recall
+
+    frames = np.full((13, 48, 64, 3), 90, np.uint8)
+    frames[2:, 5:7, 5:7] = (250, 230, 120)  # a small, far fireball (4 px) from frame 2 on
+    frames[8:, 20:25, 30:40] = (250, 230, 120)  # and a close one (50 px) from frame 8
+    (tmp_path / "ep_000000").mkdir()
+    np.save(tmp_path / "ep_000000" / "frames.npy", frames)
+
+    class Posterior:
+        def __init__(self, video):
+            self.video = video
+
+        def mode(self):
+            return self.video
+
+    class Identity:
+        def encode(self, video):
+            return Posterior(video)
+
+        def decode(self, z):
+            return z
+
+    class Grey(Identity):
+        def decode(self, z):
+            return torch.zeros_like(z) - 0.3
+
+    kept = vae_recall(Identity(), [tmp_path / "ep_000000"])
+    assert kept["frames"] == 13 and kept["recall"] == 1.0 and kept["recall_small"] == 1.0
+    assert kept["real_frames_with_fireball"] == pytest.approx(11 / 13)
+    assert kept["area_ratio"] == pytest.approx(1.0)
+    lost = vae_recall(Grey(), [tmp_path / "ep_000000"])
+    assert lost["recall"] == 0.0 and lost["recon_frames_with_fireball"] == 0.0
+
+
 # ---------------------------------------------------------------------------- bad input
 def test_bad_inputs_name_the_file_or_option(trained_run, tmp_path, capsys) -> None:
     model = str(trained_run[0] / "model.zip")
