@@ -39,7 +39,8 @@ def edit_index(directory: Path, edit) -> None:
 
 def test_a_saved_world_records_and_passes_its_checksums(world_dir: Path) -> None:
     spec = json.loads((world_dir / INDEX).read_text())
-    assert set(spec["sha256"]) == {p.name for p in shards(world_dir)}
+    # the index verifies every file: each shard and the start frames (also in the metadata)
+    assert set(spec["sha256"]) == {p.name for p in shards(world_dir)} | {START_FRAMES}
     assert START_FRAMES in json.loads(spec["metadata"]["files"])
     load_world(world_dir)
 
