@@ -93,11 +93,12 @@ def weights_exist(path: str | Path) -> bool:
 
 def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
                  dtype: torch.dtype | None = None, max_shard_bytes: int = MAX_SHARD_BYTES,
-                 index: bool = False) -> list[Path]:
+                 index: bool = False, checksums: dict[str, str] | None = None) -> list[Path]:
     """Save ``tensors`` (optionally cast to ``dtype``) with JSON-able ``metadata``.
 
     ``path`` ends in ``.safetensors``. ``index``: always write shards + index (with checksums),
-    even for one shard. Returns the files written.
+    even for one shard; ``checksums``: SHA-256s of files stored beside it that the index also
+    records (e.g. a world's start frames). Returns the files written.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -122,7 +123,7 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
             old.unlink(missing_ok=True)
         return [path]
     stem = path.name[: -len(".safetensors")]
-    files, weight_map, checksums = [], {}, {}
+    files, weight_map, checksums = [], {}, dict(checksums or {})
     for i, shard in enumerate(shards, 1):
         shard_path = path.with_name(f"{stem}-{i:05d}-of-{len(shards):05d}.safetensors")
         atomic_replace(shard_path, lambda tmp, s=shard: save_file(s, tmp, metadata=meta))

@@ -28,7 +28,6 @@ import torch
 
 from .checkpoint import (
     CheckpointError,
-    add_checksums,
     atomic_replace,
     load_modules,
     load_weights,
@@ -207,8 +206,7 @@ def save_world(directory: str | Path, world: World, dtype: torch.dtype = torch.f
     files = {START_FRAMES: sha256_file(directory / START_FRAMES)}
     save_weights(directory / WEIGHTS, tensors,
                  {"config": world.config.to_json(), "card": world.card, "files": files},
-                 dtype=dtype, index=True)
-    add_checksums(directory / WEIGHTS, files)  # the index verifies every file of the world
+                 dtype=dtype, index=True, checksums=files)  # the index verifies every file
     atomic_replace(directory / CARD, lambda tmp: Path(tmp).write_text(render_card(world)))
 
 
