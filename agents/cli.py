@@ -14,7 +14,8 @@
                                          loop closure, rollouts, with baselines; image strip
     aapt-world pose-probe --root R       train the keypoint probe on real humanoid frames
     aapt-world pose-follow --world DIR   pose following of a humanoid world vs the real render
-    aapt-world bench collect|stream|train|env  benchmarks (collection, stream, training, env)
+    aapt-world bench collect|render|stream|train|env  benchmarks (collection, humanoid render,
+                                               stream, training, env)
     aapt-world --version                 the installed version
 
 Every command takes -h for its options (defaults shown); compute commands take --threads.
@@ -92,7 +93,8 @@ def _play(argv: list[str]) -> None:
 
 
 def _bench(argv: list[str]) -> None:
-    benches = {"collect": "training.bench_collect", "stream": "aapt_world.bench_stream",
+    benches = {"collect": "training.bench_collect", "render": "training.bench_render",
+               "stream": "aapt_world.bench_stream",
                "train": "training.bench_train",
                "env": "agents.bench_env"}
     if not argv or argv[0] not in benches:

@@ -3,6 +3,9 @@
 # and a heuristic strafing player (deaths included), then every AAPT stage plus the reward /
 # termination heads, at the small `dream` model size (64x48, 48 tokens per latent frame) that
 # RL in the dream needs. About 50 minutes at SCALE=1 on 2 cores.
+# MODEL=dream96 records and dreams at 128x96 (the same 48 tokens per latent frame: the DiT costs
+# the same, the VAE 4x): at 64x48 the VAE drops most fireballs (see model/dream96.yaml):
+#   MODEL=dream96 DATA=data/take_cover96 RUN=runs/take_cover96 bash training/recipes/take_cover_cpu.sh
 #   bash training/recipes/take_cover_cpu.sh                          # data/take_cover, runs/take_cover
 #   STAGES="diffusion consistency" bash training/recipes/take_cover_cpu.sh    # some stages only
 # Dry run with the tiny model (what the tests check):
@@ -22,10 +25,13 @@ VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}  # convolutional: any
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial heads export}
 WORLD_CONFIG=take_cover
 source "$(dirname "$0")/world_stages.sh"  # train, vae_stage .. adversarial_stage, run_stages
+# the recorded frame size is the model's (one fact: its config)
+read -r WIDTH HEIGHT < <("$PY" -c "from training.train import compose_config as c; \
+v = c(['model=$MODEL']).model.vae; print(v.width, v.height)")
 
 stage_collect() {  # 2100 tics at most per episode, as World Models' evaluation
   aw collect root="$DATA" scenario=take_cover "maps=[MAP01]" "policies=[random_dodge,dodger]" \
-    num_episodes="$EPISODES" steps_per_episode=525 width=64 height=48 workers="$WORKERS"
+    num_episodes="$EPISODES" steps_per_episode=525 width="$WIDTH" height="$HEIGHT" workers="$WORKERS"
 }
 stage_vae() { vae_stage 8 8; }
 stage_diffusion() { diffusion_stage 16 22; }
