@@ -180,3 +180,27 @@ def test_bad_input(models) -> None:
         session.reset(torch.zeros(2, H + 8, W, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="one seed per"):
         session.reset(images(1), items=[0], seeds=[1, 2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_uint8_frames_round_half_up_and_leave_the_input_alone(dtype: torch.dtype) -> None:
+    from aapt_world.session import to_uint8_frames
+
+    video = (torch.randn(2, 4, 3, 8, 12) * 0.7).to(dtype)
+    video[0, 0, 0, 0, :3] = torch.tensor([-3.0, 3.0, -1.0])  # out of range, and the ends
+    before = video.clone()
+    got = to_uint8_frames(video)
+    want = ((video.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor().to(torch.uint8)
+    assert got.shape == (2, 4, 8, 12, 3) and got.is_contiguous()
+    assert torch.equal(got, want.movedim(-3, -1)) and torch.equal(video, before)
+    assert got[0, 0, 0, :3, 0].tolist() == [0, 255, 0]
+
+
+def test_non_finite_check_names_the_streams() -> None:
+    from aapt_world.session import NonFiniteError, check_finite
+
+    x = torch.zeros(3, 4, 2, 5).transpose(1, 2)  # strided, as the decoder's frames
+    check_finite(x, "the decoded frame", torch.zeros(3, dtype=torch.long))
+    x[2, 1, 3, 4] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"decoded frame is not finite .*streams \[2\]"):
+        check_finite(x, "the decoded frame", torch.zeros(3, dtype=torch.long))

@@ -266,3 +266,11 @@ def test_default_config_budget() -> None:
     assert n_light * 3 < sum(p.numel() for p in vae.decoder.parameters())
     st = vae.init_decode_state(1)
     assert st.caches[0].shape[-2:] == (12, 16)
+
+
+def test_pixel_shuffle_matches_torch() -> None:
+    from aapt_world.vae import pixel_shuffle
+
+    for r, dtype in ((2, torch.float32), (4, torch.bfloat16)):
+        x = torch.randn(3, 5 * r * r, 4, 6).to(dtype)
+        assert torch.equal(pixel_shuffle(x, r), torch.nn.functional.pixel_shuffle(x, r))
