@@ -4,6 +4,7 @@
     aapt-world collect key=value ...     record real-world data (hydra overrides)
     aapt-world record --env ID --root R  record ANY Gymnasium game (your own) into a dataset
     aapt-world import-video --root R ... import gameplay videos + per-frame action arrays
+    aapt-world merge-data --out R A B    merge recorded datasets into one (hard links)
     aapt-world train stage=... ...       train a world, stage by stage (hydra overrides)
     aapt-world plot runs/doom            training curves of a run, one PNG per stage
     aapt-world rollout --steps 360       a scripted real-world rollout to mp4
@@ -128,6 +129,12 @@ def _pose_probe(argv: list[str]) -> None:
     main(argv)
 
 
+def _merge_data(argv: list[str]) -> None:
+    from training.merge import main
+
+    main(argv)
+
+
 def _pose_follow(argv: list[str]) -> None:
     from agents.evaluation.pose_following import main
 
@@ -135,7 +142,8 @@ def _pose_follow(argv: list[str]) -> None:
 
 
 COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
-            "import-video": _import_video, "train": _train, "plot": _plot,
+            "import-video": _import_video, "merge-data": _merge_data, "train": _train,
+            "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
             "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe,
             "pose-follow": _pose_follow}

@@ -37,6 +37,7 @@ class ExplorerConfig:
     turn_smoothness: float = 0.8  # AR(1) coefficient of the turn rate: momentum in the sweep
     turn_noise: float = 0.35
     stuck_speed: float = 1.5  # map units per tic below which a forward walk counts as blocked
+    stuck_patience: int = 2  # blocked walk steps in a row before escaping
     escape_steps: tuple[int, int] = (4, 10)  # a hard turn of ~90-200 degrees away from a wall
 
 
@@ -83,7 +84,7 @@ class ExplorerPolicy:
         c, r = self.config, self._rng
         if self._mode == "walk" and self._is_stuck(info):
             self._stuck += 1
-            if self._stuck >= 2:  # two blocked steps in a row: turn away from the wall
+            if self._stuck >= self.config.stuck_patience:  # blocked: turn away from the wall
                 self._stuck = 0
                 self._start("escape")
         else:
@@ -192,7 +193,21 @@ class DodgerPolicy:
         return (STRAFE_RIGHT if self._direction > 0 else STRAFE_LEFT).copy()
 
 
-POLICIES = {"explorer": ExplorerPolicy, "random": RandomCommandPolicy,
+def lingerer_config() -> ExplorerConfig:
+    """The explorer as a person at the keyboard also plays: long still stretches (8-64 steps;
+    the explorer's pauses of 2-8 never fill the 8-step attention window with no-ops), and walks
+    that keep pushing into a wall for a while. What the no-op hold, loop closure and wall-bump
+    rungs of the ladder ask a world to have seen."""
+    return ExplorerConfig(pause_steps=(8, 64), behaviour_probs=(0.35, 0.12, 0.3, 0.13, 0.1),
+                          stuck_patience=12)
+
+
+class LingererPolicy(ExplorerPolicy):
+    def __init__(self) -> None:
+        super().__init__(lingerer_config())
+
+
+POLICIES = {"explorer": ExplorerPolicy, "lingerer": LingererPolicy, "random": RandomCommandPolicy,
             "random_dodge": RandomDodgePolicy, "dodger": DodgerPolicy}
 
 

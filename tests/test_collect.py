@@ -122,6 +122,23 @@ def test_explorer_escapes_walls() -> None:
     assert abs(commands[-1][2]) == 1.0 and commands[-1][0] == 0.0  # full-rate turn, no push
 
 
+def test_lingerer_stands_still_long_and_pushes_into_walls() -> None:
+    """Still stretches longer than the attention window (the explorer's never are) and walks
+    that keep pushing into a wall: what the no-op hold and wall-bump rungs test."""
+    from envs.scripted import make_policy
+
+    policy = make_policy("lingerer")
+    policy.reset(np.random.default_rng(0))
+    moving = {"poses": np.arange(20, dtype=np.float32).reshape(4, 5) * 10.0}
+    still = np.array([not policy.act(None, moving).any() for _ in range(600)])
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, still.astype(int), 0])))[::2]
+    assert still.mean() > 0.15 and runs.max() > 8
+    policy.reset(np.random.default_rng(1))
+    policy._start("walk")
+    stuck = {"poses": np.zeros((4, 5), dtype=np.float32)}
+    assert all(policy.act(None, stuck)[0] > 0 for _ in range(10))  # still pushing
+
+
 def test_cli_collect_and_rollout(tmp_path: Path) -> None:
     root = tmp_path / "data"
     cmd = [sys.executable, "-m", "agents.cli", "collect", f"root={root}", "num_episodes=2",

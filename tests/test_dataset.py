@@ -146,3 +146,30 @@ def test_invalid_episode_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="need 13 frames"):
         write_episode(tmp_path, episode)
     assert not (tmp_path / "episodes" / "ep_000000").exists()
+
+
+def test_merge_links_renumbers_resumes_and_checks(tmp_path: Path) -> None:
+    from training.merge import merge_datasets
+
+    a, b, c, out = (tmp_path / n for n in ("a", "b", "c", "out"))
+    for root, episodes in ((a, [(0, 5, "train"), (1, 3, "val")]), (b, [(0, 4, "train")])):
+        for i, steps, split in episodes:
+            write_episode(root, make_episode(i + 10 * (root == b), steps, split))
+        write_manifest(root, {"world": "test", "width": W})
+    merged = merge_datasets(out, [a])
+    assert merged["num_episodes"] == 2
+    merged = merge_datasets(out, [a, b])  # resumes, adds b at the end
+    assert [e["id"] for e in merged["episodes"]] == ["ep_000000", "ep_000001", "ep_000002"]
+    assert merged["episodes"][2]["source"] == {"root": str(b), "id": "ep_000010"}
+    assert merged["merged_from"] == [str(a), str(b)] and merged["width"] == W
+    linked = out / "episodes" / "ep_000002" / "frames.npy"
+    assert os.path.samefile(linked, b / "episodes" / "ep_000010" / "frames.npy")
+    data = ClipDataset(out, 2, split="all", verify_checksums=True)
+    assert sorted(ep.num_steps for ep in data.episodes) == [3, 4, 5]
+    assert ClipDataset(out, 2, split="val").episodes[0].num_steps == 3  # splits kept
+    with pytest.raises(DatasetError, match="came from"):
+        merge_datasets(out, [b, a])  # another order would renumber what is there
+    write_episode(c, make_episode(20, 3))
+    write_manifest(c, {"world": "test", "width": W + 8})
+    with pytest.raises(DatasetError, match=r"differ in \['width'\]"):
+        merge_datasets(tmp_path / "out2", [a, c])
