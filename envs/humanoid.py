@@ -29,6 +29,7 @@ every side. It follows the root over the floor.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,9 @@ class HumanoidPoser:
         self.body_ids = [self.model.body(n).id for n in KEYPOINT_BODIES]
         self.geom_ids = [self.model.geom(n).id for n in KEYPOINT_GEOMS]
         self.renderer = mujoco.Renderer(self.model, config.height, config.width)
+        # free the GL context at exit while PyOpenGL is still importable: MuJoCo's own
+        # Renderer.__del__ runs too late then and prints a traceback for an unclosed env
+        self._free_gl = weakref.finalize(self, self.renderer.close)
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
             self.renderer.scene.flags[flag] = False
         self.camera = mujoco.MjvCamera()
@@ -198,7 +202,7 @@ class HumanoidPoser:
         return np.stack([col, row], axis=1).astype(np.float32)
 
     def close(self) -> None:
-        self.renderer.close()
+        self._free_gl()  # once: later calls do nothing
 
 
 class HumanoidEnv(gym.Env):

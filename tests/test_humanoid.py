@@ -388,3 +388,15 @@ def test_render_benchmark_reports_each_setting(tmp_path) -> None:
     assert [(r["resolution"], r["msaa_samples"]) for r in rows] == [("64x48", 0), ("64x48", 2)]
     assert all(r["frames"] == 8 and r["frames_per_s"] > 0 for r in rows)
     assert json.loads((tmp_path / "r.json").read_text())["rows"] == rows
+
+
+def test_an_unclosed_env_exits_quietly() -> None:
+    """MuJoCo's Renderer.__del__ at interpreter exit used to print a PyOpenGL traceback."""
+    import subprocess
+    import sys
+
+    code = ("from envs.humanoid import HumanoidEnv\n"
+            "e = HumanoidEnv(width=64, height=48)\ne.reset(seed=0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "Exception ignored" not in done.stderr, done.stderr[-800:]
