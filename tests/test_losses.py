@@ -208,3 +208,32 @@ def test_image_gradient_loss() -> None:
     assert L.image_gradient_loss(x, torch.zeros_like(x)).item() == pytest.approx(1 + 4)
     assert L.image_gradient_loss(x, 2 * x).item() == pytest.approx(
         F.l1_loss(torch.ones(1), 2 * torch.ones(1)).item() + 4)
+
+
+def test_bright_l1_weighs_only_the_bright_pixels_and_their_halo() -> None:
+    target = -torch.ones(1, 3, 8, 8)
+    target[0, :, 3, 3] = torch.tensor([0.9, 0.8, -0.2])  # one bright (fireball) pixel
+    error = torch.zeros(1, 3, 8, 8)
+    error[0, :, 0, 0] = 5.0  # far from it: ignored
+    assert L.bright_l1(error, target, 0.6).item() == 0.0
+    error[0, :, 4, 4] = 0.9  # in the 3x3 halo: counted, averaged over the 9 masked pixels
+    assert L.bright_l1(error, target, 0.6).item() == pytest.approx(0.9 / 9)
+    assert L.bright_l1(error, -torch.ones_like(target), 0.6).item() == 0.0  # nothing bright
+
+
+def test_reconstruction_loss_adds_the_bright_term_only_when_asked() -> None:
+    from training.train import compose_config
+
+    cfg = compose_config(["model=tiny"])
+    torch.manual_seed(0)
+    video = torch.rand(1, 3, 2, 16, 16) * 2 - 1
+    recon = video + 0.1 * torch.randn_like(video)
+    plain = L.reconstruction_loss(cfg, recon, video)
+    assert "bright" not in plain
+    cfg.vae.bright_weight = 2.0
+    weighted = L.reconstruction_loss(cfg, recon, video)
+    assert weighted["total"].item() == pytest.approx(
+        plain["total"].item() + 2.0 * weighted["bright"].item(), rel=1e-5)
+    cfg.vae.bright_weight = -1.0
+    with pytest.raises(ValueError, match="vae.bright_weight"):
+        cfg.validate()

@@ -97,6 +97,12 @@ class VAEStageConfig:
     l1_weight: float = 1.0
     ssim_weight: float = 0.5  # multi-scale SSIM: sharpness without a downloaded perceptual net
     gradient_weight: float = 0.5  # L1 on image gradients: keeps edges crisp
+    # L1 over the bright pixels alone (max channel of the real frame > bright_threshold, in
+    # [-1, 1] units; dilated 3x3), averaged over those pixels: small bright objects (TakeCover's
+    # fireballs, muzzle flashes) carry the game in a few pixels, and the frame-mean L1 / SSIM
+    # let a VAE smear them away (0 = off)
+    bright_weight: float = 0.0
+    bright_threshold: float = 0.6  # 204 of 255
     decoder_noise: float = 0.0  # decoders also train on latents + s * std(latent) * n with
     # s ~ U(0, decoder_noise) per clip: an imperfect predicted latent then decodes to a
     # plausible frame rather than mush (0 = off)
@@ -230,6 +236,11 @@ class TrainConfig:
             (self.data.clip_steps >= 1,
              f"data.clip_steps must be >= 1, got {self.data.clip_steps}"),
             (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
+            (self.vae.bright_weight >= 0,
+             f"vae.bright_weight must be >= 0, got {self.vae.bright_weight}"),
+            (-1 < self.vae.bright_threshold < 1,
+             f"vae.bright_threshold must be in (-1, 1) (pixel units), got "
+             f"{self.vae.bright_threshold}"),
             (self.optim.decay_steps >= 1,
              f"optim.decay_steps must be >= 1, got {self.optim.decay_steps}"),
             (0 <= self.optim.min_lr_ratio <= 1,

@@ -112,12 +112,24 @@ def reconstruction_loss(cfg: TrainConfig, recon: torch.Tensor, video: torch.Tens
     """Per-frame image losses on (B, 3, T, H, W) videos."""
     r = recon.transpose(1, 2).flatten(0, 1)
     v = video.transpose(1, 2).flatten(0, 1)
-    parts = {"l1": (r - v).abs().mean(), "ssim": multiscale_ssim_loss(r, v),
+    error = (r - v).abs()
+    parts = {"l1": error.mean(), "ssim": multiscale_ssim_loss(r, v),
              "grad": image_gradient_loss(r, v)}
     s = cfg.vae
     parts["total"] = (s.l1_weight * parts["l1"] + s.ssim_weight * parts["ssim"]
                       + s.gradient_weight * parts["grad"])
+    if s.bright_weight > 0:
+        parts["bright"] = bright_l1(error, v, s.bright_threshold)
+        parts["total"] = parts["total"] + s.bright_weight * parts["bright"]
     return parts
+
+
+def bright_l1(error: Tensor, target: Tensor, threshold: float) -> Tensor:
+    """Mean of ``error`` (N, 3, H, W) over the target's bright pixels (max channel above
+    ``threshold``, the mask dilated by one pixel for the halo); 0 when nothing is bright."""
+    bright = (target.amax(dim=1, keepdim=True) > threshold).float()
+    bright = F.max_pool2d(bright, 3, stride=1, padding=1)
+    return (error * bright).sum() / (3 * bright.sum()).clamp_min(1.0)
 
 
 def perturb_latents(z: torch.Tensor, max_level: float) -> torch.Tensor:

@@ -33,7 +33,8 @@ stage_collect() {  # 2100 tics at most per episode, as World Models' evaluation
   aw collect root="$DATA" scenario=take_cover "maps=[MAP01]" "policies=[random_dodge,dodger]" \
     num_episodes="$EPISODES" steps_per_episode=525 width="$WIDTH" height="$HEIGHT" workers="$WORKERS"
 }
-stage_vae() { vae_stage 8 8; }
+# the bright-pixel term: a far fireball is a few pixels and plain L1 / SSIM smear it away
+stage_vae() { vae_stage 8 8 vae.bright_weight="${BRIGHT_WEIGHT:-1}"; }
 stage_diffusion() { diffusion_stage 16 22; }
 stage_consistency() { consistency_stage 16 3; }
 stage_adversarial() { adversarial_stage 4 12 adversarial.d_steps=3; }  # the D that learns (Doom v5)

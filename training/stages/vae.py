@@ -80,9 +80,12 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
         with torch.no_grad():
             quality = psnr(recon.transpose(1, 2).flatten(0, 1),
                            batch.video.transpose(1, 2).flatten(0, 1)).mean()
-        return {"loss": loss.detach(), "l1": main["l1"].detach(), "ssim": main["ssim"].detach(),
+        logs = {"loss": loss.detach(), "l1": main["l1"].detach(), "ssim": main["ssim"].detach(),
                 "kl": kl.detach(), "psnr": quality, "light_l1": light_parts["l1"].detach(),
                 "grad_norm": grad_norm}
+        if "bright" in light_parts:  # vae.bright_weight > 0: the inference decoder's error there
+            logs["light_bright_l1"] = light_parts["bright"].detach()
+        return logs
 
     def evaluate() -> dict[str, float]:
         return evaluate_psnr(cfg, vae, light, val, device)
