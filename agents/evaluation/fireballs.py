@@ -12,6 +12,7 @@ them at all (real frames through encode/decode).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,30 @@ def vae_recall(vae: Any, episodes: list[Path]) -> dict[str, float]:
             "area_ratio": float(recon_px[shown].sum() / max(1, real_px[shown].sum()))}
 
 
+def stage_vae(path: str, model: str) -> Any:
+    """The encoder and light decoder of a VAE stage checkpoint, built as ``model``."""
+    from aapt_world.checkpoint import load_modules, load_weights
+    from aapt_world.vae import CausalVideoVAE
+    from training.train import compose_config
+
+    cfg = compose_config([f"model={model}"]).model.vae
+    vae = CausalVideoVAE(dataclasses.replace(cfg, light_decoder=True)).eval()
+    load_modules({"vae.encoder": vae.encoder, "light_decoder": vae.decoder},
+                 load_weights(Path(path))[0], path)
+    return vae
+
+
 def main(argv: list[str] | None = None) -> None:
     """python -m agents.evaluation.fireballs --world W --root DATA [--episodes 6]: does the
     world's VAE keep the fireballs of a recorded TakeCover dataset (at the world's size)?"""
     parser = command_parser("python -m agents.evaluation.fireballs",
                             "fireball recall of a world's VAE on recorded TakeCover episodes")
-    parser.add_argument("--world", required=True, help="world directory (its VAE is used)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--world", help="world directory (its VAE is used)")
+    source.add_argument("--vae", help="a VAE stage's weights (<run>/vae/model.safetensors: its "
+                                      "encoder and light decoder, as a world would ship them)")
+    parser.add_argument("--model", default="dream96",
+                        help="with --vae: the training model config it was trained as")
     parser.add_argument("--root", required=True, help="recorded dataset (aapt-world collect)")
     parser.add_argument("--episodes", type=int, default=6, help="episodes read (sorted names)")
     parser.add_argument("--json", default=None, help="also write the JSON result here")
@@ -92,11 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     episodes = sorted(Path(args.root, "episodes").glob("ep_*"))[:args.episodes]
     if not episodes:
         raise SystemExit(f"--root: no episodes under {Path(args.root, 'episodes')}")
-    world = load_world(args.world)
-    if np.load(episodes[0] / "frames.npy", mmap_mode="r").shape[1:] != world.frame_shape:
-        raise SystemExit(f"--root: frames of {episodes[0]} are not the world's "
-                         f"{world.frame_shape} (record the dataset at the world's size)")
-    row = {"world": args.world, "root": args.root, **vae_recall(world.vae, episodes)}
+    vae = load_world(args.world).vae if args.world else stage_vae(args.vae, args.model)
+    shape = (vae.cfg.height, vae.cfg.width, 3)
+    if np.load(episodes[0] / "frames.npy", mmap_mode="r").shape[1:] != shape:
+        raise SystemExit(f"--root: frames of {episodes[0]} are not the VAE's {shape} (record "
+                         f"the dataset at its size)")
+    row = {"world": args.world or args.vae, "root": args.root, **vae_recall(vae, episodes)}
     print_report("fireballs through the VAE", [row], json_path=args.json)
 
 
