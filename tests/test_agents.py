@@ -300,3 +300,40 @@ def test_ppo_trains_in_the_real_game_for_the_baseline(tmp_path) -> None:
     assert result["rows"][0]["world"] == "real:take_cover"  # the scenario it was trained in
     with pytest.raises(ValueError, match="unknown scenario"):
         AgentTrainConfig(world="real:nowhere").validate()
+
+
+def test_fireball_recall_reads_a_vae_stage_checkpoint(tmp_path) -> None:
+    """--vae F --model M: the encoder and light decoder of a VAE stage, as a world ships them."""
+    import dataclasses
+    import json
+
+    from aapt_world.checkpoint import CheckpointError, save_weights
+    from aapt_world.vae import CausalVideoVAE
+    from agents.evaluation.fireballs import main, stage_vae
+    from training.train import compose_config
+
+    torch.manual_seed(0)
+    cfg = compose_config(["model=tiny"]).model.vae
+    vae = CausalVideoVAE(dataclasses.replace(cfg, light_decoder=True))
+    tensors = {**{f"vae.encoder.{k}": v for k, v in vae.encoder.state_dict().items()},
+               **{f"light_decoder.{k}": v for k, v in vae.decoder.state_dict().items()}}
+    save_weights(tmp_path / "vae.safetensors", tensors, {"stage": "vae"})
+    loaded = stage_vae(str(tmp_path / "vae.safetensors"), "tiny")
+    assert torch.equal(loaded.encoder.state_dict()[next(iter(vae.encoder.state_dict()))],
+                       next(iter(vae.encoder.state_dict().values())))
+    episode = tmp_path / "data" / "episodes" / "ep_000000"
+    episode.mkdir(parents=True)
+    np.save(episode / "frames.npy", np.full((9, cfg.height, cfg.width, 3), 90, np.uint8))
+    main(["--vae", str(tmp_path / "vae.safetensors"), "--model", "tiny", "--root",
+          str(tmp_path / "data"), "--json", str(tmp_path / "r.json")])
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["frames"] == 9 and row["real_frames_with_fireball"] == 0.0
+    small = tmp_path / "small" / "episodes" / "ep_000000"
+    small.mkdir(parents=True)
+    np.save(small / "frames.npy", np.full((9, 32, 32, 3), 90, np.uint8))
+    with pytest.raises(SystemExit, match="not the VAE's"):
+        main(["--vae", str(tmp_path / "vae.safetensors"), "--model", "tiny", "--root",
+              str(tmp_path / "small")])
+    with pytest.raises(CheckpointError, match="vae.safetensors"):  # trained as another model
+        main(["--vae", str(tmp_path / "vae.safetensors"), "--model", "small", "--root",
+              str(tmp_path / "data")])
