@@ -23,6 +23,8 @@ THREADS=${THREADS:-1}
 LATENT_CHANNELS=32
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae_c32_deep.safetensors}
 WORLD=${WORLD:-worlds/doom}
+# stage 1 starts (in a fresh run) from the committed stage-1 checkpoint: step 4625, fp16
+STAGE1_INIT=${STAGE1_INIT:-worlds/doom-training/stage1/model.safetensors}
 DIFF_MINUTES=${DIFF_MINUTES:-85}
 ADV_MINUTES=${ADV_MINUTES:-20}
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial_d3 export}
@@ -49,7 +51,7 @@ stage_latents() {  # new episodes only; the normalisation the generator was trai
 }
 stage_diffusion() {  # the seventh pass's stage 1, plus a linear LR decay over 2800 steps
   # shellcheck disable=SC2086
-  train stage=diffusion run.init_from="$WORLD" run.steps=100000 run.batch_size=6 \
+  train stage=diffusion run.init_from="$STAGE1_INIT" run.steps=100000 run.batch_size=6 \
     data.clip_steps=12 run.log_every=10 run.eval_every=150 run.ckpt_every=25 optim.lr=3e-4 \
     optim.warmup_steps=30 optim.decay_start=1600 optim.decay_steps=2800 optim.min_lr_ratio=0.1 \
     diffusion.context_noise=0.5 diffusion.self_forcing=0.5 diffusion.self_forcing_passes=2 \

@@ -22,6 +22,10 @@ DATA=${DATA:-data/take_cover}
 RUN=${RUN:-runs/take_cover}
 OUT_WORLD=${OUT_WORLD:-$RUN/world}
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}  # convolutional: any frame size
+# MODEL=dream96 resumes from the committed 128x96 VAE (bright-pixel term) and stage 1:
+#   VAE_INIT=worlds/take_cover-training/vae96.safetensors \
+#   STAGE1_INIT=worlds/take_cover-training/stage1/model.safetensors
+STAGE1_INIT=${STAGE1_INIT:-}
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial heads export}
 WORLD_CONFIG=take_cover
 source "$(dirname "$0")/world_stages.sh"  # train, vae_stage .. adversarial_stage, run_stages
@@ -35,7 +39,11 @@ stage_collect() {  # 2100 tics at most per episode, as World Models' evaluation
 }
 # the bright-pixel term: a far fireball is a few pixels and plain L1 / SSIM smear it away
 stage_vae() { vae_stage 8 8 vae.bright_weight="${BRIGHT_WEIGHT:-1}"; }
-stage_diffusion() { diffusion_stage 16 22; }
+stage_diffusion() {  # a fresh run may start from a committed stage-1 generator
+  local init=()
+  if [ -n "$STAGE1_INIT" ]; then init=(run.init_from="$STAGE1_INIT"); fi
+  diffusion_stage 16 22 "${init[@]}"
+}
 stage_consistency() { consistency_stage 16 3; }
 stage_adversarial() { adversarial_stage 4 12 adversarial.d_steps=3; }  # the D that learns (Doom v5)
 stage_heads() {  # termination comes from this head in the dream: plain BCE (max_pos_weight 1)
