@@ -771,3 +771,23 @@ def test_a_wider_latent_continues_a_finished_run(pipeline: dict, data_root: Path
     with pytest.raises(ValueError, match=r"model\.dit\.latent_channels \(24\) must equal "
                                          r"model\.vae\.latent_channels \(16\)"):
         make_cfg(overrides(data_root, tmp_path, "model.dit.latent_channels=24")).validate()
+
+
+def test_latents_rerun_encodes_new_episodes_and_keeps_the_normalisation(
+        pipeline: dict, data_root: Path, tmp_path: Path) -> None:
+    """Later stages trained on the first statistics: re-running stage=latents after episodes
+    were added (or removed) must not move them; deleting stats.json recomputes them."""
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents")
+    stats = json.loads((out / "latents" / "stats.json").read_text())
+    for first in list((out / "latents").glob("ep_*.first.npy"))[:1]:
+        first.unlink()  # one episode's latents missing: as if it had just been recorded
+    cfg = make_cfg(overrides(data_root, out, "stage=latents"))
+    run_stage(cfg)
+    assert len(list((out / "latents").glob("ep_*.first.npy"))) == 4
+    assert json.loads((out / "latents" / "stats.json").read_text()) == stats
+    (out / "latents" / "stats.json").write_text(json.dumps({**stats, "std": [9.0]}))
+    run_stage(cfg)
+    assert json.loads((out / "latents" / "stats.json").read_text())["std"] == [9.0]
+    (out / "latents" / "stats.json").unlink()
+    run_stage(cfg)
+    assert json.loads((out / "latents" / "stats.json").read_text())["std"] == stats["std"]

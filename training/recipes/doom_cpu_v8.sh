@@ -8,8 +8,8 @@
 # (hard links; ids renumbered after data/doom's, so its latents are reused) and continues the
 # seventh pass's stage 1 on the mix (a third of its clips from the lingerer), then stages 2-3.
 #   RUN=runs/doom7-deep THREADS=1 PRECISION=bf16 bash training/recipes/doom_cpu_v8.sh
-# The latent statistics stay those of the first encoding (stats.json is restored after the new
-# episodes are encoded): the generator was trained on that normalisation (the mix moves the
+# The latent statistics stay those of the first encoding (stage=latents computes them once): the
+# generator was trained on that normalisation (the mix moves the
 # channel means by <= 0.04 and the stds by <= 5 %). A fresh clone runs every stage: the seventh
 # pass's VAE (VAE_INIT, seeded as it is), its latents, then the generator from the shipped
 # world (WORLD).
@@ -43,12 +43,7 @@ stage_vae() {  # the shipped world's VAE as it is (no-op when the run has one)
     python -m training.seed_run --world "$WORLD" --vae "$VAE_INIT" --run "$RUN"
   fi
 }
-stage_latents() {  # new episodes only; the normalisation the generator was trained on is kept
-  local stats="$RUN/latents/stats.json" kept="$RUN/latents/stats.first.json"
-  if [ -f "$stats" ] && [ ! -f "$kept" ]; then cp "$stats" "$kept"; fi
-  train stage=latents
-  if [ -f "$kept" ]; then cp "$kept" "$stats"; fi
-}
+stage_latents() { train stage=latents; }  # new episodes only; the normalisation is kept
 stage_diffusion() {  # the seventh pass's stage 1, plus a linear LR decay over 2800 steps
   # shellcheck disable=SC2086
   train stage=diffusion run.init_from="$STAGE1_INIT" run.steps=100000 run.batch_size=6 \

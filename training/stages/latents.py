@@ -1,6 +1,9 @@
 """Encode the dataset once with the trained VAE (see ``training.latents`` for the layout).
 
-Resumable: episodes whose latents exist are skipped; files are written atomically. Under
+Resumable: episodes whose latents exist are skipped; files are written atomically. The
+per-channel statistics are computed once (the first complete run): re-running after adding
+episodes encodes them but keeps the normalisation the DiT stages were trained on (delete
+``stats.json`` to recompute). Under
 torchrun, episodes are split across processes and rank 0 writes the statistics.
 """
 
@@ -41,6 +44,9 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         torch.distributed.barrier()
     if not ranks.is_main:
         return {}
+    if (out / STATS).exists():  # the normalisation later stages trained on stays: episodes
+        stats = json.loads((out / STATS).read_text())  # added later are encoded, not averaged in
+        return {"episodes": float(len(episodes)), "mean_std": float(np.mean(stats["std"]))}
     # Per-channel statistics over all stream latents (float64 running sums).
     total, sq, count = 0.0, 0.0, 0
     for ep in episodes:
