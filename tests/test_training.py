@@ -425,6 +425,40 @@ def test_segment_update_penalties_and_steps(data_root: Path, tmp_path: Path) -> 
     assert m["r1"] > 0 and m["r2"] > 0
 
 
+def test_recon_weight_pulls_the_rollout_to_the_real_continuation(data_root: Path,
+                                                                tmp_path: Path) -> None:
+    """``adversarial.recon_weight``: G also minimises the latent MSE between its student rollout
+    and the real continuation, only where ``real`` is one (``paired``)."""
+    mse = {}
+    for weight, paired in ((0.0, True), (10.0, False), (10.0, True)):
+        torch.manual_seed(0)  # D's new query heads draw from the global RNG
+        cfg, generator, _ = tiny_models(data_root, tmp_path)
+        cfg.adversarial.recon_weight = weight
+        cfg.adversarial.g_lr, cfg.optim.warmup_steps = 3e-3, 0  # segment_update sets the lr
+        disc = Discriminator(randomize(build_world_model(cfg), seed=2),
+                             cfg.adversarial.disc_layers, cfg.adversarial.disc_queries)
+        g_opt = torch.optim.Adam(generator.parameters(), betas=(0.0, 0.9))
+        d_opt = torch.optim.Adam(disc.parameters(), betas=(0.0, 0.9))
+        c, h, w = (cfg.model.dit.latent_channels, cfg.model.dit.latent_height,
+                   cfg.model.dit.latent_width)
+        g = torch.Generator().manual_seed(0)
+        real = torch.randn(2, c, 3, h, w, generator=g)
+        conds = torch.rand(2, 2, 4, cfg.world.action_dim, generator=g)
+        noise = torch.randn(2, c, 2, h, w, generator=g)
+        for step in range(6):
+            frames, _ = adv.student_rollout(generator, real[:, :, 0], conds, noise)
+            fake = torch.cat([real[:, :, :1], frames], dim=2)
+            m = adv.segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds, fake,
+                                   conds, np.random.default_rng(step), paired=paired)
+        mse[(weight, paired)] = m["recon_mse"]
+    # unpaired segments ignore the weight: the same run as weight 0
+    assert mse[(10.0, False)] == pytest.approx(mse[(0.0, True)], rel=1e-5)
+    assert mse[(10.0, True)] < 0.5 * mse[(0.0, True)]
+    with pytest.raises(ValueError, match="recon_weight must be >= 0"):
+        make_cfg(overrides(data_root, tmp_path / "r", "stage=adversarial",
+                           "adversarial.recon_weight=-1")).validate()
+
+
 @pytest.mark.parametrize("variant", [["adversarial.student_forcing=false"],
                                      ["adversarial.segments=3", "adversarial.segment_overlap=1"]],
                          ids=["teacher_forced_ablation", "long_video"])

@@ -160,6 +160,10 @@ class AdversarialStageConfig:
     segments: int = 1  # >1 = long-video training beyond the real clip length
     segment_overlap: int = 1  # frames of the previous segment shown to D with the next one
     d_steps: int = 1  # D updates per G update, on the same rollout (fresh t_D and noise)
+    # + recon_weight * latent MSE between the student rollout and the real continuation of the
+    # same start and commands (first segment only: later segments have no real continuation).
+    # D alone trades PSNR for motion (Doom passes 5-8); this anchors G to the data.
+    recon_weight: float = 0.0
     context_noise: float = 0.0  # noise level of the recycled frame in student rollouts: set
     # it to export.context_noise, so the generator is post-trained as the world will run it
     disc_init: str = ""  # start D's backbone from this world dir / generator file instead of
@@ -278,6 +282,7 @@ class TrainConfig:
             (self.adversarial.rollout_steps >= 1, "adversarial.rollout_steps must be >= 1"),
             (self.adversarial.segments >= 1, "adversarial.segments must be >= 1"),
             (self.adversarial.d_steps >= 1, "adversarial.d_steps must be >= 1"),
+            (self.adversarial.recon_weight >= 0, "adversarial.recon_weight must be >= 0"),
             (0 <= self.adversarial.context_noise < 1,
              f"adversarial.context_noise must be in [0, 1), got "
              f"{self.adversarial.context_noise}"),

@@ -52,8 +52,10 @@ stage_diffusion() {  # the seventh pass's stage 1, plus a linear LR decay over 2
     diffusion.context_noise=0.5 diffusion.self_forcing=0.5 diffusion.self_forcing_passes=2 \
     run.compile=true run.max_minutes="$DIFF_MINUTES"
 }
-stage_adversarial_d3() { stage_adversarial adversarial.d_steps=3; }  # the D that learns (v5)
+# ADV_EXTRA: more stage-3 overrides, e.g. the ninth pass's "adversarial.recon_weight=1"
+# shellcheck disable=SC2086
+stage_adversarial_d3() { stage_adversarial adversarial.d_steps=3 ${ADV_EXTRA:-}; }  # D learns (v5)
 stage_export() {
-  train stage=export export.context_noise=0.25 export.out="$RUN/world-ctx25"
+  train stage=export export.context_noise=0.25 export.out="${WORLD_OUT:-$RUN/world-ctx25}"
 }
 run_stages

@@ -10,7 +10,8 @@ heads (``aapt_world.discriminator``). Per optimizer step:
    ``lambda ||D(x) - D(x + sigma n)||^2`` on real and fake; t_D ~ U(0, 1) per pair;
    ``d_steps`` of them per G update (a small D at a small batch learns slowly: Self-Forcing's
    critic takes 5).
-3. G update: ``softplus(D(real) - D(fake))``.
+3. G update: ``softplus(D(real) - D(fake))``, plus ``recon_weight`` times the latent MSE
+   between the rollout and the real continuation when ``real`` is one (the first segment).
 4. Long-video training (``segments`` > 1): the rollout continues segment after segment beyond
    the real clip length with the DETACHED cache of the previous segment; D judges each segment
    with ``segment_overlap`` frames of the previous one in front; backprop after each segment.
@@ -50,6 +51,7 @@ from training.trainer import (
 )
 
 STAGE_DIR = "adversarial"
+PERTURB_SEED_OFFSET = 7919  # R1/R2 perturbation seed = D-noise seed + this
 
 
 def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,
@@ -96,7 +98,10 @@ def penalty(disc: Discriminator, frames: torch.Tensor, conds: torch.Tensor, t: t
             sigma: float, logits: torch.Tensor, seed: int) -> torch.Tensor:
     """Approximated R1 (real) / R2 (fake): same t and D-noise, frames perturbed by sigma n."""
     gen = torch.Generator(frames.device).manual_seed(seed)
-    perturbed = frames + sigma * torch.randn(frames.shape, device=frames.device)
+    # the perturbation has its own seeded stream (resumable; not the global RNG)
+    perturb = torch.Generator(frames.device).manual_seed(seed + PERTURB_SEED_OFFSET)
+    perturbed = frames + sigma * torch.randn(frames.shape, generator=perturb,
+                                             device=frames.device)
     return approx_gradient_penalty(logits, d_logits(disc, perturbed, conds, t, gen))
 
 
@@ -124,11 +129,13 @@ def d_update(cfg: TrainConfig, disc: Discriminator, d_opt: torch.optim.Optimizer
 def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
                    g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, step: int,
                    real: torch.Tensor, real_conds: torch.Tensor, fake: torch.Tensor,
-                   fake_conds: torch.Tensor, rng: np.random.Generator) -> dict[str, float]:
+                   fake_conds: torch.Tensor, rng: np.random.Generator,
+                   paired: bool = False) -> dict[str, float]:
     """``adversarial.d_steps`` D updates, then one G update, on a (real, fake) pair of latent
     sequences (B, C, K+1, h, w). Each D update draws its own D-timestep and noise; G's update
     uses the last ones. ``fake`` still carries the generator's graph (student rollout); D's
-    updates detach it."""
+    updates detach it. ``paired``: ``real`` is the continuation ``fake`` imitates (same start,
+    same commands), so the reconstruction term applies."""
     a, device = cfg.adversarial, real.device
     for _ in range(a.d_steps):
         t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
@@ -142,11 +149,13 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
         gen = torch.Generator(device).manual_seed(seed + 2)
         g_loss = relativistic_g_loss(d_logits(disc, real, real_conds, t, gen).detach(),
                                      d_logits(disc, fake, fake_conds, t, gen))
-    g_norm = optimizer_step(g_opt, g_loss, generator.parameters(), cfg.optim.grad_clip)
+    recon = (fake[:, :, 1:].float() - real[:, :, 1:].float()).square().mean()
+    total = g_loss + a.recon_weight * recon if paired and a.recon_weight > 0 else g_loss
+    g_norm = optimizer_step(g_opt, total, generator.parameters(), cfg.optim.grad_clip)
     disc.requires_grad_(True)
     # Collapse watch: a D whose logits no longer vary across inputs (std -> 0) gives G nothing.
     return {"d_loss": d["d_loss"].item(), "g_loss": g_loss.item(), "r1": d["r1"].item(),
-            "r2": d["r2"].item(), "g_grad_norm": g_norm.item(),
+            "r2": d["r2"].item(), "g_grad_norm": g_norm.item(), "recon_mse": recon.item(),
             "d_real_minus_fake": (d["d_real"] - d["d_fake"]).mean().item(),
             "d_real_std": d["d_real"].float().std().item(),
             "d_fake_std": d["d_fake"].float().std().item()}
@@ -202,10 +211,11 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             fake = torch.cat([real[:, :, :1], teacher_forced(generator, real, conds, noise)],
                              dim=2)
             return segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds, fake,
-                                  conds, rng)
+                                  conds, rng, paired=True)
         frames, cache = rollout(rng, real[:, :, 0], conds, noise)
         metrics = segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds,
-                                 torch.cat([real[:, :, :1], frames], 2), conds, rng)
+                                 torch.cat([real[:, :, :1], frames], 2), conds, rng,
+                                 paired=True)
         for seg in range(1, a.segments):  # long-video training beyond the real clip length
             cache.detach_()  # reuse the previous segment's cache, cut its graph
             tail, tail_conds = frames[:, :, -(overlap + 1):].detach(), conds[:, k - overlap:]
