@@ -26,6 +26,11 @@ WORLD=${WORLD:-worlds/doom}
 # stage 1 starts (in a fresh run) from the committed stage-1 checkpoint: step 4625, fp16
 STAGE1_INIT=${STAGE1_INIT:-worlds/doom-training/stage1/model.safetensors}
 DIFF_MINUTES=${DIFF_MINUTES:-85}
+# stage 1's LR: linear decay to 0.1x from DECAY_START over DECAY_STEPS (the step counter is the
+# run's: a resumed run continues it, a fresh one from STAGE1_INIT starts at 0)
+LR=${LR:-3e-4}
+DECAY_START=${DECAY_START:-1600}
+DECAY_STEPS=${DECAY_STEPS:-2800}
 ADV_MINUTES=${ADV_MINUTES:-20}
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial_d3 export}
 VAE_SHAPE="model.vae.enc_blocks=2 model.vae.dec_blocks=3 model.vae.light_dec_blocks=2"
@@ -44,11 +49,12 @@ stage_vae() {  # the shipped world's VAE as it is (no-op when the run has one)
   fi
 }
 stage_latents() { train stage=latents; }  # new episodes only; the normalisation is kept
-stage_diffusion() {  # the seventh pass's stage 1, plus a linear LR decay over 2800 steps
+stage_diffusion() {  # the seventh pass's stage 1, plus a linear LR decay
   # shellcheck disable=SC2086
   train stage=diffusion run.init_from="$STAGE1_INIT" run.steps=100000 run.batch_size=6 \
-    data.clip_steps=12 run.log_every=10 run.eval_every=150 run.ckpt_every=25 optim.lr=3e-4 \
-    optim.warmup_steps=30 optim.decay_start=1600 optim.decay_steps=2800 optim.min_lr_ratio=0.1 \
+    data.clip_steps=12 run.log_every=10 run.eval_every=150 run.ckpt_every=25 optim.lr="$LR" \
+    optim.warmup_steps=30 optim.decay_start="$DECAY_START" optim.decay_steps="$DECAY_STEPS" \
+    optim.min_lr_ratio=0.1 \
     diffusion.context_noise=0.5 diffusion.self_forcing=0.5 diffusion.self_forcing_passes=2 \
     run.compile=true run.max_minutes="$DIFF_MINUTES"
 }
