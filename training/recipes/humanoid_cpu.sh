@@ -26,6 +26,9 @@ VAE_INIT=${VAE_INIT:-worlds/humanoid-training/vae.safetensors}  # this VAE so fa
 FOLLOW_STEPS=${FOLLOW_STEPS:-360}  # 1440-frame scripted performances
 PERFORMANCES=${PERFORMANCES:-3}
 LONG_MINUTES=${LONG_MINUTES:-5}  # plus one 5-minute performance
+# a fresh run may start stage 1 from the committed generator (fourth pass, step 4177, fp16):
+#   STAGE1_INIT=worlds/humanoid-training/stage1/model.safetensors
+STAGE1_INIT=${STAGE1_INIT:-}
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial export probe follow}
 WORLD_CONFIG=humanoid
 # the shipped pose world must stay < 15 MB of fp16: a DiT of width 192 (5.7 M parameters, the
@@ -38,7 +41,11 @@ stage_collect() {
     width="$WIDTH" height="$HEIGHT" workers="$WORKERS"
 }
 stage_vae() { vae_stage 4 15; }
-stage_diffusion() { diffusion_stage 6 45; }
+stage_diffusion() {
+  local init=()
+  if [ -n "$STAGE1_INIT" ]; then init=(run.init_from="$STAGE1_INIT"); fi
+  diffusion_stage 6 45 "${init[@]}"
+}
 stage_consistency() { consistency_stage 6 5; }
 stage_adversarial() { adversarial_stage 2 20 adversarial.d_steps=3; }  # the D that learns
 stage_export() {
