@@ -683,6 +683,41 @@ def test_heads_can_learn_on_the_generators_latents(pipeline: dict, data_root: Pa
               torch.device("cpu"))
 
 
+def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_root: Path,
+                                                         tmp_path: Path, monkeypatch) -> None:
+    """heads.rollout_steps: generated clips are the generator's free rollout from the real
+    first latent (the dream as the env runs it), and only each clip's last step is learned."""
+    import training.stages.heads as heads_stage
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "adversarial")
+    generator = out / "adversarial" / "model.safetensors"
+    calls, losses = [], []
+    real_rollout, real_losses = heads_stage.student_rollout, heads_stage.heads_losses
+
+    def rollout(gen, start, conds, noise, **kw):
+        calls.append(conds.shape[1])
+        return real_rollout(gen, start, conds, noise, **kw)
+
+    def spy_losses(cfg, heads, z, conds, rewards, terminated):
+        losses.append((z.shape[2], conds.shape[1], terminated.shape[1]))
+        return real_losses(cfg, heads, z, conds, rewards, terminated)
+
+    monkeypatch.setattr(heads_stage, "student_rollout", rollout)
+    monkeypatch.setattr(heads_stage, "heads_losses", spy_losses)
+    extra = ("stage=heads", "run.steps=2", "heads.generated=1.0", f"heads.generator={generator}",
+             "heads.rollout_steps=3", "data.clip_steps=3")
+    run_stage(make_cfg(overrides(data_root, out, *extra)))
+    assert calls == [3, 3]  # one 3-step rollout per training batch
+    assert set(losses) == {(2, 1, 1)}  # training and validation: the last step only
+    rows = read_log(out / "heads" / "log.csv")
+    assert len(rows) == 2 and all(math.isfinite(r["termination_bce"]) for r in rows)
+    with pytest.raises(ValueError, match="needs data.clip_steps equal"):
+        make_cfg(overrides(data_root, out, *extra[:-1], "data.clip_steps=4")).validate()
+    with pytest.raises(ValueError, match="needs heads.generated > 0"):
+        make_cfg(overrides(data_root, out, "stage=heads", "heads.rollout_steps=3",
+                           "data.clip_steps=3")).validate()
+
+
 def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     from training.bench_train import STAGES, run
 

@@ -182,6 +182,13 @@ class HeadsStageConfig:
     generated: float = 0.0
     generator: str = ""  # world directory or generator stage file
     context_noise: float = 0.25  # the recycled frame's noise, as at inference
+    # > 0: generated batches are the generator's free rollout (this many steps, KV cache and
+    # context noise as in the env) from a real start with the real commands, and the heads
+    # learn on each clip's last step only: the dream drifts away from what teacher-forced
+    # frames look like, and a head that never saw that drift reads it as death. One step per
+    # clip keeps every step of an episode (its death too) equally likely. Needs
+    # data.clip_steps == rollout_steps.
+    rollout_steps: int = 0
 
 
 @dataclass
@@ -283,6 +290,13 @@ class TrainConfig:
             (self.adversarial.segments >= 1, "adversarial.segments must be >= 1"),
             (self.adversarial.d_steps >= 1, "adversarial.d_steps must be >= 1"),
             (self.adversarial.recon_weight >= 0, "adversarial.recon_weight must be >= 0"),
+            (self.heads.rollout_steps >= 0, "heads.rollout_steps must be >= 0"),
+            (self.stage != "heads" or self.heads.rollout_steps == 0
+             or self.data.clip_steps == self.heads.rollout_steps,
+             f"heads.rollout_steps ({self.heads.rollout_steps}) needs data.clip_steps equal to "
+             f"it, got {self.data.clip_steps}"),
+            (self.heads.rollout_steps == 0 or self.heads.generated > 0,
+             "heads.rollout_steps > 0 needs heads.generated > 0 (and heads.generator)"),
             (0 <= self.adversarial.context_noise < 1,
              f"adversarial.context_noise must be in [0, 1), got "
              f"{self.adversarial.context_noise}"),

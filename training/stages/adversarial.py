@@ -31,7 +31,7 @@ import torch
 
 from aapt_world.discriminator import Discriminator
 from aapt_world.kv_cache import KVCache
-from aapt_world.world_model import WorldModel, noise_context, teacher_forced
+from aapt_world.world_model import WorldModel, student_rollout, teacher_forced
 from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
@@ -52,34 +52,6 @@ from training.trainer import (
 
 STAGE_DIR = "adversarial"
 PERTURB_SEED_OFFSET = 7919  # R1/R2 perturbation seed = D-noise seed + this
-
-
-def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,
-                    noise: torch.Tensor, cache: KVCache | None = None,
-                    context_noise: float = 0.0, context_eps: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, KVCache]:
-    """Generate K latent frames autoregressively, exactly as inference does.
-
-    start (B, C, h, w) is the previous frame (a real first latent, or the last generated frame
-    of the previous segment); frame_conds (B, K, 4, A); noise (B, C, K, h, w). With
-    ``context_noise`` > 0 every recycled frame is noised with ``context_eps`` (B, C, K, h, w)
-    at that level, as the session does at inference (``noise_context``). Returns the
-    generated frames (B, C, K, h, w) — differentiable through the KV cache — and the cache.
-    """
-    if cache is None:
-        cache = generator.init_cache(start.shape[0], latent_size=tuple(start.shape[-2:]))
-    if context_noise > 0 and context_eps is None:
-        raise ValueError("student_rollout: context_noise > 0 needs context_eps")
-    prev, frames = start.detach(), []
-    for k in range(frame_conds.shape[1]):
-        seen, level = prev, None
-        if context_eps is not None:  # what the world sees of its last frame at inference
-            seen, level = noise_context(prev, context_noise, context_eps[:, :, k])
-        x = generator.generate_step(noise[:, :, k], seen, frame_conds[:, k], cache,
-                                    context_level=level)
-        frames.append(x)
-        prev = x.detach()  # recycled input detached; the cache keeps the gradient path
-    return torch.stack(frames, dim=2), cache
 
 
 def context_eps(rng: np.random.Generator, like: torch.Tensor, level: float

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from aapt_world.heads import HeadsConfig, RewardTerminationHeads
-from aapt_world.world_model import teacher_forced
-from training.batches import LatentData, latent_batch, latent_datasets
+from aapt_world.world_model import student_rollout, teacher_forced
+from training.batches import LatentBatch, LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.models import frozen_generator
 from training.trainer import (
@@ -66,13 +66,25 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     train, val = data or latent_datasets(cfg)
 
     def dreamed(z: torch.Tensor, conds: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """The clip with latents 1..K as the generator predicts them from the real ones."""
+        """The clip with latents 1..K as the generator predicts them: each from the real
+        previous one (teacher-forced), or with ``heads.rollout_steps`` its free rollout from
+        the real first latent."""
         if generator is None or rng.random() >= cfg.heads.generated:
             return z
         eps, ctx = gaussian(rng, z[:, :, 1:]), gaussian(rng, z[:, :, 1:])
         with torch.no_grad():
-            pred = teacher_forced(generator, z, conds, eps, cfg.heads.context_noise, ctx)
+            if cfg.heads.rollout_steps:
+                pred, _ = student_rollout(generator, z[:, :, 0], conds, eps,
+                                          context_noise=cfg.heads.context_noise, context_eps=ctx)
+            else:
+                pred = teacher_forced(generator, z, conds, eps, cfg.heads.context_noise, ctx)
         return torch.cat([z[:, :, :1], pred], dim=2)
+
+    def last_step(z: torch.Tensor, b: LatentBatch) -> tuple[torch.Tensor, ...]:
+        """With rollouts, only each clip's last step is learned (see HeadsStageConfig)."""
+        if not cfg.heads.rollout_steps:
+            return z, b.conds, b.rewards, b.terminated
+        return z[:, :, -2:], b.conds[:, -1:], b.rewards[:, -1:], b.terminated[:, -1:]
     ddp = wrap_distributed(heads, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, heads.parameters())
 
@@ -81,7 +93,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         rng = step_rng(cfg, ranks, step)
         b = latent_batch(train, rng, cfg.run.batch_size, device)
         z = dreamed(b.latents, b.conds, rng)
-        parts = heads_losses(cfg, ddp, z, b.conds, b.rewards, b.terminated)
+        parts = heads_losses(cfg, ddp, *last_step(z, b))
         optimizer_step(opt, parts["loss"], heads.parameters(), cfg.optim.grad_clip)
         return {k: v.detach() for k, v in parts.items()}
 
@@ -90,12 +102,12 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         with eval_mode(heads):
             batches = [latent_batch(val, rng, cfg.run.batch_size, device)
                        for _ in range(cfg.data.val_batches)]
-            parts = [heads_losses(cfg, heads, b.latents, b.conds, b.rewards, b.terminated)
-                     for b in batches]
+            parts = [heads_losses(cfg, heads, *last_step(b.latents, b)) for b in batches]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
     return StageParts({"heads": heads}, {"opt": opt}, train_step, evaluate,
-                      units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
+                      units_per_step=cfg.run.batch_size * (1 if cfg.heads.rollout_steps
+                                                           else cfg.data.clip_steps),
                       unit="latent_frames", trainable=list(heads.parameters()))
 
 
