@@ -46,7 +46,14 @@ stage_diffusion() {  # a fresh run may start from a committed stage-1 generator
 }
 stage_consistency() { consistency_stage 16 3; }
 stage_adversarial() { adversarial_stage 4 12 adversarial.d_steps=3; }  # the D that learns (Doom v5)
+# HEADS_ROLLOUT=K: the heads learn on the generator's K-step free rollouts instead (the dream
+# as the env runs it; heads.rollout_steps), 128 clips per batch
+HEADS_ROLLOUT=${HEADS_ROLLOUT:-0}
 stage_heads() {  # termination comes from this head in the dream: plain BCE (max_pos_weight 1)
+  local rollout=()
+  if [ "$HEADS_ROLLOUT" -gt 0 ]; then
+    rollout=(heads.rollout_steps="$HEADS_ROLLOUT" data.clip_steps="$HEADS_ROLLOUT" run.batch_size=128)
+  fi
   # keeps sigmoid(logit) a calibrated death probability, which the env samples (export);
   # 1-step clips: with K-step clips an episode's last (death) step is drawn K times less often
   # than the others, and the head would learn a K times smaller hazard; trained on the
@@ -54,7 +61,8 @@ stage_heads() {  # termination comes from this head in the dream: plain BCE (max
   train stage=heads heads.max_pos_weight=1 heads.generated=1 \
     heads.generator="$RUN/adversarial/model.safetensors" run.steps=100000 run.batch_size=256 \
     data.clip_steps=1 optim.lr=1e-3 \
-    run.log_every=25 run.eval_every=100 run.ckpt_every=50 run.max_minutes="$(minutes 3)"
+    run.log_every=25 run.eval_every=100 run.ckpt_every=50 run.max_minutes="$(minutes 3)" \
+    "${rollout[@]}"
 }
 stage_export() {
   train stage=export export.context_noise=0.25 export.termination=sample export.out="$OUT_WORLD"
