@@ -23,7 +23,7 @@ THREADS=${THREADS:-1}
 LATENT_CHANNELS=32
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae_c32_deep.safetensors}
 WORLD=${WORLD:-worlds/doom}
-# stage 1 starts (in a fresh run) from the committed stage-1 checkpoint: step 4625, fp16
+# stage 1 starts (in a fresh run) from the committed stage-1 checkpoint: step 6264, fp16
 STAGE1_INIT=${STAGE1_INIT:-worlds/doom-training/stage1/model.safetensors}
 DIFF_MINUTES=${DIFF_MINUTES:-85}
 # stage 1's LR: linear decay to 0.1x from DECAY_START over DECAY_STEPS (the step counter is the
