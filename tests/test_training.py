@@ -706,11 +706,17 @@ def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_ro
     monkeypatch.setattr(heads_stage, "heads_losses", spy_losses)
     extra = ("stage=heads", "run.steps=2", "heads.generated=1.0", f"heads.generator={generator}",
              "heads.rollout_steps=3", "data.clip_steps=3")
-    run_stage(make_cfg(overrides(data_root, out, *extra)))
-    assert calls == [3, 3]  # one 3-step rollout per training batch
+    cfg = make_cfg(overrides(data_root, out, *extra))
+    run_stage(cfg)
+    evals = len(read_log(out / "heads" / "val_log.csv"))
+    # one 3-step rollout per training batch, and per validation batch of each evaluation
+    assert evals >= 1 and calls == [3] * (2 + evals * cfg.data.val_batches)
     assert set(losses) == {(2, 1, 1)}  # training and validation: the last step only
     rows = read_log(out / "heads" / "log.csv")
     assert len(rows) == 2 and all(math.isfinite(r["termination_bce"]) for r in rows)
+    val = read_log(out / "heads" / "val_log.csv")[-1]  # calibration on real and dreamed clips
+    assert math.isfinite(val["termination_bce"]) and math.isfinite(val["dream_termination_bce"])
+    assert val["dream_death_rate_real"] == val["death_rate_real"]  # same clips, same labels
     with pytest.raises(ValueError, match="needs data.clip_steps equal"):
         make_cfg(overrides(data_root, out, *extra[:-1], "data.clip_steps=4")).validate()
     with pytest.raises(ValueError, match="needs heads.generated > 0"):

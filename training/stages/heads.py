@@ -65,12 +65,10 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                  if cfg.heads.generated > 0 else None)
     train, val = data or latent_datasets(cfg)
 
-    def dreamed(z: torch.Tensor, conds: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def generated(z: torch.Tensor, conds: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The clip with latents 1..K as the generator predicts them: each from the real
         previous one (teacher-forced), or with ``heads.rollout_steps`` its free rollout from
         the real first latent."""
-        if generator is None or rng.random() >= cfg.heads.generated:
-            return z
         eps, ctx = gaussian(rng, z[:, :, 1:]), gaussian(rng, z[:, :, 1:])
         with torch.no_grad():
             if cfg.heads.rollout_steps:
@@ -79,6 +77,11 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             else:
                 pred = teacher_forced(generator, z, conds, eps, cfg.heads.context_noise, ctx)
         return torch.cat([z[:, :, :1], pred], dim=2)
+
+    def dreamed(z: torch.Tensor, conds: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if generator is None or rng.random() >= cfg.heads.generated:
+            return z
+        return generated(z, conds, rng)
 
     def last_step(z: torch.Tensor, b: LatentBatch) -> tuple[torch.Tensor, ...]:
         """With rollouts, only each clip's last step is learned (see HeadsStageConfig)."""
@@ -98,12 +101,21 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         return {k: v.detach() for k, v in parts.items()}
 
     def evaluate() -> dict[str, float]:
+        """On real held-out latents, and (``dream_*``) on the generator's version of the same
+        clips: the head runs on the dream, so that is where its calibration counts."""
         rng = np.random.default_rng(777)
         with eval_mode(heads):
             batches = [latent_batch(val, rng, cfg.run.batch_size, device)
                        for _ in range(cfg.data.val_batches)]
-            parts = [heads_losses(cfg, heads, *last_step(b.latents, b)) for b in batches]
-        return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
+            runs = {"": [b.latents for b in batches]}
+            if generator is not None:
+                runs["dream_"] = [generated(b.latents, b.conds, rng) for b in batches]
+            metrics = {}
+            for prefix, clips in runs.items():
+                parts = [heads_losses(cfg, heads, *last_step(z, b)) for z, b in zip(clips, batches)]
+                metrics |= {prefix + k: float(np.mean([p[k].item() for p in parts]))
+                            for k in parts[0]}
+        return metrics
 
     return StageParts({"heads": heads}, {"opt": opt}, train_step, evaluate,
                       units_per_step=cfg.run.batch_size * (1 if cfg.heads.rollout_steps
