@@ -111,6 +111,8 @@ class StreamingSession:
     timestep_shift: float = 1.0
     context_noise: float = 0.0  # noise level of the recycled frame at inference (a model
     # trained with context-noise augmentation is told the level; 0 = clean)
+    temperature: float = 1.0  # scale of the input noise: < 1 trades diversity for stability
+    # (less random walk in a long rollout), > 1 a harsher dream (World Models' trick)
     timing: StepTiming = field(default_factory=StepTiming)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,8 @@ class StreamingSession:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.sample_steps < 1:
             raise ValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         param = next(self.generator.parameters())
         self.device, self.dtype = param.device, param.dtype
         # One noise generator per stream: a stream's frames depend on its own seed only, not
@@ -195,6 +199,8 @@ class StreamingSession:
         shape = self.prev.shape[1:]
         noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                              for g in self._rngs])
+        if self.temperature != 1.0:
+            noise = noise * self.temperature
         prev, level = self.prev, None
         if self.context_noise > 0:  # the stream's own rng: snapshots stay exact
             n = torch.stack([torch.randn(shape, generator=g, device=self.device,
@@ -241,7 +247,8 @@ class StreamingSession:
         """An independent copy sharing the models; with ``seed`` its noise diverges from here
         (stream i of the fork then draws from seed + i)."""
         other = StreamingSession(self.generator, self.vae, self.batch_size, self.seed,
-                                 self.sample_steps, self.timestep_shift, self.context_noise)
+                                 self.sample_steps, self.timestep_shift, self.context_noise,
+                                 self.temperature)
         if self.caches:
             other.caches = [c.clone() for c in self.caches]
             other.restore(self.snapshot())

@@ -83,6 +83,7 @@ class WorldConfig:
     action_space: dict[str, Any] | None = None  # action_type game: the source env's space
     termination: str = "threshold"  # how the head's logit ends an episode: threshold (logit >
     # 0) | sample (Bernoulli(sigmoid(logit)) from the env's rng: a calibrated hazard)
+    temperature: float = 1.0  # scale of the generator's input noise (see session)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,6 +106,8 @@ class WorldConfig:
              f"{self.action_space!r}"),
             (self.termination in TERMINATION_RULES,
              f"termination must be one of {TERMINATION_RULES}, got {self.termination!r}"),
+            (self.temperature >= 0,
+             f"temperature must be >= 0, got {self.temperature!r}"),
             (isinstance(self.dit.window, int) and self.dit.window >= 1,
              f"dit.window must be >= 1, got {self.dit.window!r}"),
         ]
@@ -127,7 +130,8 @@ class WorldConfig:
             timestep_shift=data.get("timestep_shift", 1.0),
             context_noise=data.get("context_noise", 0.0),
             action_space=data.get("action_space"),
-            termination=data.get("termination", "threshold"))
+            termination=data.get("termination", "threshold"),
+            temperature=data.get("temperature", 1.0))
 
 
 @dataclass
@@ -161,11 +165,12 @@ class World:
 
     def session(self, batch_size: int) -> StreamingSession:
         """A fresh streaming session of ``batch_size`` streams, sampled as the world says
-        (NFE, timestep shift, inference context noise)."""
+        (NFE, timestep shift, inference context noise, temperature)."""
         return StreamingSession(self.generator, self.vae, batch_size=batch_size,
                                 sample_steps=self.config.sample_steps,
                                 timestep_shift=self.config.timestep_shift,
-                                context_noise=self.config.context_noise)
+                                context_noise=self.config.context_noise,
+                                temperature=self.config.temperature)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         mods: dict[str, torch.nn.Module] = {"vae": self.vae, "generator": self.generator}
@@ -277,6 +282,26 @@ def load_world(directory: str | Path, device: str | torch.device = "cpu",
     return world.to(device, dtype).eval()
 
 
+INFERENCE_SETTINGS = ("temperature", "context_noise", "termination")  # retune may change these
+
+
+def retune_world(source: str | Path, out: str | Path, **settings: Any) -> World:
+    """Copy the world at ``source`` to ``out`` with inference settings changed (weights as
+    they are); the copy's card records where it came from and what changed."""
+    unknown = set(settings) - set(INFERENCE_SETTINGS)
+    if unknown:
+        raise ValueError(f"retune changes only {INFERENCE_SETTINGS}, got {sorted(unknown)}")
+    world = load_world(source)
+    config = dataclasses.replace(world.config, **settings)
+    problems = config.problems()
+    if problems:
+        raise ValueError(f"retune of {source}: {'; '.join(problems)}")
+    world.config = config
+    world.card = {**world.card, "retuned_from": str(source), "retuned": settings}
+    save_world(out, world)
+    return world
+
+
 def render_card(world: World) -> str:
     card, cfg = world.card, world.config
     lines = [f"# {card.get('name', 'neural world')}", "",
@@ -286,7 +311,7 @@ def render_card(world: World) -> str:
              f"- action space: {cfg.action_type}; condition: {cfg.condition.kind}",
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
              f"{cfg.sample_steps} NFE per latent frame, inference context noise "
-             f"{cfg.context_noise:g}",
+             f"{cfg.context_noise:g}, temperature {cfg.temperature:g}",
              f"- start frames: {len(world.start_frames)}"]
     lines += [f"- {key}: `{card[key]}`" for key in ("recipe", "evaluation") if key in card]
     lines.append("")

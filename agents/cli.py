@@ -13,6 +13,8 @@
     aapt-world drift --world DIR         long-horizon drift of a neural world vs the real game
     aapt-world ladder --world DIR        the fidelity ladder: VAE, teacher-forced, no-op hold,
                                          loop closure, rollouts, with baselines; image strip
+    aapt-world retune --world DIR ...    copy a world with other inference settings
+                                         (noise temperature, context noise, termination)
     aapt-world pose-probe --root R       train the keypoint probe on real humanoid frames
     aapt-world pose-follow --world DIR   pose following of a humanoid world vs the real render
     aapt-world bench collect|render|stream|train|env  benchmarks (collection, humanoid render,
@@ -129,6 +131,28 @@ def _pose_probe(argv: list[str]) -> None:
     main(argv)
 
 
+def _retune(argv: list[str]) -> None:
+    from aapt_world.world import TERMINATION_RULES, retune_world
+
+    parser = command_parser("aapt-world retune", "copy a world with other inference settings "
+                            "(same weights): noise temperature, context noise, termination rule")
+    parser.add_argument("--world", required=True, help="world directory to copy")
+    parser.add_argument("--out", required=True, help="directory of the retuned copy")
+    parser.add_argument("--temperature", type=float, help="scale of the generator's input "
+                        "noise (< 1: steadier rollouts; > 1: a harsher dream)")
+    parser.add_argument("--context-noise", type=float, help="noise level of the recycled frame")
+    parser.add_argument("--termination", choices=TERMINATION_RULES,
+                        help="how the termination head's logit ends an episode")
+    args = parser.parse_args(argv)
+    settings = {k: v for k, v in {"temperature": args.temperature,
+                                  "context_noise": args.context_noise,
+                                  "termination": args.termination}.items() if v is not None}
+    if not settings:
+        parser.error("nothing to change: give --temperature, --context-noise or --termination")
+    retune_world(args.world, args.out, **settings)
+    print(f"wrote {args.out} ({settings})")
+
+
 def _merge_data(argv: list[str]) -> None:
     from training.merge import main
 
@@ -146,7 +170,7 @@ COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
             "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
             "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe,
-            "pose-follow": _pose_follow}
+            "pose-follow": _pose_follow, "retune": _retune}
 
 
 def package_version() -> str:

@@ -117,3 +117,29 @@ def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> No
     save_weights(tmp_path / "other.safetensors", vae, {})
     with pytest.raises(CheckpointError, match="is not the VAE of"):
         seed_run(tiny_world_dir, tmp_path / "other.safetensors", tmp_path / "run2")
+
+
+def test_retune_copies_a_world_with_new_inference_settings(tiny_world_dir, tmp_path) -> None:
+    """aapt-world retune: same weights, new temperature / context noise / termination; the card
+    says where the copy came from; bad settings are refused before anything is written."""
+    from agents.cli import main
+    from aapt_world.world import load_world, retune_world
+
+    main(["retune", "--world", str(tiny_world_dir), "--out", str(tmp_path / "cold"),
+          "--temperature", "0.5", "--termination", "sample"])
+    source, cold = load_world(tiny_world_dir), load_world(tmp_path / "cold")
+    assert (cold.config.temperature, cold.config.termination) == (0.5, "sample")
+    assert cold.config.context_noise == source.config.context_noise
+    assert cold.session(1).temperature == 0.5
+    assert cold.card["retuned"] == {"temperature": 0.5, "termination": "sample"}
+    for name, module in source.modules().items():
+        for (key, a), b in zip(module.state_dict().items(),
+                               cold.modules()[name].state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{key} changed"
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        retune_world(tiny_world_dir, tmp_path / "bad", temperature=-1.0)
+    with pytest.raises(ValueError, match="retune changes only"):
+        retune_world(tiny_world_dir, tmp_path / "bad", window=4)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main(["retune", "--world", str(tiny_world_dir), "--out", str(tmp_path / "none")])

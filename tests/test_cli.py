@@ -14,7 +14,7 @@ PARSED = [  # (argv up to the options, whether it computes with torch)
     (["agent", "train"], True), (["agent", "eval"], True), (["rollout"], False),
     (["plot"], False), (["record"], False), (["import-video"], False),
     (["bench", "collect"], False), (["bench", "stream"], True),
-    (["bench", "train"], True), (["bench", "env"], True),
+    (["bench", "train"], True), (["bench", "env"], True), (["retune"], False),
 ]
 
 

@@ -117,6 +117,33 @@ def test_multistep_sampling_matches_parallel(models) -> None:
         StreamingSession(generator, vae, batch_size=1, sample_steps=0)
 
 
+def test_temperature_scales_the_generators_input_noise(models) -> None:
+    """temperature multiplies the noise the 1-NFE step starts from: at 0 the rollout no longer
+    depends on the stream's seed, at 1 it is the default session, in between it moves."""
+    generator, vae = models
+    conds = commands(3, 2)
+
+    def rollout(seed: int, temperature: float) -> torch.Tensor:
+        session = StreamingSession(generator, vae, batch_size=2, seed=seed,
+                                   temperature=temperature)
+        session.reset(images(2))
+        run(session, conds)
+        return session.prev
+
+    torch.testing.assert_close(rollout(3, 0.0), rollout(4, 0.0))  # no noise, no seed
+    assert not torch.allclose(rollout(3, 1.0), rollout(4, 1.0))
+    default = StreamingSession(generator, vae, batch_size=2, seed=3)
+    default.reset(images(2))
+    run(default, conds)
+    torch.testing.assert_close(rollout(3, 1.0), default.prev)
+    half = rollout(3, 0.5)
+    assert not torch.allclose(half, rollout(3, 1.0)) and not torch.allclose(half, rollout(3, 0.0))
+    assert default.fork().temperature == 1.0
+    assert StreamingSession(generator, vae, batch_size=1, temperature=0.5).fork().temperature == 0.5
+    with pytest.raises(ValueError, match="temperature"):
+        StreamingSession(generator, vae, batch_size=1, temperature=-0.1)
+
+
 def test_snapshot_restore_and_fork(models) -> None:
     session = StreamingSession(*models, batch_size=2)
     session.reset(images(2))

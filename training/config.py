@@ -204,6 +204,7 @@ class ExportConfig:
     # with diffusion.context_noise and model.dit.context_noise_buckets is told it)
     termination: str = "threshold"  # the env's rule for the head's logit (WorldConfig):
     # threshold | sample (pair with heads.max_pos_weight=1)
+    temperature: float = 1.0  # scale of the generator's input noise (WorldConfig)
 
 
 @dataclass
