@@ -394,6 +394,7 @@ class EpisodeResult:
     terminated: bool
     frames: list[np.ndarray] = field(default_factory=list)  # only when recorded
     fireballs: list[int] = field(default_factory=list)  # fireball pixels per observation
+    actions: list[Any] = field(default_factory=list)  # what the actor chose, step by step
 
 
 def run_episode(env: gym.Env, actor: Actor, seed: int, max_steps: int,
@@ -403,7 +404,9 @@ def run_episode(env: gym.Env, actor: Actor, seed: int, max_steps: int,
     actor.reset(seed)
     result = EpisodeResult(0.0, 0, False, [obs[None]] if record else [])
     for _ in range(max_steps):
-        obs, reward, terminated, truncated, info = env.step(actor.act(obs, info))
+        action = actor.act(obs, info)
+        result.actions.append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
         result.ret += float(reward)
         result.length += 1
         result.fireballs.append(fireball_pixels(obs))
@@ -514,6 +517,16 @@ def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tup
     return env, label
 
 
+def action_shares(space: gym.spaces.Space, actions: list[Any]) -> dict[str, list[float]]:
+    """How often each discrete action was chosen: a policy collapsed onto one action shows
+    here (empty for continuous spaces)."""
+    if not isinstance(space, gym.spaces.Discrete) or not actions:
+        return {}
+    counts = np.bincount(np.asarray(actions, dtype=np.int64).ravel() - space.start,
+                         minlength=int(space.n))
+    return {"action_shares": (counts / counts.sum()).round(4).tolist()}
+
+
 def _evaluate_in(env: gym.Env, actor: Actor, cfg: AgentEvalConfig
                  ) -> tuple[dict[str, Any], list[np.ndarray]]:
     results, start = [], time.perf_counter()
@@ -530,7 +543,8 @@ def _evaluate_in(env: gym.Env, actor: Actor, cfg: AgentEvalConfig
            "steps_per_s": float(lengths.sum() / seconds),
            # TakeCover: does this world show the fireballs (agents/evaluation/fireballs.py)?
            **fireball_stats([n for r in results for n in r.fireballs],
-                            int(np.prod(env.observation_space.shape[:2])))}
+                            int(np.prod(env.observation_space.shape[:2]))),
+           **action_shares(env.action_space, [a for r in results for a in r.actions])}
     return row, results[0].frames
 
 

@@ -152,6 +152,9 @@ def test_take_cover_is_scored_in_tics_with_its_own_actions() -> None:
     row = result["rows"][0]
     assert result["action_type"] == "dodge" and row["world"] == "real:take_cover"
     assert row["return_mean"] == pytest.approx(4 * row["length_mean"], abs=4)
+    shares = row["action_shares"]  # the dodger never stands still, and strafes both ways
+    assert len(shares) == 3 and sum(shares) == pytest.approx(1, abs=1e-3)
+    assert shares[0] == 0 and min(shares[1:]) > 0
     env = gym.make("aapt/DoomTakeCover-v0", width=64, height=48)
     try:
         assert env.action_space == spaces.Discrete(3)
