@@ -95,8 +95,15 @@ def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> No
                 for k, v in world_tensors.items() if k.startswith("vae.decoder.")})
     save_weights(tmp_path / "vae.safetensors", vae, {"stage": "vae"})
     written = seed_run(tiny_world_dir, tmp_path / "vae.safetensors", tmp_path / "run")
-    assert len(written) >= 2 and seed_run(tiny_world_dir, tmp_path / "vae.safetensors",
+    assert len(written) >= 3 and seed_run(tiny_world_dir, tmp_path / "vae.safetensors",
                                           tmp_path / "run") == []
+    # the world's latent normalisation, so stage=latents keeps it
+    import json
+    stats = json.loads((tmp_path / "run" / "latents" / "stats.json").read_text())
+    torch.testing.assert_close(torch.tensor(stats["mean"], dtype=torch.float64),
+                               world_tensors["vae.latent_shift"].double())
+    torch.testing.assert_close(torch.tensor(stats["std"], dtype=torch.float64),
+                               1 / world_tensors["vae.latent_scale"].double())
     decoder, meta = load_weights(tmp_path / "run" / "decoder" / "model.safetensors")
     key = next(iter(decoder))
     decoder[key] = decoder[key] + 0.25
@@ -122,8 +129,8 @@ def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> No
 def test_retune_copies_a_world_with_new_inference_settings(tiny_world_dir, tmp_path) -> None:
     """aapt-world retune: same weights, new temperature / context noise / termination; the card
     says where the copy came from; bad settings are refused before anything is written."""
-    from agents.cli import main
     from aapt_world.world import load_world, retune_world
+    from agents.cli import main
 
     main(["retune", "--world", str(tiny_world_dir), "--out", str(tmp_path / "cold"),
           "--temperature", "0.5", "--termination", "sample"])

@@ -16,12 +16,14 @@ encoder must be the world's, bit for bit: otherwise the latents would not be the
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 
 from aapt_world.checkpoint import (
     CheckpointError,
+    atomic_replace,
     load_into,
     load_weights,
     save_weights,
@@ -29,19 +31,35 @@ from aapt_world.checkpoint import (
 )
 from aapt_world.world import WEIGHTS as WORLD_WEIGHTS
 from aapt_world.world import load_world, save_world
+from training.latents import STATS
 from training.trainer import WEIGHTS
 
 WORLD_ENCODER, WORLD_DECODER = "vae.encoder.", "vae.decoder."  # a world's VAE: light decoder
 STAGE_DECODER = "light_decoder."
 
 
-def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
-    """Write the vae and decoder stages of ``run`` from ``world`` and the VAE file; returns
-    the files written (none when both exist already)."""
-    targets = run / "vae" / WEIGHTS, run / "decoder" / WEIGHTS
-    if all(weights_exist(t) for t in targets):
+def seed_stats(world_tensors: dict[str, torch.Tensor], run: Path) -> list[Path]:
+    """``<run>/latents/stats.json`` from the world's own latent normalisation (when the run
+    has none): stage=latents then keeps it, so the generator continues on the latents it was
+    trained on instead of a fresh encoding's statistics (they differ by a few %)."""
+    path = run / "latents" / STATS
+    if path.exists():
         return []
+    shift, scale = (world_tensors[f"vae.latent_{k}"].double() for k in ("shift", "scale"))
+    stats = {"mean": shift.tolist(), "std": (1.0 / scale).tolist(), "from_world": True}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_replace(path, lambda tmp: Path(tmp).write_text(json.dumps(stats, indent=1)))
+    return [path]
+
+
+def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
+    """Write the vae and decoder stages of ``run`` from ``world`` and the VAE file, and the
+    world's latent normalisation; returns the files written (none when all exist already)."""
+    targets = run / "vae" / WEIGHTS, run / "decoder" / WEIGHTS
     world_tensors, _ = load_weights(world / WORLD_WEIGHTS)
+    written = seed_stats(world_tensors, run)
+    if all(weights_exist(t) for t in targets):
+        return written
     vae_tensors, vae_meta = load_weights(vae)
     encoder = {k: v for k, v in world_tensors.items() if k.startswith(WORLD_ENCODER)}
     differ = [k for k, v in encoder.items() if k not in vae_tensors
@@ -51,7 +69,7 @@ def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
                               f"({differ[:3]})")
     decoder = {STAGE_DECODER + k[len(WORLD_DECODER):]: v.float()
                for k, v in world_tensors.items() if k.startswith(WORLD_DECODER)}
-    written = save_weights(targets[0], {k: v.float() for k, v in vae_tensors.items()}, vae_meta)
+    written += save_weights(targets[0], {k: v.float() for k, v in vae_tensors.items()}, vae_meta)
     written += save_weights(targets[1], decoder,
                             {**vae_meta, "stage": "decoder", "from_world": str(world)})
     return written

@@ -57,6 +57,15 @@ def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, cond
     return parts
 
 
+def learned_steps(cfg: TrainConfig, z: torch.Tensor, b: LatentBatch
+                  ) -> tuple[torch.Tensor, ...]:
+    """The steps of a clip the heads learn: all, or with rollouts only each clip's last step
+    (see HeadsStageConfig)."""
+    if not cfg.heads.rollout_steps:
+        return z, b.conds, b.rewards, b.terminated
+    return z[:, :, -2:], b.conds[:, -1:], b.rewards[:, -1:], b.terminated[:, -1:]
+
+
 def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
           pretrained: bool = True) -> StageParts:
     heads = build_heads(cfg).to(device)
@@ -83,11 +92,6 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             return z
         return generated(z, conds, rng)
 
-    def last_step(z: torch.Tensor, b: LatentBatch) -> tuple[torch.Tensor, ...]:
-        """With rollouts, only each clip's last step is learned (see HeadsStageConfig)."""
-        if not cfg.heads.rollout_steps:
-            return z, b.conds, b.rewards, b.terminated
-        return z[:, :, -2:], b.conds[:, -1:], b.rewards[:, -1:], b.terminated[:, -1:]
     ddp = wrap_distributed(heads, ranks, fsdp=cfg.run.fsdp)
     opt = adamw(cfg, heads.parameters())
 
@@ -96,7 +100,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         rng = step_rng(cfg, ranks, step)
         b = latent_batch(train, rng, cfg.run.batch_size, device)
         z = dreamed(b.latents, b.conds, rng)
-        parts = heads_losses(cfg, ddp, *last_step(z, b))
+        parts = heads_losses(cfg, ddp, *learned_steps(cfg, z, b))
         optimizer_step(opt, parts["loss"], heads.parameters(), cfg.optim.grad_clip)
         return {k: v.detach() for k, v in parts.items()}
 
@@ -112,7 +116,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                 runs["dream_"] = [generated(b.latents, b.conds, rng) for b in batches]
             metrics = {}
             for prefix, clips in runs.items():
-                parts = [heads_losses(cfg, heads, *last_step(z, b)) for z, b in zip(clips, batches)]
+                parts = [heads_losses(cfg, heads, *learned_steps(cfg, z, b))
+                         for z, b in zip(clips, batches)]
                 metrics |= {prefix + k: float(np.mean([p[k].item() for p in parts]))
                             for k in parts[0]}
         return metrics
