@@ -200,7 +200,7 @@ class StreamingSession:
         noise = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                              for g in self._rngs])
         if self.temperature != 1.0:
-            noise = noise * self.temperature
+            noise.mul_(self.temperature)  # in place: no extra tensor per step
         prev, level = self.prev, None
         if self.context_noise > 0:  # the stream's own rng: snapshots stay exact
             n = torch.stack([torch.randn(shape, generator=g, device=self.device,

@@ -56,6 +56,8 @@ def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
     """Write the vae and decoder stages of ``run`` from ``world`` and the VAE file, and the
     world's latent normalisation; returns the files written (none when all exist already)."""
     targets = run / "vae" / WEIGHTS, run / "decoder" / WEIGHTS
+    if (run / "latents" / STATS).exists() and all(weights_exist(t) for t in targets):
+        return []  # seeded already: no need to read the world
     world_tensors, _ = load_weights(world / WORLD_WEIGHTS)
     written = seed_stats(world_tensors, run)
     if all(weights_exist(t) for t in targets):
