@@ -321,3 +321,32 @@ def test_encode_groups_equals_step_by_step(kernel):
                                    atol=1e-5, rtol=1e-5)
         with pytest.raises(ValueError, match="first step"):
             vae.encode_groups(video[:, :, 1:9], vae.init_encode_state(2))
+
+
+def test_ladder_merge_joins_reports_of_the_same_frames(tiny_world_dir, tmp_path):
+    """``--merge``: two ladder.json files become one table without running a world; ladders of
+    other frames are refused, naming the field that differs."""
+    from agents.evaluation.ladder import main, merge_reports
+
+    args = ["--world", str(tiny_world_dir), "--steps", "3", "--families", "walk",
+            "--clip-steps", "2", "--noop-steps", "2", "--maps", "MAP01"]
+    a = main(args + ["--out", str(tmp_path / "a")])
+    b = main(args + ["--compare", f"again={tiny_world_dir}", "--out", str(tmp_path / "b")])
+    out = tmp_path / "merged"
+    merged = main(["--merge", f"first={tmp_path / 'a' / 'ladder.json'}",
+                   f"second={tmp_path / 'b' / 'ladder.json'}", "--out", str(out)])
+    assert list(merged["worlds"]) == ["first", "second/neural", "second/again"]
+    assert merged["worlds"]["first"] == a["worlds"]["neural"]
+    assert merged["worlds"]["second/again"] == b["worlds"]["again"]
+    assert merged["paths"]["first"] == str(tiny_world_dir)
+    text = (out / "ladder.md").read_text()
+    assert "| rung | first | second/neural | second/again |" in text
+    met = sum(t["met"] for t in a["worlds"]["neural"]["targets"].values())
+    total = len(a["worlds"]["neural"]["targets"])
+    assert f"| targets met | {met} / {total} | {met} / {total} | {met} / {total} |" in text
+    other = json.loads((tmp_path / "a" / "ladder.json").read_text())
+    other["config"]["noop_steps"] = 5
+    with pytest.raises(ValueError, match="noop_steps"):
+        merge_reports({"a": a, "other": other})
+    with pytest.raises(SystemExit):
+        main(["--merge", "no-name-given", "--out", str(out)])

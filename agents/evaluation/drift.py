@@ -477,13 +477,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      args.seed, args.map, compare, resolve_device(args.device), args.card)
 
 
-def parse_compare(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+def parse_compare(parser: argparse.ArgumentParser, items: list[str], option: str = "--compare",
+                  value: str = "DIR") -> dict[str, str]:
     """``--compare NAME=DIR ...`` -> {name: dir}; a malformed item is a parser error."""
     compare = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            parser.error(f"--compare takes NAME=DIR, got {item!r}")
+            parser.error(f"{option} takes NAME={value}, got {item!r}")
         compare[name] = path
     return compare
 

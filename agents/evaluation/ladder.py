@@ -367,6 +367,9 @@ def markdown(report: dict[str, Any]) -> str:
             cells.append(f"{fmt(t['value'])} / {fmt(t['threshold'])} "
                          f"{'met' if t['met'] else 'not met'}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines.append("| targets met | " + " | ".join(
+        f"{sum(t['met'] for t in report['worlds'][n]['targets'].values())} / "
+        f"{len(report['worlds'][n]['targets'])}" for n in names) + " |")
     if report.get("strip"):
         lines += ["", f"![strip]({Path(report['strip']).name})", ""]
     return "\n".join(lines) + "\n"
@@ -444,6 +447,13 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
     report = _clean({"paths": worlds, "rollout_maps": rollout_maps,
                      "late_fraction": LATE_FRACTION,
                      "config": asdict(cfg), "strip": written_strip, "worlds": results})
+    write_report(report, outdir)
+    return report
+
+
+def write_report(report: dict[str, Any], outdir: Path) -> None:
+    """ladder.json, ladder.md and the printed summary table of one report."""
+    outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "ladder.json").write_text(json.dumps(report, indent=1))
     (outdir / "ladder.md").write_text(markdown(report))
     rows = [{"world": n, "vae": r["vae"]["psnr"], "latent_copy/zero":
@@ -456,7 +466,34 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
              "targets_met": sum(t["met"] for t in r["targets"].values()),
              "targets": len(r["targets"])} for n, r in report["worlds"].items()]
     print_report("ladder", rows, {"out": str(outdir)})
-    return report
+
+
+# What fixes the frames a ladder measures: reports that agree on these can share one table.
+SAME_FRAMES = ("steps", "families", "maps", "clip_steps", "noop_steps", "seed", "rollout_maps")
+
+
+def merge_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Several ladder.json reports measured on the same frames -> one report, without running
+    a world again. A report with one world is named by its key; with several, key/world."""
+    if not reports:
+        raise ValueError("merge needs at least one ladder report")
+    first_name, first = next(iter(reports.items()))
+    merged: dict[str, Any] = {"paths": {}, "rollout_maps": first["rollout_maps"],
+                              "late_fraction": first["late_fraction"],
+                              "config": first["config"], "strip": None, "worlds": {}}
+    for name, rep in reports.items():
+        for key in SAME_FRAMES:
+            mine, theirs = rep["config"].get(key), first["config"].get(key)
+            if mine != theirs:
+                raise ValueError(f"ladder {name!r} measured other frames than {first_name!r}: "
+                                 f"{key} = {mine!r} vs {theirs!r}")
+        for world, result in rep["worlds"].items():
+            label = name if len(rep["worlds"]) == 1 else f"{name}/{world}"
+            if label in merged["worlds"]:
+                raise ValueError(f"two merged worlds are both named {label!r}")
+            merged["worlds"][label] = result
+            merged["paths"][label] = rep["paths"][world]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -486,8 +523,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--strip", default=None, help="also write the image strip here")
     parser.add_argument("--device", default="auto", help="torch device of the worlds: auto "
                         "(cuda when available), cpu or cuda")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="NAME=LADDER_JSON",
+                        help="run nothing: merge ladder.json files measured on the same frames "
+                        "into one table under --out")
     add_threads(parser)
     args = parser.parse_args(argv)
+    if args.merge:
+        sources = parse_compare(parser, args.merge, "--merge", "LADDER_JSON")
+        report = merge_reports({name: json.loads(Path(path).read_text())
+                                for name, path in sources.items()})
+        write_report(report, Path(args.out))
+        return report
     apply_threads(args.threads)
     worlds = {"neural": args.world, **parse_compare(parser, args.compare)}
     families = parse_families(parser, args.families)
