@@ -124,6 +124,13 @@ def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> No
     save_weights(tmp_path / "other.safetensors", vae, {})
     with pytest.raises(CheckpointError, match="is not the VAE of"):
         seed_run(tiny_world_dir, tmp_path / "other.safetensors", tmp_path / "run2")
+    # a VAE file fine-tuned on before the world was exported: the world's encoder is taken
+    seed_run(tiny_world_dir, tmp_path / "other.safetensors", tmp_path / "run3",
+             world_encoder=True)
+    seeded, seeded_meta = load_weights(tmp_path / "run3" / "vae" / "model.safetensors")
+    for k, v in encoder_only.items():
+        torch.testing.assert_close(seeded[k], world_tensors[k].float())
+    assert seeded_meta["encoder_from_world"] == str(tiny_world_dir)
 
 
 def test_retune_copies_a_world_with_new_inference_settings(tiny_world_dir, tmp_path) -> None:

@@ -52,9 +52,12 @@ def seed_stats(world_tensors: dict[str, torch.Tensor], run: Path) -> list[Path]:
     return [path]
 
 
-def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
+def seed_run(world: Path, vae: Path, run: Path, world_encoder: bool = False) -> list[Path]:
     """Write the vae and decoder stages of ``run`` from ``world`` and the VAE file, and the
-    world's latent normalisation; returns the files written (none when all exist already)."""
+    world's latent normalisation; returns the files written (none when all exist already).
+    ``world_encoder``: when the world's VAE was fine-tuned after the file was written, take
+    the world's encoder into the VAE stage (what its generator learned on) instead of
+    refusing the pair; the file's full decoder then meets an encoder it was not trained with."""
     targets = run / "vae" / WEIGHTS, run / "decoder" / WEIGHTS
     if (run / "latents" / STATS).exists() and all(weights_exist(t) for t in targets):
         return []  # seeded already: no need to read the world
@@ -66,7 +69,10 @@ def seed_run(world: Path, vae: Path, run: Path) -> list[Path]:
     encoder = {k: v for k, v in world_tensors.items() if k.startswith(WORLD_ENCODER)}
     differ = [k for k, v in encoder.items() if k not in vae_tensors
               or not torch.equal(v.float(), vae_tensors[k].float())]
-    if not encoder or differ:
+    if encoder and differ and world_encoder:
+        vae_tensors = {**vae_tensors, **encoder}
+        vae_meta = {**vae_meta, "encoder_from_world": str(world)}
+    elif not encoder or differ:
         raise CheckpointError(f"{vae} is not the VAE of {world}: encoder tensors differ "
                               f"({differ[:3]})")
     decoder = {STAGE_DECODER + k[len(WORLD_DECODER):]: v.float()
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae", type=Path, help="the training copy of that world's VAE "
                         "(stage=vae weights): seed --run with it")
     parser.add_argument("--run", type=Path, help="the run directory to seed")
+    parser.add_argument("--world-encoder", action="store_true", help="the VAE file's encoder "
+                        "differs from the world's (fine-tuned later): take the world's")
     parser.add_argument("--decoder", type=Path, help="instead: a decoder stage's weights to put "
                         "into --world, written to --out")
     parser.add_argument("--out", type=Path, help="the world directory --decoder writes")
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.vae is None or args.run is None:
         parser.error("seeding needs --vae and --run")
-    for path in seed_run(args.world, args.vae, args.run):
+    for path in seed_run(args.world, args.vae, args.run, args.world_encoder):
         print(f"wrote {path}")
 
 

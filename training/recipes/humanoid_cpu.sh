@@ -29,6 +29,9 @@ LONG_MINUTES=${LONG_MINUTES:-5}  # plus one 5-minute performance
 # a fresh run may start stage 1 from the committed generator (fourth pass, step 4177, fp16):
 #   STAGE1_INIT=worlds/humanoid-training/stage1/model.safetensors
 STAGE1_INIT=${STAGE1_INIT:-}
+# DIFF_EXTRA / ADV_EXTRA: more stage-1 / stage-3 overrides (word-split), after the stage's own,
+# e.g. DIFF_EXTRA="optim.lr=3e-4 optim.decay_start=100 optim.decay_steps=2600" to continue the
+# committed stage 1 at a lower LR, ADV_EXTRA="adversarial.recon_weight=0.3"
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial export probe follow}
 WORLD_CONFIG=humanoid
 # the shipped pose world must stay < 15 MB of fp16: a DiT of width 192 (5.7 M parameters, the
@@ -44,10 +47,14 @@ stage_vae() { vae_stage 4 15; }
 stage_diffusion() {
   local init=()
   if [ -n "$STAGE1_INIT" ]; then init=(run.init_from="$STAGE1_INIT"); fi
-  diffusion_stage 6 45 "${init[@]}"
+  # shellcheck disable=SC2086
+  diffusion_stage 6 45 "${init[@]}" ${DIFF_EXTRA:-}
 }
 stage_consistency() { consistency_stage 6 5; }
-stage_adversarial() { adversarial_stage 2 20 adversarial.d_steps=3; }  # the D that learns
+stage_adversarial() {  # the D that learns
+  # shellcheck disable=SC2086
+  adversarial_stage 2 20 adversarial.d_steps=3 ${ADV_EXTRA:-}
+}
 stage_export() {
   train stage=export export.context_noise=0.25 export.out="$OUT_WORLD"
   echo "humanoid: world at $OUT_WORLD"
