@@ -128,7 +128,7 @@ def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> No
     seed_run(tiny_world_dir, tmp_path / "other.safetensors", tmp_path / "run3",
              world_encoder=True)
     seeded, seeded_meta = load_weights(tmp_path / "run3" / "vae" / "model.safetensors")
-    for k, v in encoder_only.items():
+    for k in encoder_only:
         torch.testing.assert_close(seeded[k], world_tensors[k].float())
     assert seeded_meta["encoder_from_world"] == str(tiny_world_dir)
 
