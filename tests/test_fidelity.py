@@ -344,6 +344,14 @@ def test_ladder_merge_joins_reports_of_the_same_frames(tiny_world_dir, tmp_path)
     met = sum(t["met"] for t in a["worlds"]["neural"]["targets"].values())
     total = len(a["worlds"]["neural"]["targets"])
     assert f"| targets met | {met} / {total} | {met} / {total} | {met} / {total} |" in text
+    summary = (out / "summary.md").read_text().splitlines()
+    assert len(summary) == 2 + 3 and summary[2].startswith("| first | ")
+    assert summary[2].endswith(f"| {met} / {total} |")
+    picked = main(["--merge", f"first={tmp_path / 'a' / 'ladder.json'}",
+                   f"again={tmp_path / 'b' / 'ladder.json'}#again", "--out", str(out)])
+    assert list(picked["worlds"]) == ["first", "again"]
+    with pytest.raises(ValueError, match="no world 'nope'"):
+        merge_reports({"a": a}, {"a": "nope"})
     other = json.loads((tmp_path / "a" / "ladder.json").read_text())
     other["config"]["noop_steps"] = 5
     with pytest.raises(ValueError, match="noop_steps"):

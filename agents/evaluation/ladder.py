@@ -375,6 +375,24 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(report: dict[str, Any]) -> str:
+    """One row per world, the rungs that decide a change (for comparing many worlds)."""
+    lines = ["| world | teacher-forced | no-op hold first / last quarter | loop closure | rollout "
+             "margin mean / worst | yaw sign acc | flicker ratio | late in range bright / sat "
+             "/ HF | targets met |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, w in report["worlds"].items():
+        s, hold = w.get("rollout_summary", {}), w["noop_hold"]
+        late = " / ".join(fmt(v) for k, v in s.items() if k.startswith("late_")) or "-"
+        met = sum(t["met"] for t in w["targets"].values())
+        lines.append(
+            f"| {name} | {fmt(w['teacher_forced']['psnr'])} | {fmt(hold['psnr_first_step'])} / "
+            f"{fmt(hold['psnr_last_quarter'])} | {fmt(w['loop_closure']['neural_end_vs_start'])}"
+            f" | {fmt(s.get('mean_margin_over_frozen'))} / "
+            f"{fmt(s.get('worst_margin_over_frozen'))} | {fmt(s.get('yaw_sign_accuracy'))} | "
+            f"{fmt(s.get('flicker_ratio'))} | {late} | {met} / {len(w['targets'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def _rollout_lines(report: dict[str, Any], names: list[str]) -> list[str]:
     """The per-family rollout table (PSNR buckets next to both baselines, late stats, ...)."""
     fams = list(next(iter(report["worlds"].values()))["rollouts"])
@@ -452,10 +470,11 @@ def run_ladder(worlds: dict[str, str], cfg: LadderConfig, out: str = "outputs/la
 
 
 def write_report(report: dict[str, Any], outdir: Path) -> None:
-    """ladder.json, ladder.md and the printed summary table of one report."""
+    """ladder.json, ladder.md, summary.md (a row per world) and the printed table of a report."""
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "ladder.json").write_text(json.dumps(report, indent=1))
     (outdir / "ladder.md").write_text(markdown(report))
+    (outdir / "summary.md").write_text(summary_markdown(report))
     rows = [{"world": n, "vae": r["vae"]["psnr"], "latent_copy/zero":
              r["vae"]["latent_copy_over_zero"], "tf": r["teacher_forced"]["psnr"],
              "tf_copy": r["teacher_forced"]["copy_previous"],
@@ -472,9 +491,12 @@ def write_report(report: dict[str, Any], outdir: Path) -> None:
 SAME_FRAMES = ("steps", "families", "maps", "clip_steps", "noop_steps", "seed", "rollout_maps")
 
 
-def merge_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def merge_reports(reports: dict[str, dict[str, Any]],
+                  pick: dict[str, str] | None = None) -> dict[str, Any]:
     """Several ladder.json reports measured on the same frames -> one report, without running
-    a world again. A report with one world is named by its key; with several, key/world."""
+    a world again. A report with one world (or one picked: ``pick[key]``) is named by its key;
+    with several, key/world."""
+    pick = pick or {}
     if not reports:
         raise ValueError("merge needs at least one ladder report")
     first_name, first = next(iter(reports.items()))
@@ -487,8 +509,14 @@ def merge_reports(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if mine != theirs:
                 raise ValueError(f"ladder {name!r} measured other frames than {first_name!r}: "
                                  f"{key} = {mine!r} vs {theirs!r}")
-        for world, result in rep["worlds"].items():
-            label = name if len(rep["worlds"]) == 1 else f"{name}/{world}"
+        worlds = rep["worlds"]
+        if name in pick:
+            if pick[name] not in worlds:
+                raise ValueError(f"ladder {name!r} has no world {pick[name]!r} "
+                                 f"(it has {sorted(worlds)})")
+            worlds = {pick[name]: worlds[pick[name]]}
+        for world, result in worlds.items():
+            label = name if len(worlds) == 1 else f"{name}/{world}"
             if label in merged["worlds"]:
                 raise ValueError(f"two merged worlds are both named {label!r}")
             merged["worlds"][label] = result
@@ -523,15 +551,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--strip", default=None, help="also write the image strip here")
     parser.add_argument("--device", default="auto", help="torch device of the worlds: auto "
                         "(cuda when available), cpu or cuda")
-    parser.add_argument("--merge", nargs="*", default=[], metavar="NAME=LADDER_JSON",
+    parser.add_argument("--merge", nargs="*", default=[], metavar="NAME=LADDER_JSON[#WORLD]",
                         help="run nothing: merge ladder.json files measured on the same frames "
-                        "into one table under --out")
+                        "into one table under --out (#WORLD: only that world of the file)")
     add_threads(parser)
     args = parser.parse_args(argv)
     if args.merge:
-        sources = parse_compare(parser, args.merge, "--merge", "LADDER_JSON")
+        sources = parse_compare(parser, args.merge, "--merge", "LADDER_JSON[#WORLD]")
+        files = {name: path.partition("#") for name, path in sources.items()}
         report = merge_reports({name: json.loads(Path(path).read_text())
-                                for name, path in sources.items()})
+                                for name, (path, _, _) in files.items()},
+                               {name: world for name, (_, _, world) in files.items() if world})
         write_report(report, Path(args.out))
         return report
     apply_threads(args.threads)
