@@ -866,3 +866,80 @@ def test_latents_rerun_encodes_new_episodes_and_keeps_the_normalisation(
     (out / "latents" / "stats.json").unlink()
     run_stage(cfg)
     assert json.loads((out / "latents" / "stats.json").read_text())["std"] == stats["std"]
+
+
+# -- weight average (run.ema_decay) ----------------------------------------------------------------
+
+
+def test_weight_average_follows_its_formula() -> None:
+    from training.ema import WeightEMA
+
+    live = torch.nn.Linear(3, 2)
+    ema = WeightEMA(live, decay=0.9)
+    start = live.weight.detach().clone()
+    expected = start.clone()
+    for n in range(1, 30):
+        with torch.no_grad():
+            live.weight.add_(0.1)
+        ema.update()
+        d = min(0.9, (1 + n) / (10 + n))  # warm-up, then the decay
+        expected = d * expected + (1 - d) * live.weight.detach()
+        torch.testing.assert_close(ema.shadow.weight, expected)
+    assert not ema.shadow.weight.requires_grad and ema.updates == 29
+    ema.restart()
+    assert torch.equal(ema.shadow.weight, live.weight) and ema.updates == 0
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightEMA(live, decay=1.0)
+
+
+def test_weight_average_is_saved_resumed_and_exported(pipeline: dict, data_root: Path,
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """run.ema_decay: the stage saves <module>_ema.*; a resumed run keeps averaging exactly as
+    an uninterrupted one; a stage without a saved average starts one (and says so); export
+    ships the average unless export.ema=false, and the card says which."""
+    from aapt_world.world import load_world
+
+    split = fresh_run_dir(pipeline, tmp_path / "split", "vae", "latents")
+    straight = fresh_run_dir(pipeline, tmp_path / "straight", "latents")
+    base = ["stage=diffusion", "run.ema_decay=0.8", "run.seed=5"]
+    run_stage(make_cfg(overrides(data_root, split, *base, "run.steps=3")))
+    run_stage(make_cfg(overrides(data_root, split, *base, "run.steps=6")))
+    run_stage(make_cfg(overrides(data_root, straight, *base, "run.steps=6")))
+    resumed, _ = load_weights(split / "diffusion" / "model.safetensors")
+    reference, _ = load_weights(straight / "diffusion" / "model.safetensors")
+    averaged = [k for k in reference if k.startswith("model_ema.")]
+    assert averaged and len(averaged) == sum(k.startswith("model.") for k in reference)
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+    assert any(not torch.equal(reference[k], reference["model." + k[len("model_ema."):]])
+               for k in averaged)  # the average lags the live weights
+
+    run_stage(make_cfg(overrides(data_root, split, "stage=export", "export.source=diffusion")))
+    run_stage(make_cfg(overrides(data_root, split, "stage=export", "export.source=diffusion",
+                                 "export.ema=false", f"export.out={split / 'live'}")))
+    shipped, live = load_world(split / "world-diffusion"), load_world(split / "live")
+    assert shipped.card["generator_weights"].startswith("weight average")
+    assert live.card["generator_weights"] == "live"
+    for key, value in shipped.generator.state_dict().items():
+        torch.testing.assert_close(value, resumed[f"model_ema.{key}"], atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(live.generator.state_dict()[key], resumed[f"model.{key}"],
+                                   atol=1e-3, rtol=1e-3)
+
+    # the next stage starts from the average too (consistency's teacher and student)
+    from training.stages.consistency import build as build_consistency
+    from training.trainer import Dist
+
+    parts = build_consistency(make_cfg(overrides(data_root, split, "stage=consistency")), Dist(),
+                              torch.device("cpu"))
+    for key, value in parts.modules["model"].state_dict().items():
+        assert torch.equal(value, resumed[f"model_ema.{key}"])
+
+    older = fresh_run_dir(pipeline, tmp_path / "older", "latents")
+    run_stage(make_cfg(overrides(data_root, older, "stage=diffusion", "run.steps=2")))
+    capsys.readouterr()
+    run_stage(make_cfg(overrides(data_root, older, *base, "run.steps=3")))
+    assert "holds no weight average" in capsys.readouterr().err
+    assert any(k.startswith("model_ema.") for k in
+               load_weights(older / "diffusion" / "model.safetensors")[0])
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_cfg(overrides(data_root, older, "run.ema_decay=1.5")).validate()

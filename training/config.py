@@ -74,6 +74,8 @@ class RunConfig:
     # fp32 on CPU), fp32, or bf16 (also on CPU: with AMX units a stage-1 step runs ~1.5x faster)
     compile: bool = False  # torch.compile (inductor) the generator's training forward in
     # stages 1 and 2: one compile of ~0.5-2 min per stage start, then faster steps
+    ema_decay: float = 0.0  # > 0: the generator stages (1-3) also keep an exponential moving
+    # average of the generator's weights (saved as <module>_ema.*; export ships it), 0 = off
 
 
 @dataclass
@@ -205,6 +207,7 @@ class ExportConfig:
     termination: str = "threshold"  # the env's rule for the head's logit (WorldConfig):
     # threshold | sample (pair with heads.max_pos_weight=1)
     temperature: float = 1.0  # scale of the generator's input noise (WorldConfig)
+    ema: bool = True  # ship the stage's weight average (run.ema_decay) when it kept one
 
 
 @dataclass
@@ -257,6 +260,10 @@ class TrainConfig:
              f"optim.decay_steps must be >= 1, got {self.optim.decay_steps}"),
             (0 <= self.optim.min_lr_ratio <= 1,
              f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}"),
+            (0 <= self.run.ema_decay < 1,
+             f"run.ema_decay must be in [0, 1) (0 = off), got {self.run.ema_decay}"),
+            (not (self.run.fsdp and self.run.ema_decay > 0),
+             "run.ema_decay is not supported with run.fsdp (the average would be sharded)"),
             (not self.run.fsdp or self.stage in ("diffusion", "consistency", "heads"),
              f"run.fsdp is supported by stages diffusion, consistency, heads, not {self.stage!r}"),
             (self.world.action_type in WORLD_ACTION_TYPES,

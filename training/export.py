@@ -6,8 +6,9 @@
 
 Takes the VAE encoder and the light (or full) decoder from the ``vae`` stage, the latent
 normalisation from ``latents/stats.json``, the generator from the latest finished stage among
-adversarial > consistency > diffusion (or ``export.source``), the heads if trained, and start
-frames from the first frames of the validation episodes.
+adversarial > consistency > diffusion (or ``export.source``; its weight average when the stage
+kept one and ``export.ema``), the heads if trained, and start frames from the first frames of
+the validation episodes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from training.trainer import (
     VAL_LOG,
     WEIGHTS,
     Dist,
+    load_stage_generator,
     load_stage_weights,
     read_log,
     stage_dir,
@@ -81,13 +83,14 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     stats = read_stats(stage_dir(cfg, "latents"))
     world.vae.latent_shift.copy_(torch.tensor(stats["mean"]))
     world.vae.latent_scale.copy_(1.0 / torch.tensor(stats["std"]))
-    load_stage_weights(cfg, source[0], {source[1]: world.generator})
+    averaged = load_stage_generator(cfg, source[0], source[1], world.generator, ex.ema)
     if heads_trained:
         load_stage_weights(cfg, "heads", {"heads": world.heads})
     world.card = {"name": f"{cfg.world.name} world ({cfg.model.name})",
                   "description": f"generator from stage {source[0]!r} of run {cfg.run.out_dir}, "
                                  f"{sample_steps} NFE per latent frame",
                   "generator_stage": source[0],
+                  "generator_weights": "weight average (run.ema_decay)" if averaged else "live",
                   "data": {"root": cfg.data.root, "scenario": val.manifest.get("scenario"),
                            "map": val.episodes[0].entry.get("map"),
                            "maps": sorted({str(e.get("map")) for e in val.manifest["episodes"]}),

@@ -52,6 +52,7 @@ from aapt_world.checkpoint import (
 from aapt_world.devices import resolve_device
 from aapt_world.world import WEIGHTS as WORLD_WEIGHTS
 from training.config import TrainConfig
+from training.ema import EMA_SUFFIX, WeightEMA
 
 WEIGHTS = "model.safetensors"
 GENERATOR_MODULES = ("model", "generator")  # what a stage calls its world model
@@ -179,6 +180,22 @@ def load_stage_weights(cfg: TrainConfig, stage: str, modules: dict[str, torch.nn
     load_modules(modules, load_weights(path)[0], path)
 
 
+def load_stage_generator(cfg: TrainConfig, stage: str, name: str, module: torch.nn.Module,
+                         prefer_average: bool = True) -> bool:
+    """An earlier stage's generator (its module ``name``) into ``module``: the stage's weight
+    average when it kept one (``run.ema_decay``) and ``prefer_average``, else its live weights.
+    Returns whether the average was loaded."""
+    path = stage_dir(cfg, stage) / WEIGHTS
+    if not weights_exist(path):
+        raise FileNotFoundError(f"stage {cfg.stage!r} needs the {stage!r} stage's weights at "
+                                f"{path}: run `aapt-world train stage={stage}` first")
+    tensors = load_weights(path)[0]
+    average = f"{name}{EMA_SUFFIX}"
+    use_average = prefer_average and any(k.startswith(average + ".") for k in tensors)
+    load_modules({average if use_average else name: module}, tensors, path)
+    return use_average
+
+
 def generator_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A world model's weights (unprefixed) from a world directory (its ``generator.*``) or a
     generator stage's safetensors (its ``model.*`` or ``generator.*``)."""
@@ -202,10 +219,14 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, stage_dir: Path, modules: dict[str, torch.nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], ranks: Dist,
                  adapt_init: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-                 | None = None) -> None:
+                 | None = None, ema_module: str | None = None) -> None:
         self.cfg, self.dir, self.ranks = cfg, stage_dir, ranks
         self.modules, self.optimizers = modules, optimizers
         self.adapt_init = adapt_init  # maps run.init_from tensors onto this stage's layout
+        # the weight average of one module (run.ema_decay > 0), saved as <module>_ema.*
+        self.ema_name = f"{ema_module}{EMA_SUFFIX}" if ema_module else ""
+        self.ema = (WeightEMA(unwrap(modules[ema_module]), cfg.run.ema_decay)
+                    if ema_module and cfg.run.ema_decay > 0 else None)
         self.step = 0
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -230,6 +251,8 @@ class Trainer:
 
     def state_tensors(self, modules: dict[str, dict] | None = None) -> dict[str, torch.Tensor]:
         modules = modules if modules is not None else self.full_states()[0]
+        if self.ema is not None:
+            modules = {**modules, self.ema_name: self.ema.shadow.state_dict()}
         return {f"{name}.{k}": v for name, sd in modules.items() for k, v in sd.items()}
 
     def save(self) -> None:
@@ -246,6 +269,8 @@ class Trainer:
             "optimizers": optimizer_states,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         atomic_replace(self.dir / STATE, lambda tmp: torch.save(state, tmp))
         self.export(module_states)
 
@@ -277,10 +302,19 @@ class Trainer:
         if not state_path.exists():
             if self.cfg.run.init_from:
                 self.initialise_from(Path(self.cfg.run.init_from))
+            if self.ema is not None:
+                self.ema.restart()  # the average starts from the initial weights
             return False
         state = torch.load(state_path, weights_only=True)
         if not self._load_states(state, state_path):
             return False
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:  # a stage run before run.ema_decay was set: average from here on
+                self.ema.restart()
+                print(f"{self.cfg.stage}: {state_path} holds no weight average; "
+                      f"{self.ema_name} starts from the resumed weights", file=sys.stderr)
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         if self.ranks.is_main:
@@ -364,6 +398,8 @@ class Trainer:
         start, start_step = time.perf_counter(), self.step
         while self.step < run.steps:
             metrics = {k: float(v) for k, v in train_step(self.step).items()}
+            if self.ema is not None:
+                self.ema.update()
             self.step += 1
             bar.update(1)
             elapsed = time.perf_counter() - start
@@ -413,12 +449,13 @@ class StageParts:
     unit: str
     trainable: list[torch.nn.Parameter]
     adapt_init: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    ema_module: str | None = None  # the module run.ema_decay averages (the generator)
 
 
 def train_parts(cfg: TrainConfig, name: str, parts: StageParts, ranks: Dist) -> dict[str, float]:
     """Resume a built stage from ``<out_dir>/<name>`` (or ``run.init_from``) and train it."""
     trainer = Trainer(cfg, stage_dir(cfg, name), parts.modules, parts.optimizers, ranks,
-                      adapt_init=parts.adapt_init)
+                      adapt_init=parts.adapt_init, ema_module=parts.ema_module)
     trainer.resume()
     return trainer.run(parts.train_step, units_per_step=parts.units_per_step, unit=parts.unit,
                        evaluate=parts.evaluate)

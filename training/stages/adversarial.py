@@ -43,7 +43,7 @@ from training.trainer import (
     eval_mode,
     gaussian,
     load_generator_weights,
-    load_stage_weights,
+    load_stage_generator,
     optimizer_step,
     step_rng,
     train_parts,
@@ -137,11 +137,11 @@ def load_pretrained(cfg: TrainConfig, generator: WorldModel, backbone: WorldMode
     """G from stage 2 (or, with run.init_from, from there: the trainer loads it); D's backbone
     from stage 1 (or adversarial.disc_init)."""
     if not cfg.run.init_from:
-        load_stage_weights(cfg, "consistency", {"model": generator})
+        load_stage_generator(cfg, "consistency", "model", generator)  # its average, if kept
     if cfg.adversarial.disc_init:
         load_generator_weights(Path(cfg.adversarial.disc_init), backbone)
     else:
-        load_stage_weights(cfg, "diffusion", {"model": backbone})
+        load_stage_generator(cfg, "diffusion", "model", backbone)
 
 
 def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
@@ -219,7 +219,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     return StageParts({"generator": generator, "discriminator": disc}, {"g": g_opt, "d": d_opt},
                       train_step, evaluate,
                       units_per_step=cfg.run.batch_size * k * a.segments,
-                      unit="latent_frames", trainable=list(generator.parameters()))
+                      unit="latent_frames", trainable=list(generator.parameters()),
+                      ema_module="generator")
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:

@@ -25,7 +25,7 @@ from training.trainer import (
     adamw,
     autocast,
     eval_mode,
-    load_stage_weights,
+    load_stage_generator,
     maybe_compile,
     optimizer_step,
     step_rng,
@@ -65,7 +65,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     teacher = build_world_model(cfg).to(device).eval().requires_grad_(False)
     student = build_world_model(cfg).to(device)
     if pretrained:
-        load_stage_weights(cfg, "diffusion", {"model": teacher})
+        load_stage_generator(cfg, "diffusion", "model", teacher)  # its average, if kept
     student.load_state_dict(teacher.state_dict())  # resume overrides it if a run exists
     # after the weights: a missing earlier stage is reported before missing data
     train, val = data or latent_datasets(cfg)
@@ -104,7 +104,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
 
     return StageParts({"model": student}, {"opt": opt}, train_step, evaluate,
                       units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
-                      unit="latent_frames", trainable=list(student.parameters()))
+                      unit="latent_frames", trainable=list(student.parameters()),
+                      ema_module="model")
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:

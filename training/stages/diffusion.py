@@ -133,7 +133,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                       units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
                       unit="latent_frames", trainable=list(model.parameters()),
                       adapt_init=lambda tensors: adapt_latent_channels(
-                          tensors, cfg.model.dit.latent_channels, cfg.model.dit.patch_size))
+                          tensors, cfg.model.dit.latent_channels, cfg.model.dit.patch_size),
+                      ema_module="model")
 
 
 def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]:
