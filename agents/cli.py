@@ -15,6 +15,7 @@
                                          loop closure, rollouts, with baselines; image strip
     aapt-world retune --world DIR ...    copy a world with other inference settings
                                          (noise temperature, context noise, termination)
+    aapt-world action-response --world DIR  how far each action moves the view, world vs real
     aapt-world pose-probe --root R       train the keypoint probe on real humanoid frames
     aapt-world pose-follow --world DIR   pose following of a humanoid world vs the real render
     aapt-world bench collect|render|stream|train|env  benchmarks (collection, humanoid render,
@@ -153,6 +154,12 @@ def _retune(argv: list[str]) -> None:
     print(f"wrote {args.out} ({settings})")
 
 
+def _action_response(argv: list[str]) -> None:
+    from agents.evaluation.action_response import main
+
+    main(argv)
+
+
 def _merge_data(argv: list[str]) -> None:
     from training.merge import main
 
@@ -170,7 +177,8 @@ COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
             "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
             "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe,
-            "pose-follow": _pose_follow, "retune": _retune}
+            "pose-follow": _pose_follow, "retune": _retune,
+            "action-response": _action_response}
 
 
 def package_version() -> str:

@@ -340,3 +340,23 @@ def test_fireball_recall_reads_a_vae_stage_checkpoint(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="vae.safetensors"):  # trained as another model
         main(["--vae", str(tmp_path / "vae.safetensors"), "--model", "small", "--root",
               str(tmp_path / "data")])
+
+
+def test_action_response_compares_world_and_real_game(tiny_world_dir):
+    """aapt-world action-response: one row per action in each world, the real game's turns
+    move the view in opposite directions, and the ratio is the world's spread over the real."""
+    from agents.cli import COMMANDS
+    from agents.evaluation.action_response import main, response_ratio
+
+    assert "action-response" in COMMANDS
+    out = main(["--world", str(tiny_world_dir), "--steps", "2", "--starts", "2",
+                "--threads", "1"])
+    rows = out["rows"]
+    real = [r for r in rows if r["world"] == "real"]
+    assert {r["world"] for r in rows} == {"neural", "real"} and len(real) == len(rows) // 2
+    assert all(np.isfinite(r["shift_mean"]) for r in rows)
+    assert np.ptp([r["shift_mean"] for r in real]) > 0.5  # the real game turns or strafes
+    neural = [r for r in rows if r["world"] == "neural"]
+    assert out["response_ratio"] == pytest.approx(response_ratio(neural, real))
+    fake = [{"shift_mean": 0.0}, {"shift_mean": 1.0}]
+    assert response_ratio(fake, [{"shift_mean": -1.0}, {"shift_mean": 1.0}]) == 0.5
