@@ -113,6 +113,8 @@ class StreamingSession:
     # trained with context-noise augmentation is told the level; 0 = clean)
     temperature: float = 1.0  # scale of the input noise: < 1 trades diversity for stability
     # (less random walk in a long rollout), > 1 a harsher dream (World Models' trick)
+    guidance: float = 1.0  # classifier-free guidance on the conditions (1 = off; > 1 makes the
+    # actions matter more; needs a generator trained with diffusion.cond_dropout; 2x compute)
     timing: StepTiming = field(default_factory=StepTiming)
 
     def __post_init__(self) -> None:
@@ -122,6 +124,10 @@ class StreamingSession:
             raise ValueError(f"sample_steps must be >= 1, got {self.sample_steps}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0 (1 = off), got {self.guidance}")
+        # guided sampling runs every stream twice (conditioned, then null): caches of 2B
+        self.cache_streams = self.batch_size * (1 if self.guidance == 1.0 else 2)
         param = next(self.generator.parameters())
         self.device, self.dtype = param.device, param.dtype
         # One noise generator per stream: a stream's frames depend on its own seed only, not
@@ -164,8 +170,8 @@ class StreamingSession:
                 self._rngs[i].manual_seed(int(seed))
         mask = torch.zeros(self.batch_size, dtype=torch.bool)
         mask[idx] = True
-        for cache in self.caches:
-            cache.reset(mask)
+        for cache in self.caches:  # a guided stream's null twin restarts with it
+            cache.reset(mask.repeat(self.cache_streams // self.batch_size))
         self.prev[idx.to(self.device)] = z0
         self.steps[idx] = 0
         self._started[idx] = True
@@ -207,7 +213,8 @@ class StreamingSession:
                                          dtype=self.dtype) for g in self._rngs])
             prev, level = noise_context(self.prev, self.context_noise, n)
         x = self.generator.sample_step(noise, prev, conditions.to(self.device, self.dtype),
-                                       self.caches, self.timesteps, context_level=level)
+                                       self.caches, self.timesteps, context_level=level,
+                                       guidance=self.guidance)
         check_finite(x, "the generated latent", self.steps)
         self.prev = x
         t1 = time.perf_counter()
@@ -248,7 +255,7 @@ class StreamingSession:
         (stream i of the fork then draws from seed + i)."""
         other = StreamingSession(self.generator, self.vae, self.batch_size, self.seed,
                                  self.sample_steps, self.timestep_shift, self.context_noise,
-                                 self.temperature)
+                                 self.temperature, self.guidance)
         if self.caches:
             other.caches = [c.clone() for c in self.caches]
             other.restore(self.snapshot())
@@ -266,7 +273,7 @@ class StreamingSession:
 
     def _allocate(self, z0: Tensor) -> None:
         _, c, h, w = z0.shape
-        self.caches = [self.generator.init_cache(self.batch_size, latent_size=(h, w))
+        self.caches = [self.generator.init_cache(self.cache_streams, latent_size=(h, w))
                        for _ in range(self.sample_steps)]
         self.prev = torch.zeros(self.batch_size, c, h, w, device=self.device, dtype=self.dtype)
         frame_h, frame_w = h * 8, w * 8

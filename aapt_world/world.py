@@ -84,6 +84,7 @@ class WorldConfig:
     termination: str = "threshold"  # how the head's logit ends an episode: threshold (logit >
     # 0) | sample (Bernoulli(sigmoid(logit)) from the env's rng: a calibrated hazard)
     temperature: float = 1.0  # scale of the generator's input noise (see session)
+    guidance: float = 1.0  # classifier-free guidance on the conditions (see session; 1 = off)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +109,7 @@ class WorldConfig:
              f"termination must be one of {TERMINATION_RULES}, got {self.termination!r}"),
             (self.temperature >= 0,
              f"temperature must be >= 0, got {self.temperature!r}"),
+            (self.guidance >= 0, f"guidance must be >= 0 (1 = off), got {self.guidance!r}"),
             (isinstance(self.dit.window, int) and self.dit.window >= 1,
              f"dit.window must be >= 1, got {self.dit.window!r}"),
         ]
@@ -131,7 +133,8 @@ class WorldConfig:
             context_noise=data.get("context_noise", 0.0),
             action_space=data.get("action_space"),
             termination=data.get("termination", "threshold"),
-            temperature=data.get("temperature", 1.0))
+            temperature=data.get("temperature", 1.0),
+            guidance=data.get("guidance", 1.0))
 
 
 @dataclass
@@ -165,12 +168,13 @@ class World:
 
     def session(self, batch_size: int) -> StreamingSession:
         """A fresh streaming session of ``batch_size`` streams, sampled as the world says
-        (NFE, timestep shift, inference context noise, temperature)."""
+        (NFE, timestep shift, inference context noise, temperature, guidance)."""
         return StreamingSession(self.generator, self.vae, batch_size=batch_size,
                                 sample_steps=self.config.sample_steps,
                                 timestep_shift=self.config.timestep_shift,
                                 context_noise=self.config.context_noise,
-                                temperature=self.config.temperature)
+                                temperature=self.config.temperature,
+                                guidance=self.config.guidance)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         mods: dict[str, torch.nn.Module] = {"vae": self.vae, "generator": self.generator}
@@ -282,7 +286,8 @@ def load_world(directory: str | Path, device: str | torch.device = "cpu",
     return world.to(device, dtype).eval()
 
 
-INFERENCE_SETTINGS = ("temperature", "context_noise", "termination")  # retune may change these
+# what retune may change (inference only: the weights stay)
+INFERENCE_SETTINGS = ("temperature", "context_noise", "termination", "guidance")
 
 
 def retune_world(source: str | Path, out: str | Path, **settings: Any) -> World:
@@ -311,7 +316,8 @@ def render_card(world: World) -> str:
              f"- action space: {cfg.action_type}; condition: {cfg.condition.kind}",
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
              f"{cfg.sample_steps} NFE per latent frame, inference context noise "
-             f"{cfg.context_noise:g}, temperature {cfg.temperature:g}",
+             f"{cfg.context_noise:g}, temperature {cfg.temperature:g}"
+             + (f", guidance {cfg.guidance:g}" if cfg.guidance != 1.0 else ""),
              f"- start frames: {len(world.start_frames)}"]
     lines += [f"- {key}: `{card[key]}`" for key in ("recipe", "evaluation") if key in card]
     lines.append("")

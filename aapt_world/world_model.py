@@ -68,19 +68,31 @@ class WorldModel(nn.Module):
     def cfg(self) -> DiTConfig:
         return self.dit.cfg
 
+    def encode_conditions(self, frame_conds: Tensor, null: Tensor | None = None) -> Tensor:
+        """Per-frame conditions (B, T, 4, ...) -> condition vectors (B, T, cond_dim). ``null``
+        (B,) bool: those items get the NULL condition, a zero vector (an encoded command is
+        never exactly zero): the unconditional model classifier-free guidance needs, trained
+        by ``diffusion.cond_dropout``."""
+        cond = self.cond(frame_conds)
+        if null is not None:
+            cond = cond * (~null).to(cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
+        return cond
+
     def forward(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
-                return_hidden: Sequence[int] | None = None, context_level: Tensor | None = None
-                ) -> Tensor | tuple[Tensor, list]:
+                return_hidden: Sequence[int] | None = None, context_level: Tensor | None = None,
+                null: Tensor | None = None) -> Tensor | tuple[Tensor, list]:
         """Whole clip: latents (B, C, T, h, w), frame_conds (B, T, 4, ...) -> v (B, C, T, h, w).
-        ``context_level`` (B,) or (B, T): how much noise the recycled frames carry (None = 0)."""
-        return self.dit(noisy, prev, self.cond(frame_conds), t, return_hidden=return_hidden,
-                        context_level=context_level)
+        ``context_level`` (B,) or (B, T): how much noise the recycled frames carry (None = 0);
+        ``null`` (B,) bool: items without conditions (see :meth:`encode_conditions`)."""
+        return self.dit(noisy, prev, self.encode_conditions(frame_conds, null), t,
+                        return_hidden=return_hidden, context_level=context_level)
 
     def step(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
              cache: KVCache, return_hidden: Sequence[int] | None = None,
-             context_level: Tensor | None = None) -> Tensor | tuple[Tensor, list]:
+             context_level: Tensor | None = None, null: Tensor | None = None
+             ) -> Tensor | tuple[Tensor, list]:
         """One latent frame: (B, C, h, w) latents, frame_conds (B, 4, ...) -> v (B, C, h, w)."""
-        cond = self.cond(frame_conds.unsqueeze(1))[:, 0]
+        cond = self.encode_conditions(frame_conds.unsqueeze(1), null)[:, 0]
         return self.dit.step(noisy, prev, cond, t, cache, return_hidden=return_hidden,
                              context_level=context_level)
 
@@ -93,7 +105,7 @@ class WorldModel(nn.Module):
 
     def sample_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor,
                     caches: Sequence[KVCache], timesteps: Sequence[float],
-                    context_level: Tensor | None = None) -> Tensor:
+                    context_level: Tensor | None = None, guidance: float = 1.0) -> Tensor:
         """N-step Euler sampling of one latent frame, N = len(caches) = len(timesteps) - 1:
         ``x <- x + (t_{i+1} - t_i) v(x, x_k, c_{k+1}; t_i)`` from ``x = eps`` at t_0 = 1.
 
@@ -101,15 +113,33 @@ class WorldModel(nn.Module):
         were themselves at t_i. Cache i therefore keeps every past frame's keys at t_i (written
         by that frame's own i-th Euler step): N cached steps per frame, exact in distribution,
         no window recomputation. With N = 1 and (1, 0) this is :meth:`generate_step`.
+
+        ``guidance`` w != 1: classifier-free guidance on the conditions, ``v = v_null + w (v -
+        v_null)``; the caches then hold 2B streams, the conditioned ones first and their
+        unconditioned twins after (each twin keeps its own past, fed the same frames).
         """
         if len(timesteps) != len(caches) + 1:
             raise ValueError(f"need len(caches) + 1 timesteps, got {len(timesteps)} for "
                              f"{len(caches)} caches")
+        b = noise.shape[0]
+        guided = guidance != 1.0
+        if guided:
+            if any(c.batch_size != 2 * b for c in caches):
+                raise ValueError(f"guidance needs caches of 2 x {b} streams (conditioned, "
+                                 f"then null), got {[c.batch_size for c in caches]}")
+            prev, frame_conds = torch.cat([prev, prev]), torch.cat([frame_conds, frame_conds])
+            context_level = None if context_level is None else torch.cat([context_level] * 2)
+            null = torch.arange(2 * b, device=noise.device) >= b
         x = noise
         for i, cache in enumerate(caches):
             t, t_next = timesteps[i], timesteps[i + 1]
-            x = x + (t_next - t) * self.step(x, prev, frame_conds, t, cache,
-                                             context_level=context_level)
+            if guided:
+                v_cond, v_null = self.step(torch.cat([x, x]), prev, frame_conds, t, cache,
+                                           context_level=context_level, null=null).chunk(2)
+                v = v_null + guidance * (v_cond - v_null)
+            else:
+                v = self.step(x, prev, frame_conds, t, cache, context_level=context_level)
+            x = x + (t_next - t) * v
         return x
 
     def init_cache(self, batch_size: int, latent_size: tuple[int, int] | None = None) -> KVCache:

@@ -144,12 +144,17 @@ def _retune(argv: list[str]) -> None:
     parser.add_argument("--context-noise", type=float, help="noise level of the recycled frame")
     parser.add_argument("--termination", choices=TERMINATION_RULES,
                         help="how the termination head's logit ends an episode")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance on the "
+                        "actions (1 = off; needs a generator trained with "
+                        "diffusion.cond_dropout)")
     args = parser.parse_args(argv)
     settings = {k: v for k, v in {"temperature": args.temperature,
                                   "context_noise": args.context_noise,
-                                  "termination": args.termination}.items() if v is not None}
+                                  "termination": args.termination,
+                                  "guidance": args.guidance}.items() if v is not None}
     if not settings:
-        parser.error("nothing to change: give --temperature, --context-noise or --termination")
+        parser.error("nothing to change: give --temperature, --context-noise, --termination "
+                     "or --guidance")
     retune_world(args.world, args.out, **settings)
     print(f"wrote {args.out} ({settings})")
 

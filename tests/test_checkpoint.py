@@ -140,12 +140,13 @@ def test_retune_copies_a_world_with_new_inference_settings(tiny_world_dir, tmp_p
     from agents.cli import main
 
     main(["retune", "--world", str(tiny_world_dir), "--out", str(tmp_path / "cold"),
-          "--temperature", "0.5", "--termination", "sample"])
+          "--temperature", "0.5", "--termination", "sample", "--guidance", "2"])
     source, cold = load_world(tiny_world_dir), load_world(tmp_path / "cold")
     assert (cold.config.temperature, cold.config.termination) == (0.5, "sample")
     assert cold.config.context_noise == source.config.context_noise
     assert cold.session(1).temperature == 0.5
-    assert cold.card["retuned"] == {"temperature": 0.5, "termination": "sample"}
+    assert cold.card["retuned"] == {"temperature": 0.5, "termination": "sample", "guidance": 2.0}
+    assert cold.session(1).guidance == 2.0
     for name, module in source.modules().items():
         for (key, a), b in zip(module.state_dict().items(),
                                cold.modules()[name].state_dict().values()):

@@ -231,3 +231,51 @@ def test_non_finite_check_names_the_streams() -> None:
     x[2, 1, 3, 4] = float("inf")
     with pytest.raises(NonFiniteError, match=r"decoded frame is not finite .*streams \[2\]"):
         check_finite(x, "the decoded frame", torch.zeros(3, dtype=torch.long))
+
+
+def test_guidance_mixes_conditioned_and_null_predictions(models) -> None:
+    """guidance w: every step is v_null + w (v_cond - v_null), both from streams fed the same
+    (guided) frames — equal to the parallel model run with and without conditions; w = 1 is
+    the plain session; item resets restart a stream's null twin too; fork keeps w."""
+    generator, vae = models
+    steps, w = 6, 3.0  # window 3: the caches slide
+    session = StreamingSession(generator, vae, batch_size=2, seed=5, guidance=w)
+    session.reset(images(2))
+    z0 = session.prev.clone()
+    conds = commands(steps, 2)
+    latents, noises = [], []
+    for k in range(steps):
+        gens = [torch.Generator().set_state(g.get_state()) for g in session._rngs]
+        noises.append(torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]))
+        session.step(conds[k])
+        latents.append(session.prev.clone())
+    with torch.no_grad():
+        prev = torch.stack([z0, *latents[:-1]], dim=2)
+        noise = torch.stack(noises, dim=2)
+        frame_conds = conds.transpose(0, 1)
+        v_cond = generator(noise, prev, frame_conds, torch.ones(2))
+        v_null = generator(noise, prev, frame_conds, torch.ones(2),
+                           null=torch.ones(2, dtype=torch.bool))
+        parallel = noise - (v_null + w * (v_cond - v_null))
+    torch.testing.assert_close(parallel, torch.stack(latents, dim=2), atol=1e-5, rtol=0)
+    assert not torch.allclose(v_cond, v_null)  # the null condition is another input
+
+    plain = StreamingSession(generator, vae, batch_size=2, seed=5)
+    one = StreamingSession(generator, vae, batch_size=2, seed=5, guidance=1.0)
+    for s in (plain, one):
+        s.reset(images(2))
+        run(s, conds)
+    torch.testing.assert_close(plain.prev, one.prev, atol=0, rtol=0)
+    assert session.cache.batch_size == 4 and plain.cache.batch_size == 2
+
+    # restarting stream 1 restarts its twin: it then rolls out as a fresh guided stream would
+    session.reset(images(1, seed=9), items=torch.tensor([1]), seeds=[11])
+    fresh = StreamingSession(generator, vae, batch_size=1, seed=11, guidance=w)
+    fresh.reset(images(1, seed=9))
+    for k in range(3):
+        session.step(conds[k])
+        fresh.step(conds[k, 1:])
+    torch.testing.assert_close(session.prev[1:], fresh.prev, atol=1e-5, rtol=0)
+    assert session.fork().guidance == w
+    with pytest.raises(ValueError, match="guidance"):
+        StreamingSession(generator, vae, batch_size=1, guidance=-1.0)

@@ -943,3 +943,51 @@ def test_weight_average_is_saved_resumed_and_exported(pipeline: dict, data_root:
                load_weights(older / "diffusion" / "model.safetensors")[0])
     with pytest.raises(ValueError, match="ema_decay"):
         make_cfg(overrides(data_root, older, "run.ema_decay=1.5")).validate()
+
+
+def test_condition_dropout_trains_the_null_condition(pipeline: dict, data_root: Path,
+                                                     tmp_path: Path) -> None:
+    """diffusion.cond_dropout: the stage runs with it, a dropped clip's loss ignores its
+    commands (the null condition), and export writes the world's guidance."""
+    from aapt_world.world import load_world
+    from training.stages.diffusion import diffusion_loss
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents")
+    run_stage(make_cfg(overrides(data_root, out, "stage=diffusion", "run.steps=3",
+                                 "diffusion.cond_dropout=0.5")))
+    model = randomize(build_world_model(make_cfg(overrides(data_root, out))))
+    z = torch.randn(2, model.cfg.latent_channels, 4, model.cfg.latent_height,
+                    model.cfg.latent_width)
+    conds = torch.rand(2, 3, 4, model.condition_config.action_dim)
+    t, null = torch.full((2,), 0.5), torch.ones(2, dtype=torch.bool)
+
+    def loss(c: torch.Tensor, drop: torch.Tensor | None) -> float:
+        return diffusion_loss(model, z, c, t, torch.Generator().manual_seed(0), null=drop).item()
+
+    assert loss(conds, null) == loss(torch.zeros_like(conds), null)  # commands ignored
+    assert loss(conds, None) != loss(torch.zeros_like(conds), None)
+    run_stage(make_cfg(overrides(data_root, out, "stage=consistency", "run.steps=2",
+                                 "consistency.guidance=2")))  # the guided teacher distilled
+    run_stage(make_cfg(overrides(data_root, out, "stage=export", "export.guidance=2.5")))
+    world = load_world(out / "world")
+    assert world.config.guidance == 2.5 and world.session(1).guidance == 2.5
+    with pytest.raises(ValueError, match="cond_dropout"):
+        make_cfg(overrides(data_root, out, "diffusion.cond_dropout=1")).validate()
+
+
+def test_guided_velocity_is_the_classifier_free_mix() -> None:
+    """consistency.guidance: the teacher's velocity is v_null + w (v_cond - v_null)."""
+    from training.stages.consistency import guided_velocity
+
+    class Linear(torch.nn.Module):
+        def forward(self, x, prev, conds, t, null=None):
+            scale = torch.ones(x.shape[0]) if null is None else (~null).float()
+            return x + prev + scale.view(-1, 1, 1, 1, 1) * conds.mean() * 10
+
+    x, prev = torch.randn(2, 3, 2, 2, 2), torch.randn(2, 3, 2, 2, 2)
+    conds, t = torch.rand(2, 2, 4, 4), torch.ones(2)
+    model = Linear()
+    v_cond, v_null = model(x, prev, conds, t), x + prev
+    torch.testing.assert_close(guided_velocity(model, x, prev, conds, t, 1.0), v_cond)
+    torch.testing.assert_close(guided_velocity(model, x, prev, conds, t, 3.0),
+                               v_null + 3.0 * (v_cond - v_null))

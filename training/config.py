@@ -139,6 +139,8 @@ class DiffusionStageConfig:
     # no-grad unrolls make frame k's context carry up to that many steps of its own error.
     self_forcing: float = 0.0
     self_forcing_passes: int = 1
+    cond_dropout: float = 0.0  # this fraction of clips trains without conditions (the null
+    # condition): the unconditional model that classifier-free guidance (export.guidance) needs
 
 
 @dataclass
@@ -146,6 +148,8 @@ class ConsistencyStageConfig:
     teacher_steps: int = 32  # discrete-time schedule, shifted like stage 1
     timestep_shift: float = 3.0
     loss: str = "pseudo_huber"  # improved consistency models: pseudo-Huber | l2
+    guidance: float = 1.0  # distill the classifier-free-guided teacher (1 = plain); its stage
+    # 1 must have trained the null condition (diffusion.cond_dropout)
 
 
 @dataclass
@@ -208,6 +212,7 @@ class ExportConfig:
     # threshold | sample (pair with heads.max_pos_weight=1)
     temperature: float = 1.0  # scale of the generator's input noise (WorldConfig)
     ema: bool = True  # ship the stage's weight average (run.ema_decay) when it kept one
+    guidance: float = 1.0  # classifier-free guidance on the conditions (WorldConfig; 1 = off)
 
 
 @dataclass
@@ -260,6 +265,10 @@ class TrainConfig:
              f"optim.decay_steps must be >= 1, got {self.optim.decay_steps}"),
             (0 <= self.optim.min_lr_ratio <= 1,
              f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}"),
+            (self.consistency.guidance >= 0,
+             f"consistency.guidance must be >= 0 (1 = off), got {self.consistency.guidance}"),
+            (0 <= self.diffusion.cond_dropout < 1,
+             f"diffusion.cond_dropout must be in [0, 1), got {self.diffusion.cond_dropout}"),
             (0 <= self.run.ema_decay < 1,
              f"run.ema_decay must be in [0, 1) (0 = off), got {self.run.ema_decay}"),
             (not (self.run.fsdp and self.run.ema_decay > 0),

@@ -71,6 +71,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
         sample_steps=sample_steps,
         timestep_shift=cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0,
         context_noise=ex.context_noise, termination=ex.termination, temperature=ex.temperature,
+        guidance=ex.guidance,
         action_space=val.manifest["action_space"] if cfg.world.action_type == "game" else None)
     starts = np.stack([ep.arrays["frames"][0] for ep in val.episodes][:ex.start_frames])
     world = build_world(config, starts)

@@ -26,6 +26,8 @@ VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}  # convolutional: any
 #   VAE_INIT=worlds/take_cover-training/vae96.safetensors \
 #   STAGE1_INIT=worlds/take_cover-training/stage1/model.safetensors
 STAGE1_INIT=${STAGE1_INIT:-}
+# DIFF_EXTRA: more stage-1 overrides after the stage's own (word-split), e.g.
+# "diffusion.cond_dropout=0.15 run.ema_decay=0.98" for a generator that guidance can steer
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial heads export}
 WORLD_CONFIG=take_cover
 source "$(dirname "$0")/world_stages.sh"  # train, vae_stage .. adversarial_stage, run_stages
@@ -42,7 +44,8 @@ stage_vae() { vae_stage 8 8 vae.bright_weight="${BRIGHT_WEIGHT:-1}"; }
 stage_diffusion() {  # a fresh run may start from a committed stage-1 generator
   local init=()
   if [ -n "$STAGE1_INIT" ]; then init=(run.init_from="$STAGE1_INIT"); fi
-  diffusion_stage 16 22 "${init[@]}"
+  # shellcheck disable=SC2086
+  diffusion_stage 16 22 "${init[@]}" ${DIFF_EXTRA:-}
 }
 stage_consistency() { consistency_stage 16 3; }
 stage_adversarial() { adversarial_stage 4 12 adversarial.d_steps=3; }  # the D that learns (Doom v5)

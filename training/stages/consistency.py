@@ -43,15 +43,32 @@ def clean_estimate(model: torch.nn.Module, x_t: torch.Tensor, prev: torch.Tensor
     return x_t - t.view(-1, 1, 1, 1, 1) * model(x_t, prev, conds, t)
 
 
+def guided_velocity(model: torch.nn.Module, x: torch.Tensor, prev: torch.Tensor,
+                    conds: torch.Tensor, t: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance of a whole clip: v_null + w (v_cond - v_null) (w = 1: v_cond),
+    both in one batched call."""
+    if guidance == 1.0:
+        return model(x, prev, conds, t)
+    b = x.shape[0]
+    null = torch.arange(2 * b, device=x.device) >= b
+    v_cond, v_null = model(torch.cat([x, x]), torch.cat([prev, prev]), torch.cat([conds, conds]),
+                           torch.cat([t, t]), null=null).chunk(2)
+    return v_null + guidance * (v_cond - v_null)
+
+
 def consistency_loss(student: torch.nn.Module, teacher: torch.nn.Module, z: torch.Tensor,
                      conds: torch.Tensor, n: torch.Tensor, schedule: torch.Tensor,
-                     metric: str, generator: torch.Generator | None = None) -> torch.Tensor:
+                     metric: str, generator: torch.Generator | None = None,
+                     guidance: float = 1.0) -> torch.Tensor:
+    """The student's clean estimate at t_hi against its own at the teacher's one Euler step
+    down to t_lo; ``guidance`` != 1 distills the classifier-free-guided teacher (its stage 1
+    trained with ``diffusion.cond_dropout``)."""
     prev, x0 = z[:, :, :-1], z[:, :, 1:]
     t_hi, t_lo = schedule[n], schedule[n + 1]
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_hi = add_noise(x0, eps, t_hi)
     with torch.no_grad():
-        v_teacher = teacher(x_hi, prev, conds, t_hi)
+        v_teacher = guided_velocity(teacher, x_hi, prev, conds, t_hi, guidance)
         x_lo = x_hi + (t_lo - t_hi).view(-1, 1, 1, 1, 1) * v_teacher  # one Euler step
         target = clean_estimate(student, x_lo, prev, conds, t_lo)
     pred = clean_estimate(student, x_hi, prev, conds, t_hi)
@@ -82,7 +99,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         z, conds = batch.latents, batch.conds
         n = torch.from_numpy(rng.integers(0, c.teacher_steps, z.shape[0])).to(device)
         with autocast(device, cfg.run.precision):
-            loss = consistency_loss(student_fwd, teacher_fwd, z, conds, n, schedule, c.loss)
+            loss = consistency_loss(student_fwd, teacher_fwd, z, conds, n, schedule, c.loss,
+                                    guidance=c.guidance)
         grad_norm = optimizer_step(opt, loss, student.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 

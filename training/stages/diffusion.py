@@ -67,15 +67,17 @@ def self_forced_context(model: torch.nn.Module, z: torch.Tensor, frame_conds: to
 
 def diffusion_loss(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.Tensor,
                    t: torch.Tensor, generator: torch.Generator | None = None,
-                   context_noise: float = 0.0, prev: torch.Tensor | None = None) -> torch.Tensor:
+                   context_noise: float = 0.0, prev: torch.Tensor | None = None,
+                   null: torch.Tensor | None = None) -> torch.Tensor:
     """Flow-matching loss of a clip batch at per-clip timesteps ``t`` (B,), with the recycled
     frames noised up to ``context_noise`` (0 = clean, the paper's stage 1). ``prev`` replaces the
-    real recycled frames ``z[:, :, :-1]`` (teacher forcing) e.g. by :func:`self_forced_context`."""
+    real recycled frames ``z[:, :, :-1]`` (teacher forcing) e.g. by :func:`self_forced_context`;
+    ``null`` (B,) bool: clips trained without their conditions (classifier-free guidance)."""
     x0 = z[:, :, 1:]
     prev = z[:, :, :-1] if prev is None else prev
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     prev, level = noise_context(prev, context_noise, generator)
-    v = model(add_noise(x0, eps, t), prev, frame_conds, t, context_level=level)
+    v = model(add_noise(x0, eps, t), prev, frame_conds, t, context_level=level, null=null)
     return flow_matching_loss(v, x0, eps)
 
 
@@ -96,12 +98,15 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         z, conds = batch.latents, batch.conds
         t = shift_timesteps(torch.from_numpy(rng.random(z.shape[0])).float().to(device), shift)
         own = torch.from_numpy(rng.random(z.shape[0]) < d.self_forcing).to(device)
+        null = (torch.from_numpy(rng.random(z.shape[0]) < d.cond_dropout).to(device)
+                if d.cond_dropout > 0 else None)  # the unconditional model, for guidance
         with autocast(device, cfg.run.precision):
             prev = None
             if own.any():  # exposure bias: these clips recycle the model's own predictions
                 prev = z[:, :, :-1].clone()
                 prev[own] = self_forced_context(model, z[own], conds[own], d.self_forcing_passes)
-            loss = diffusion_loss(forward, z, conds, t, context_noise=d.context_noise, prev=prev)
+            loss = diffusion_loss(forward, z, conds, t, context_noise=d.context_noise, prev=prev,
+                                  null=null)
         grad_norm = optimizer_step(opt, loss, model.parameters(), cfg.optim.grad_clip)
         return {"loss": loss.detach(), "grad_norm": grad_norm}
 
