@@ -136,7 +136,8 @@ def _retune(argv: list[str]) -> None:
     from aapt_world.world import TERMINATION_RULES, retune_world
 
     parser = command_parser("aapt-world retune", "copy a world with other inference settings "
-                            "(same weights): noise temperature, context noise, termination rule")
+                            "(same weights): noise temperature, context noise, termination "
+                            "rule, guidance")
     parser.add_argument("--world", required=True, help="world directory to copy")
     parser.add_argument("--out", required=True, help="directory of the retuned copy")
     parser.add_argument("--temperature", type=float, help="scale of the generator's input "

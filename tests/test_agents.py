@@ -358,5 +358,8 @@ def test_action_response_compares_world_and_real_game(tiny_world_dir):
     assert np.ptp([r["shift_mean"] for r in real]) > 0.5  # the real game turns or strafes
     neural = [r for r in rows if r["world"] == "neural"]
     assert out["response_ratio"] == pytest.approx(response_ratio(neural, real))
+    assert all(r["brightness"] > 0 for r in real)  # the game's frames are not black
+    for name in ("brightness", "saturation", "hf_energy"):
+        assert 0.0 <= out[f"in_range_{name}"] <= 1.0
     fake = [{"shift_mean": 0.0}, {"shift_mean": 1.0}]
     assert response_ratio(fake, [{"shift_mean": -1.0}, {"shift_mean": 1.0}]) == 0.5

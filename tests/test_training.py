@@ -933,6 +933,11 @@ def test_weight_average_is_saved_resumed_and_exported(pipeline: dict, data_root:
                               torch.device("cpu"))
     for key, value in parts.modules["model"].state_dict().items():
         assert torch.equal(value, resumed[f"model_ema.{key}"])
+    # a frozen generator read from the stage's file (heads.generator=..) is the shipped average
+    from training.trainer import generator_tensors
+
+    frozen = generator_tensors(split / "diffusion" / "model.safetensors")
+    assert frozen and all(torch.equal(v, resumed[f"model_ema.{k}"]) for k, v in frozen.items())
 
     older = fresh_run_dir(pipeline, tmp_path / "older", "latents")
     run_stage(make_cfg(overrides(data_root, older, "stage=diffusion", "run.steps=2")))

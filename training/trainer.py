@@ -198,13 +198,15 @@ def load_stage_generator(cfg: TrainConfig, stage: str, name: str, module: torch.
 
 def generator_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A world model's weights (unprefixed) from a world directory (its ``generator.*``) or a
-    generator stage's safetensors (its ``model.*`` or ``generator.*``)."""
+    generator stage's safetensors (its ``model.*`` or ``generator.*``; the weight average
+    ``<name>_ema.*`` when the stage kept one, the generator that export ships)."""
     file = path / WORLD_WEIGHTS if path.is_dir() else path
     tensors, _ = load_weights(file)
-    for prefix in ("generator.", "model."):
-        found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if found:
-            return found
+    for name in ("generator", "model"):
+        for prefix in (f"{name}{EMA_SUFFIX}.", f"{name}."):
+            found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if found:
+                return found
     raise CheckpointError(f"{file} holds no generator weights (generator.* or model.*)")
 
 

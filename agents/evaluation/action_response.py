@@ -12,6 +12,10 @@ TakeCover the real game shifts ~0.9 per frame for a strafe and 0 for a no-op.
 Prints, per action, the mean shift and its spread over the starts in both worlds, and the
 response ratio: the world's spread of mean shifts across actions over the real game's
 (1 = the actions move the view as far apart as in the real game, 0 = they do not matter).
+A world can buy a larger response with a worse picture (classifier-free guidance at a high
+weight over-saturates), so each row also gives the mean frame statistics, and the summary the
+fraction of the world's frames whose brightness / saturation / HF energy lie inside the real
+frames' 5-95 % range (``in_range_*``).
 """
 
 from __future__ import annotations
@@ -24,15 +28,15 @@ import numpy as np
 from aapt_world.cli_options import add_dtype, add_threads, apply_threads, command_parser
 from aapt_world.constants import DEFAULT_MAP
 from aapt_world.devices import resolve_device
-from aapt_world.metrics import yaw_changes
+from aapt_world.metrics import FRAME_STATS, fraction_in_range, frame_stats, yaw_changes
 from aapt_world.report import print_report
 from envs.doom import DoomConfig, DoomEnv
 from envs.neural import NeuralWorldEnv, resolve_world
 
 
-def view_shift(env: gym.Env, action: Any, steps: int, seed: int) -> float:
-    """Mean horizontal view shift per video frame while ``action`` is held for ``steps`` steps
-    from ``env.reset(seed=seed)`` (NaN when the episode ends before two frames)."""
+def held_action_frames(env: gym.Env, action: Any, steps: int, seed: int) -> np.ndarray:
+    """The video frames (T, H, W, 3) while ``action`` is held for ``steps`` steps from
+    ``env.reset(seed=seed)`` (fewer when the episode ends)."""
     env.reset(seed=seed)
     frames = []
     for _ in range(steps):
@@ -40,19 +44,31 @@ def view_shift(env: gym.Env, action: Any, steps: int, seed: int) -> float:
         frames.extend(info["frames"])
         if terminated or truncated:
             break
-    return float(np.mean(yaw_changes(np.asarray(frames)))) if len(frames) > 1 else float("nan")
+    return np.asarray(frames)
 
 
-def action_response(env: gym.Env, steps: int, seeds: list[int]) -> list[dict[str, float]]:
-    """One row per action of a Discrete action space: mean and std of the view shift."""
+def view_shift(frames: np.ndarray) -> float:
+    """Mean horizontal view shift per video frame (NaN for fewer than two frames)."""
+    return float(np.mean(yaw_changes(frames))) if len(frames) > 1 else float("nan")
+
+
+def action_response(env: gym.Env, steps: int, seeds: list[int]
+                    ) -> tuple[list[dict[str, float]], dict[str, np.ndarray]]:
+    """One row per action of a Discrete action space: mean and std of the view shift and the
+    mean frame statistics; also every frame's statistics, pooled over actions and starts."""
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"action response needs a Discrete action space, got {env.action_space}")
-    rows = []
+    rows, pooled = [], {name: [] for name in FRAME_STATS}
     for action in range(int(env.action_space.n)):
-        shifts = np.array([view_shift(env, action, steps, s) for s in seeds])
+        clips = [held_action_frames(env, action, steps, s) for s in seeds]
+        shifts = np.array([view_shift(clip) for clip in clips])
+        stats = frame_stats(np.concatenate(clips))
+        for name, values in stats.items():
+            pooled[name].append(values)
         rows.append({"action": action, "shift_mean": float(np.nanmean(shifts)),
-                     "shift_std": float(np.nanstd(shifts))})
-    return rows
+                     "shift_std": float(np.nanstd(shifts)),
+                     **{name: float(values.mean()) for name, values in stats.items()}})
+    return rows, {name: np.concatenate(values) for name, values in pooled.items()}
 
 
 def response_ratio(world: list[dict[str, float]], real: list[dict[str, float]]) -> float:
@@ -86,8 +102,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         for env in envs.values():
             env.close()
-    rows = [{"world": name, **row} for name, rows in measured.items() for row in rows]
-    ratio = response_ratio(measured["neural"], measured["real"])
-    print_report("action_response", rows, {"world": args.world, "response_ratio": ratio,
-                                           "steps": args.steps, "starts": args.starts})
-    return {"rows": rows, "response_ratio": ratio}
+    rows = [{"world": name, **row} for name, (rows, _) in measured.items() for row in rows]
+    ratio = response_ratio(measured["neural"][0], measured["real"][0])
+    (_, neural_stats), (_, real_stats) = measured["neural"], measured["real"]
+    in_range = {f"in_range_{name}": fraction_in_range(neural_stats[name], real_stats[name])
+                for name in FRAME_STATS}
+    summary = {"world": args.world, "response_ratio": ratio, **in_range, "steps": args.steps,
+               "starts": args.starts}
+    print_report("action_response", rows, summary)
+    return {"rows": rows, "response_ratio": ratio, **in_range}

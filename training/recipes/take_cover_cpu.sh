@@ -47,8 +47,15 @@ stage_diffusion() {  # a fresh run may start from a committed stage-1 generator
   # shellcheck disable=SC2086
   diffusion_stage 16 22 "${init[@]}" ${DIFF_EXTRA:-}
 }
-stage_consistency() { consistency_stage 16 3; }
-stage_adversarial() { adversarial_stage 4 12 adversarial.d_steps=3; }  # the D that learns (Doom v5)
+# CONS_EXTRA: more stage-2 overrides, e.g. "consistency.guidance=10": the 1-NFE student learns
+# the classifier-free-guided teacher (needs a stage 1 trained with diffusion.cond_dropout)
+# shellcheck disable=SC2086
+stage_consistency() { consistency_stage 16 3 ${CONS_EXTRA:-}; }
+# ADV_EXTRA: more stage-3 overrides, e.g. "adversarial.recon_weight=0.3 run.ema_decay=0.98"
+# shellcheck disable=SC2086
+stage_adversarial() {  # d_steps 3: the D that learns (Doom v5)
+  adversarial_stage 4 12 adversarial.d_steps=3 ${ADV_EXTRA:-}
+}
 # HEADS_ROLLOUT=K: the heads learn on the generator's K-step free rollouts instead (the dream
 # as the env runs it; heads.rollout_steps), 128 clips per batch
 HEADS_ROLLOUT=${HEADS_ROLLOUT:-0}
