@@ -938,6 +938,18 @@ def test_weight_average_is_saved_resumed_and_exported(pipeline: dict, data_root:
 
     frozen = generator_tensors(split / "diffusion" / "model.safetensors")
     assert frozen and all(torch.equal(v, resumed[f"model_ema.{k}"]) for k, v in frozen.items())
+    # the fp16 snapshot a fresh clone resumes from (python -m training.snapshot) is the average
+    from training.snapshot import main as snapshot
+
+    snapshot(["--stage", str(split / "diffusion"), "--out", str(tmp_path / "s1.safetensors")])
+    small, meta = load_weights(tmp_path / "s1.safetensors")
+    assert set(small) == {k.replace("model_ema.", "model.") for k in averaged}
+    assert all(v.dtype == torch.float16 for v in small.values())
+    torch.testing.assert_close(small["model." + averaged[0][len("model_ema."):]].float(),
+                               resumed[averaged[0]], atol=1e-3, rtol=1e-3)
+    assert meta["generator_weights"] == "weight average" and int(meta["step"]) == 6
+    with pytest.raises(SystemExit):
+        snapshot(["--stage", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.safetensors")])
 
     older = fresh_run_dir(pipeline, tmp_path / "older", "latents")
     run_stage(make_cfg(overrides(data_root, older, "stage=diffusion", "run.steps=2")))

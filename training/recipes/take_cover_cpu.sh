@@ -24,7 +24,8 @@ OUT_WORLD=${OUT_WORLD:-$RUN/world}
 VAE_INIT=${VAE_INIT:-worlds/doom-training/vae.safetensors}  # convolutional: any frame size
 # MODEL=dream96 resumes from the committed 128x96 VAE (bright-pixel term) and stage 1:
 #   VAE_INIT=worlds/take_cover-training/vae96.safetensors \
-#   STAGE1_INIT=worlds/take_cover-training/stage1/model.safetensors
+#   STAGE1_INIT=worlds/take_cover-training/stage1/model.safetensors  (1765 + 477 steps, null
+#   condition trained: guidance works)
 STAGE1_INIT=${STAGE1_INIT:-}
 # DIFF_EXTRA: more stage-1 overrides after the stage's own (word-split), e.g.
 # "diffusion.cond_dropout=0.15 run.ema_decay=0.98" for a generator that guidance can steer
