@@ -27,7 +27,7 @@ FOLLOW_STEPS=${FOLLOW_STEPS:-360}  # 1440-frame scripted performances
 PERFORMANCES=${PERFORMANCES:-3}
 LONG_MINUTES=${LONG_MINUTES:-5}  # plus one 5-minute performance
 # a fresh run may start stage 1 from the committed generator (fifth pass, 4177 + 1358 steps,
-# weight average, fp16; the shipped world is it at 4 NFE):
+# weight average, fp16; the shipped world is it at 2 NFE):
 #   STAGE1_INIT=worlds/humanoid-training/stage1/model.safetensors
 STAGE1_INIT=${STAGE1_INIT:-}
 # DIFF_EXTRA / ADV_EXTRA: more stage-1 / stage-3 overrides (word-split), after the stage's own,
