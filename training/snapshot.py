@@ -5,7 +5,7 @@
 
 A stage's own checkpoint holds fp32 weights, their weight average and the optimizer state
 (tens of MB); a fresh clone only needs the generator. This writes the stage's weight average
-(``model_ema.*``, the generator export ships; the live ``model.*`` when it kept none) as
+(``<name>_ema.*``, the generator export ships; the live weights when it kept none) as
 ``model.*`` in fp16, sharded at the repository's shard limit, with the stage's metadata and
 the step it came from, so ``run.init_from=<out>`` starts the next run from it.
 """
@@ -17,24 +17,10 @@ from pathlib import Path
 
 import torch
 
-from aapt_world.checkpoint import CheckpointError, load_weights, save_weights, weights_exist
-from training.ema import EMA_SUFFIX
-from training.trainer import WEIGHTS
+from aapt_world.checkpoint import load_weights, save_weights, weights_exist
+from training.trainer import WEIGHTS, pick_generator
 
-GENERATOR = "model"  # the generator module's name in the DiT stages (diffusion, consistency)
-
-
-def generator_snapshot(stage_file: Path) -> tuple[dict[str, torch.Tensor], dict, bool]:
-    """The generator of a stage checkpoint as ``model.*`` tensors, its metadata, and whether
-    they are the weight average."""
-    tensors, metadata = load_weights(stage_file)
-    for prefix, averaged in ((f"{GENERATOR}{EMA_SUFFIX}.", True), (f"{GENERATOR}.", False)):
-        found = {f"{GENERATOR}.{k[len(prefix):]}": v for k, v in tensors.items()
-                 if k.startswith(prefix)}
-        if found:
-            return found, metadata, averaged
-    raise CheckpointError(f"{stage_file} holds no generator weights ({GENERATOR}.* or "
-                          f"{GENERATOR}{EMA_SUFFIX}.*): is it a diffusion or consistency stage?")
+GENERATOR = "model"  # the generator module's name in stage 1 and 2: what run.init_from loads
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -47,7 +33,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     stage_file = args.stage / WEIGHTS
     if not weights_exist(stage_file):
         parser.error(f"no stage checkpoint at {stage_file}")
-    tensors, metadata, averaged = generator_snapshot(stage_file)
+    tensors, metadata = load_weights(stage_file)
+    generator, averaged = pick_generator(tensors, stage_file)
+    tensors = {f"{GENERATOR}.{k}": v for k, v in generator.items()}
     metadata = {**metadata, "generator_weights": "weight average" if averaged else "live",
                 "snapshot_of": str(args.stage)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -196,18 +196,25 @@ def load_stage_generator(cfg: TrainConfig, stage: str, name: str, module: torch.
     return use_average
 
 
-def generator_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A world model's weights (unprefixed) from a world directory (its ``generator.*``) or a
-    generator stage's safetensors (its ``model.*`` or ``generator.*``; the weight average
-    ``<name>_ema.*`` when the stage kept one, the generator that export ships)."""
-    file = path / WORLD_WEIGHTS if path.is_dir() else path
-    tensors, _ = load_weights(file)
+def pick_generator(tensors: dict[str, torch.Tensor], source: Path
+                   ) -> tuple[dict[str, torch.Tensor], bool]:
+    """A world model's weights (unprefixed) among a file's tensors: a world's ``generator.*``
+    or a generator stage's ``model.*`` / ``generator.*``, the weight average ``<name>_ema.*``
+    first when the stage kept one (the generator export ships); and whether it was the average.
+    """
     for name in ("generator", "model"):
-        for prefix in (f"{name}{EMA_SUFFIX}.", f"{name}."):
+        for prefix, averaged in ((f"{name}{EMA_SUFFIX}.", True), (f"{name}.", False)):
             found = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             if found:
-                return found
-    raise CheckpointError(f"{file} holds no generator weights (generator.* or model.*)")
+                return found, averaged
+    raise CheckpointError(f"{source} holds no generator weights (generator.* or model.*)")
+
+
+def generator_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A world model's weights (unprefixed) from a world directory or a generator stage's
+    safetensors (see :func:`pick_generator`)."""
+    file = path / WORLD_WEIGHTS if path.is_dir() else path
+    return pick_generator(load_weights(file)[0], file)[0]
 
 
 def load_generator_weights(path: Path, model: torch.nn.Module) -> None:

@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for env in envs.values():
             env.close()
     rows = [{"world": name, **row} for name, (rows, _) in measured.items() for row in rows]
-    ratio = response_ratio(measured["neural"][0], measured["real"][0])
-    (_, neural_stats), (_, real_stats) = measured["neural"], measured["real"]
+    (neural_rows, neural_stats), (real_rows, real_stats) = measured["neural"], measured["real"]
+    ratio = response_ratio(neural_rows, real_rows)
     in_range = {f"in_range_{name}": fraction_in_range(neural_stats[name], real_stats[name])
                 for name in FRAME_STATS}
     summary = {"world": args.world, "response_ratio": ratio, **in_range, "steps": args.steps,
