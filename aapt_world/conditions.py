@@ -171,6 +171,12 @@ class ConditionConfig:
     num_actions: int = 0  # action: discrete vocabulary size (> 0 selects discrete)
     action_dim: int = 0  # action: continuous command width (> 0 selects continuous)
     action_embed_dim: int = 32
+    # action worlds with a turning camera: the recycled frame is turned by the commanded yaw
+    # before the DiT sees it (``view_warp.turn_view``); 0 = off. ``turn_channel`` is the
+    # command's turn axis, ``turn_deg`` the degrees per video frame a full command turns right.
+    warp_fov_deg: float = 0.0
+    turn_channel: int = -1
+    turn_deg: float = 0.0
 
 
 def build_condition_encoder(cfg: ConditionConfig) -> nn.Module:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .conditions import ConditionConfig, build_condition_encoder
 from .kv_cache import KVCache
 from .transformer import BlockCausalDiT, DiTConfig
+from .view_warp import turn_view
 
 
 def shift_timesteps(t: Tensor, shift: float) -> Tensor:
@@ -60,6 +61,11 @@ class WorldModel(nn.Module):
         if condition.cond_dim != dit.cond_dim:
             raise ValueError(f"condition.cond_dim {condition.cond_dim} != dit.cond_dim "
                              f"{dit.cond_dim}")
+        if condition.warp_fov_deg > 0 and not (
+                condition.kind == "action" and 0 <= condition.turn_channel < condition.action_dim
+                and condition.turn_deg > 0):
+            raise ValueError(f"condition.warp_fov_deg > 0 needs a continuous action world with "
+                             f"0 <= turn_channel < action_dim and turn_deg > 0, got {condition}")
         self.dit_config, self.condition_config = dit, condition
         self.cond = build_condition_encoder(condition)
         self.dit = BlockCausalDiT(dit)
@@ -78,12 +84,29 @@ class WorldModel(nn.Module):
             cond = cond * (~null).to(cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
         return cond
 
+    def recycled_view(self, prev: Tensor, frame_conds: Tensor) -> Tensor:
+        """The recycled frames as the DiT sees them: turned by each step's commanded yaw when
+        ``condition.warp_fov_deg`` > 0 (see :mod:`aapt_world.view_warp`), else as they are.
+        ``prev`` (B, C, T, h, w) with ``frame_conds`` (B, T, 4, A), or (B, C, h, w) with (B, 4, A).
+        """
+        c = self.condition_config
+        if c.warp_fov_deg <= 0:
+            return prev
+        right_deg = frame_conds[..., c.turn_channel].float().sum(-1) * c.turn_deg  # (B[, T])
+        if prev.dim() == 4:
+            return turn_view(prev, right_deg, c.warp_fov_deg)
+        b, ch, t, h, w = prev.shape
+        frames = prev.transpose(1, 2).reshape(b * t, ch, h, w)
+        turned = turn_view(frames, right_deg.reshape(b * t), c.warp_fov_deg)
+        return turned.view(b, t, ch, h, w).transpose(1, 2)
+
     def forward(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
                 return_hidden: Sequence[int] | None = None, context_level: Tensor | None = None,
                 null: Tensor | None = None) -> Tensor | tuple[Tensor, list]:
         """Whole clip: latents (B, C, T, h, w), frame_conds (B, T, 4, ...) -> v (B, C, T, h, w).
         ``context_level`` (B,) or (B, T): how much noise the recycled frames carry (None = 0);
         ``null`` (B,) bool: items without conditions (see :meth:`encode_conditions`)."""
+        prev = self.recycled_view(prev, frame_conds)
         return self.dit(noisy, prev, self.encode_conditions(frame_conds, null), t,
                         return_hidden=return_hidden, context_level=context_level)
 
@@ -93,6 +116,7 @@ class WorldModel(nn.Module):
              ) -> Tensor | tuple[Tensor, list]:
         """One latent frame: (B, C, h, w) latents, frame_conds (B, 4, ...) -> v (B, C, h, w)."""
         cond = self.encode_conditions(frame_conds.unsqueeze(1), null)[:, 0]
+        prev = self.recycled_view(prev, frame_conds)
         return self.dit.step(noisy, prev, cond, t, cache, return_hidden=return_hidden,
                              context_level=context_level)
 

@@ -1008,3 +1008,26 @@ def test_guided_velocity_is_the_classifier_free_mix() -> None:
     torch.testing.assert_close(guided_velocity(model, x, prev, conds, t, 1.0), v_cond)
     torch.testing.assert_close(guided_velocity(model, x, prev, conds, t, 3.0),
                                v_null + 3.0 * (v_cond - v_null))
+
+
+def test_turned_view_is_trained_exported_and_loaded(pipeline: dict, data_root: Path,
+                                                    tmp_path: Path) -> None:
+    """world.view_warp_fov: the generator sees its last frame turned by Doom's commanded yaw
+    (turn axis and degrees from envs.actions), in training and in the exported world."""
+    from aapt_world.world import load_world
+    from envs.actions import CommandScale
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents")
+    warp = "world.view_warp_fov=90"
+    run_stage(make_cfg(overrides(data_root, out, "stage=diffusion", "run.steps=2", warp)))
+    run_stage(make_cfg(overrides(data_root, out, "stage=export", "export.source=diffusion",
+                                 warp)))
+    world = load_world(out / "world-diffusion")
+    cond = world.generator.condition_config
+    assert (cond.warp_fov_deg, cond.turn_channel, cond.turn_deg) == (90, 2, CommandScale().turn)
+    session = world.session(1)
+    session.reset(torch.from_numpy(world.start_frames[:1].copy()))
+    frames = session.step(torch.tensor([[0.0, 0.0, 1.0, 0.0]]).repeat(4, 1)[None])
+    assert frames.shape[:2] == (1, 4)
+    with pytest.raises(ValueError, match="view_warp_fov"):
+        build_world_model(make_cfg(overrides(data_root, out, warp, "world.action_dim=3")))

@@ -41,6 +41,9 @@ class WorldConfig:
     # dodge (Doom; dodge = TakeCover's noop / left / right) | game (the recorded game's own
     # space, from the dataset manifest)
     fps: int = DOOM_FPS
+    # Doom: > 0 turns the recycled frame by the commanded yaw, a pinhole camera of this
+    # horizontal field of view (ViZDoom's: 90); see aapt_world.view_warp. 0 = off.
+    view_warp_fov: float = 0.0
 
 
 @dataclass

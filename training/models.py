@@ -8,6 +8,7 @@ import torch
 
 from aapt_world.conditions import ConditionConfig
 from aapt_world.world_model import WorldModel
+from envs.actions import COMMAND_DIM, COMMAND_NAMES, CommandScale
 from training.config import TrainConfig
 
 KEYPOINT_DIM = 2  # pose worlds are conditioned on 2D keypoints (pixels) per video frame
@@ -24,8 +25,16 @@ def condition_config(cfg: TrainConfig) -> ConditionConfig:
         return ConditionConfig(kind="pose", cond_dim=dit.cond_dim, hidden_dim=cfg.model.cond_hidden,
                                num_keypoints=world.action_dim // KEYPOINT_DIM,
                                keypoint_dim=KEYPOINT_DIM)
+    warp = {}
+    if world.view_warp_fov > 0:  # Doom's command: turn axis and degrees per frame at full scale
+        if world.condition != "action" or world.action_dim != COMMAND_DIM:
+            raise ValueError(f"world.view_warp_fov needs Doom's {COMMAND_DIM}-wide commands "
+                             f"(world.condition=action), got {world.condition} x "
+                             f"{world.action_dim}")
+        warp = dict(warp_fov_deg=world.view_warp_fov, turn_channel=COMMAND_NAMES.index("turn"),
+                    turn_deg=CommandScale().turn)
     return ConditionConfig(kind=world.condition, cond_dim=dit.cond_dim,
-                           hidden_dim=cfg.model.cond_hidden, action_dim=world.action_dim)
+                           hidden_dim=cfg.model.cond_hidden, action_dim=world.action_dim, **warp)
 
 
 def build_world_model(cfg: TrainConfig) -> WorldModel:

@@ -34,7 +34,8 @@ DECAY_STEPS=${DECAY_STEPS:-2800}
 ADV_MINUTES=${ADV_MINUTES:-20}
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial_d3 export}
 VAE_SHAPE="model.vae.enc_blocks=2 model.vae.dec_blocks=3 model.vae.light_dec_blocks=2"
-MODEL_OVERRIDES="model.vae.latent_channels=32 model.dit.latent_channels=32 $VAE_SHAPE"
+# WORLD_EXTRA: overrides every stage shares, e.g. "world.view_warp_fov=90" (the turned view)
+MODEL_OVERRIDES="model.vae.latent_channels=32 model.dit.latent_channels=32 $VAE_SHAPE ${WORLD_EXTRA:-}"
 source "$(dirname "$0")/cpu_stages.sh"  # train, stage_consistency, stage_adversarial
 
 stage_collect() {  # deterministic: the same command records the same episodes

@@ -1,0 +1,53 @@
+"""Turning the recycled frame by the commanded yaw: a motion-compensated previous frame.
+
+A camera that turns by ``theta`` about its vertical axis moves every pixel by the same
+rotation homography, whatever the scene's depth. With pixel coordinates normalised by the focal
+length (``u = (x - cx) / f``, ``v = (y - cy) / f``, ``f = (W / 2) / tan(fov / 2)``), the view
+after a clockwise (rightward) turn by ``theta`` shows at ``(u, v)`` what the view before it
+showed at
+
+    u_src = (u cos(theta) + sin(theta)) / d,   v_src = v / d,   d = cos(theta) - u sin(theta).
+
+The map is the same on the VAE's latent grid (it only uses coordinates relative to the frame),
+so the generator can be handed its last frame already turned by the command: the turn, which
+the command fully determines, no longer has to be learnt, and the net only adds what the turn
+reveals at the edge and what walking changes. Measured on data/doom (fov 90, the fit peaks
+there): one step's copy-previous PSNR over turning steps 20.3 -> 21.4 dB in pixels, and
+copy-previous latent MSE 1.33 -> 1.16 (the zero prediction's is 1.02).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def turn_view(frames: Tensor, right_deg: Tensor, fov_deg: float) -> Tensor:
+    """``frames`` (N, C, h, w) as seen after turning right by ``right_deg`` (N,) degrees with a
+    pinhole camera of horizontal field of view ``fov_deg``. What the turn brings into view has
+    no source: the border column is repeated there."""
+    if frames.dim() != 4 or right_deg.shape != frames.shape[:1]:
+        raise ValueError(f"turn_view: frames (N, C, h, w) and right_deg (N,), got "
+                         f"{tuple(frames.shape)} and {tuple(right_deg.shape)}")
+    if not 0 < fov_deg < 180:
+        raise ValueError(f"turn_view: fov_deg must be in (0, 180), got {fov_deg}")
+    n, _, h, w = frames.shape
+    focal = (w / 2) / math.tan(math.radians(fov_deg) / 2)
+    dev = frames.device
+    u = ((torch.arange(w, device=dev) + 0.5 - w / 2) / focal).view(1, 1, w)
+    v = ((torch.arange(h, device=dev) + 0.5 - h / 2) / focal).view(1, h, 1)
+    theta = torch.deg2rad(right_deg.float()).view(n, 1, 1)
+    # d > 0 for any turn under 90 - fov / 2 degrees per step (Doom: 24 at most, fov 90)
+    d = (torch.cos(theta) - u * torch.sin(theta)).clamp_min(1e-3)
+    u_src = (u * torch.cos(theta) + torch.sin(theta)) / d
+    v_src = v / d
+    # grid_sample's coordinates: -1 .. 1 across the frame's outer edges
+    grid_x = (u_src * focal / (w / 2)).expand(n, h, w)
+    grid_y = (v_src * focal / (h / 2)).expand(n, h, w)
+    grid = torch.stack([grid_x, grid_y], -1)
+    out = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.to(frames.dtype)

@@ -1,0 +1,89 @@
+"""The recycled frame turned by the commanded yaw (aapt_world.view_warp, WorldModel)."""
+
+import math
+
+import pytest
+import torch
+
+from aapt_world.conditions import ConditionConfig
+from aapt_world.transformer import dit_config
+from aapt_world.view_warp import turn_view
+from aapt_world.world_model import WorldModel
+
+FOV = 90.0
+
+
+def column_image(width: int = 64, height: int = 16, column: int = 32) -> torch.Tensor:
+    img = torch.zeros(1, 1, height, width)
+    img[..., column] = 1.0
+    return img
+
+
+def test_no_turn_is_identity():
+    frames = torch.randn(3, 4, 12, 16)
+    assert torch.allclose(turn_view(frames, torch.zeros(3), FOV), frames, atol=1e-5)
+
+
+@pytest.mark.parametrize("right_deg", [10.0, -20.0])
+def test_turning_right_moves_the_scene_left_by_the_pinhole_amount(right_deg):
+    """What was straight ahead appears at x = cx - f tan(theta) after a right turn by theta."""
+    width = 64
+    img = column_image(width, column=width // 2)  # the column centred at x = 32.5 - 0.5
+    out = turn_view(img, torch.tensor([right_deg]), FOV)
+    focal = (width / 2) / math.tan(math.radians(FOV / 2))
+    expected = width / 2 - focal * math.tan(math.radians(right_deg))  # continuous x of the column
+    profile = out[0, 0, 8]
+    centre = float((profile * (torch.arange(width) + 0.5)).sum() / profile.sum())
+    assert abs(centre - (expected + 0.5)) < 0.6, (centre, expected)
+    # rows are stretched towards the edge the scene moved to, never shrunk to nothing
+    assert profile.sum() > 0.5
+
+
+def test_turn_view_rejects_bad_shapes_and_fov():
+    with pytest.raises(ValueError, match="right_deg"):
+        turn_view(torch.zeros(2, 1, 4, 4), torch.zeros(3), FOV)
+    with pytest.raises(ValueError, match="fov_deg"):
+        turn_view(torch.zeros(2, 1, 4, 4), torch.zeros(2), 180.0)
+
+
+def warp_model(fov: float = FOV) -> WorldModel:
+    torch.manual_seed(0)
+    dit = dit_config("tiny")
+    cond = ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
+                           warp_fov_deg=fov, turn_channel=2, turn_deg=6.0)
+    model = WorldModel(dit, cond).eval()
+    with torch.no_grad():  # adaLN-Zero weights randomised so that every path carries signal
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return model
+
+
+def test_world_model_sees_the_turned_frame_in_parallel_and_cached_steps():
+    model, plain = warp_model(), warp_model(0.0)
+    plain.load_state_dict(model.state_dict())
+    cfg = model.cfg
+    b, frames = 2, 5
+    shape = (b, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
+    g = torch.Generator().manual_seed(1)
+    noisy, prev = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    conds = torch.zeros(b, frames, 4, 4)
+    conds[..., 2] = torch.linspace(-1, 1, frames).view(1, frames, 1)  # full left .. full right
+    with torch.no_grad():
+        v = model(noisy, prev, conds, 1.0)
+        turned = model.recycled_view(prev, conds)
+        assert torch.allclose(v, plain(noisy, turned, conds, 1.0), atol=1e-5)
+        # the still frame (turn 0) passes unchanged; the others move
+        assert torch.allclose(turned[:, :, 2], prev[:, :, 2], atol=1e-5)
+        assert (turned[:, :, 0] - prev[:, :, 0]).abs().mean() > 0.1
+        cache = model.init_cache(b)
+        steps = [model.step(noisy[:, :, k], prev[:, :, k], conds[:, k], 1.0, cache)
+                 for k in range(frames)]
+    assert (torch.stack(steps, 2) - v).abs().max() < 1e-5
+
+
+def test_warp_needs_a_turn_axis():
+    dit = dit_config("tiny")
+    with pytest.raises(ValueError, match="turn_channel"):
+        WorldModel(dit, ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
+                                        warp_fov_deg=FOV))
