@@ -122,6 +122,22 @@ class PoseConditionEncoder(nn.Module):
         x = ((keypoints - self.offset) / self.scale).to(self.mlp[0].weight.dtype)
         return self.mlp(x.flatten(2))
 
+    def heatmaps(self, keypoints: Tensor, height: int, width: int, sigma: float) -> Tensor:
+        """Where each joint is, on the latent grid: keypoints (B, T, 4, K, 2) (the frame's
+        first two coordinates: column, row) -> Gaussian maps of std ``sigma`` latent pixels,
+        (B, 4 K, T, height, width), one per video frame and joint (the global condition alone
+        has to learn where a coordinate lands; these are aligned with the latent)."""
+        _check(keypoints, self.tail, self.frames_per_latent, "keypoints")
+        u = (keypoints[..., :2] - self.offset[:2]) / self.scale[:2]  # [-1, 1] over the frame
+        col = (u[..., 0].float() + 1) * (width / 2) - 0.5  # latent pixel centres at 0 .. w - 1
+        row = (u[..., 1].float() + 1) * (height / 2) - 0.5
+        xs = torch.arange(width, device=u.device, dtype=torch.float32)
+        ys = torch.arange(height, device=u.device, dtype=torch.float32)
+        dx2 = (xs - col[..., None]).square()[..., None, :]  # (B, T, 4, K, 1, w)
+        dy2 = (ys - row[..., None]).square()[..., :, None]  # (B, T, 4, K, h, 1)
+        maps = torch.exp(-(dx2 + dy2) / (2 * sigma**2))
+        return maps.flatten(2, 3).transpose(1, 2)
+
 
 class ActionConditionEncoder(nn.Module):
     """Discrete ``(B, T, 4)`` int actions (``num_actions`` > 0) or continuous ``(B, T, 4, A)``
@@ -171,6 +187,9 @@ class ConditionConfig:
     num_actions: int = 0  # action: discrete vocabulary size (> 0 selects discrete)
     action_dim: int = 0  # action: continuous command width (> 0 selects continuous)
     action_embed_dim: int = 32
+    # pose worlds: > 0 also hands the DiT Gaussian maps of every joint on the latent grid
+    # (std in latent pixels), added to its tokens; 0 = the global condition only
+    pose_map_sigma: float = 0.0
     # action worlds with a turning camera: the recycled frame is turned by the commanded yaw
     # before the DiT sees it (``view_warp.turn_view``); 0 = off. ``turn_channel`` is the
     # command's turn axis, ``turn_deg`` the degrees per video frame a full command turns right.

@@ -109,6 +109,15 @@ def dit_config(name: str = "small", **overrides: object) -> DiTConfig:
 
 
 # ---------------------------------------------------------------------------- building blocks
+def patchify(x: Tensor, patch_size: int) -> Tensor:
+    """(B, C, T, h, w) -> tokens (B, T, S, C p p): channel-major per p x p patch, S patches
+    row by row."""
+    b, ch, nt, h, w = x.shape
+    p = patch_size
+    x = x.view(b, ch, nt, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)
+    return x.reshape(b, nt, (h // p) * (w // p), ch * p * p)
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float) -> Tensor:
     """Sinusoidal features (..., dim) of (scaled) timesteps t (...)."""
     half = dim // 2
@@ -253,15 +262,15 @@ class BlockCausalDiT(nn.Module):
 
     def _embed(
         self, noisy: Tensor, prev: Tensor, cond: Tensor | None, t: Tensor | float,
-        context_level: Tensor | None = None,
+        context_level: Tensor | None = None, token_bias: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """-> tokens (B, T, S, dim), activated conditioning (B, T, dim)."""
+        """-> tokens (B, T, S, dim), activated conditioning (B, T, dim). ``token_bias``
+        (B, T, S, dim): added to the tokens (a spatial condition, e.g. pose maps)."""
         b, _, nt, h, w = noisy.shape
-        p = self.cfg.patch_size
-        hp, wp = self._grid(h, w)
-        x = torch.cat([noisy, prev], dim=1)
-        x = x.view(b, -1, nt, hp, p, wp, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(b, nt, hp * wp, -1)
-        x = self.patch_embed(x)
+        self._grid(h, w)
+        x = self.patch_embed(patchify(torch.cat([noisy, prev], dim=1), self.cfg.patch_size))
+        if token_bias is not None:
+            x = x + token_bias.to(x.dtype)
         t = torch.as_tensor(t, device=noisy.device, dtype=torch.float32)
         t = t.view(b, 1).expand(b, nt) if t.dim() == 1 else t.expand(b, nt)
         feats = timestep_embedding(t * self.cfg.timestep_scale, self.cfg.timestep_freq_dim,
@@ -311,6 +320,7 @@ class BlockCausalDiT(nn.Module):
         t: Tensor | float,
         return_hidden: Sequence[int] | None = None,
         context_level: Tensor | None = None,
+        token_bias: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Whole clip in parallel under the block-causal sliding-window mask.
 
@@ -320,7 +330,7 @@ class BlockCausalDiT(nn.Module):
         b, _, nt, h, w = noisy.shape
         hp, wp = self._grid(h, w)
         n = hp * wp
-        x, c = self._embed(noisy, prev, cond, t, context_level)
+        x, c = self._embed(noisy, prev, cond, t, context_level, token_bias)
         layout = parallel_layout(nt, n, self.cfg.window)
         dev, dt = x.device, x.dtype
         mask = layout.mask.to(dev)
@@ -369,16 +379,19 @@ class BlockCausalDiT(nn.Module):
         cache: KVCache,
         return_hidden: Sequence[int] | None = None,
         context_level: Tensor | None = None,
+        token_bias: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """One latent frame per item: ``noisy``/``prev`` (B, C, h, w), ``cond`` (B, cond_dim),
-        ``t`` float or (B,). Writes this frame into ``cache`` and returns v (B, C, h, w)
-        (plus hidden states (B, 1, tokens_per_frame, dim) per requested block)."""
+        ``t`` float or (B,), ``token_bias`` (B, S, dim). Writes this frame into ``cache`` and
+        returns v (B, C, h, w) (plus hidden states (B, 1, tokens_per_frame, dim) per requested
+        block)."""
         h, w = noisy.shape[-2:]
         hp, wp = self._grid(h, w)
         if hp * wp != cache.tokens_per_frame:
             raise ValueError("latent size does not match the cache's tokens_per_frame")
         x, c = self._embed(noisy.unsqueeze(2), prev.unsqueeze(2),
-                           None if cond is None else cond.unsqueeze(1), t, context_level)
+                           None if cond is None else cond.unsqueeze(1), t, context_level,
+                           None if token_bias is None else token_bias.unsqueeze(1))
         plan: StepPlan = cache.begin_step()
         dev, dt = x.device, x.dtype
         spatial = self.rope.spatial_rotation(hp, wp, dev, dt)

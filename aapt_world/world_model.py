@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .conditions import ConditionConfig, build_condition_encoder
 from .kv_cache import KVCache
-from .transformer import BlockCausalDiT, DiTConfig
+from .transformer import BlockCausalDiT, DiTConfig, patchify
 from .view_warp import turn_view
 
 
@@ -66,9 +66,17 @@ class WorldModel(nn.Module):
                 and condition.turn_deg > 0):
             raise ValueError(f"condition.warp_fov_deg > 0 needs a continuous action world with "
                              f"0 <= turn_channel < action_dim and turn_deg > 0, got {condition}")
+        if condition.pose_map_sigma > 0 and condition.kind != "pose":
+            raise ValueError(f"condition.pose_map_sigma > 0 needs a pose world, got "
+                             f"kind {condition.kind!r}")
         self.dit_config, self.condition_config = dit, condition
         self.cond = build_condition_encoder(condition)
         self.dit = BlockCausalDiT(dit)
+        if condition.pose_map_sigma > 0:  # zero-initialised: a stage-1 model starts unchanged
+            maps = condition.frames_per_latent * condition.num_keypoints
+            self.pose_map_embed = nn.Linear(maps * dit.patch_size**2, dit.dim)
+            nn.init.zeros_(self.pose_map_embed.weight)
+            nn.init.zeros_(self.pose_map_embed.bias)
 
     @property
     def cfg(self) -> DiTConfig:
@@ -100,6 +108,20 @@ class WorldModel(nn.Module):
         turned = turn_view(frames, right_deg.reshape(b * t), c.warp_fov_deg)
         return turned.view(b, t, ch, h, w).transpose(1, 2)
 
+    def pose_tokens(self, frame_conds: Tensor, height: int, width: int,
+                    null: Tensor | None = None) -> Tensor | None:
+        """The joints' maps as a token bias (B, T, S, dim) for pose worlds with
+        ``condition.pose_map_sigma`` > 0, else None; ``frame_conds`` (B, T, 4, K, 2); ``null``
+        items get none (the null condition, as in :meth:`encode_conditions`)."""
+        sigma = self.condition_config.pose_map_sigma
+        if sigma <= 0:
+            return None
+        maps = self.cond.heatmaps(frame_conds, height, width, sigma)
+        if null is not None:
+            maps = maps * (~null).to(maps.dtype).view(-1, 1, 1, 1, 1)
+        weight = self.pose_map_embed.weight
+        return self.pose_map_embed(patchify(maps, self.dit_config.patch_size).to(weight.dtype))
+
     def forward(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
                 return_hidden: Sequence[int] | None = None, context_level: Tensor | None = None,
                 null: Tensor | None = None) -> Tensor | tuple[Tensor, list]:
@@ -108,7 +130,8 @@ class WorldModel(nn.Module):
         ``null`` (B,) bool: items without conditions (see :meth:`encode_conditions`)."""
         prev = self.recycled_view(prev, frame_conds)
         return self.dit(noisy, prev, self.encode_conditions(frame_conds, null), t,
-                        return_hidden=return_hidden, context_level=context_level)
+                        return_hidden=return_hidden, context_level=context_level,
+                        token_bias=self.pose_tokens(frame_conds, *noisy.shape[-2:], null))
 
     def step(self, noisy: Tensor, prev: Tensor, frame_conds: Tensor, t: Tensor | float,
              cache: KVCache, return_hidden: Sequence[int] | None = None,
@@ -117,8 +140,10 @@ class WorldModel(nn.Module):
         """One latent frame: (B, C, h, w) latents, frame_conds (B, 4, ...) -> v (B, C, h, w)."""
         cond = self.encode_conditions(frame_conds.unsqueeze(1), null)[:, 0]
         prev = self.recycled_view(prev, frame_conds)
+        bias = self.pose_tokens(frame_conds.unsqueeze(1), *noisy.shape[-2:], null)
         return self.dit.step(noisy, prev, cond, t, cache, return_hidden=return_hidden,
-                             context_level=context_level)
+                             context_level=context_level,
+                             token_bias=None if bias is None else bias[:, 0])
 
     def generate_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor, cache: KVCache,
                       context_level: Tensor | None = None) -> Tensor:
@@ -168,6 +193,19 @@ class WorldModel(nn.Module):
 
     def init_cache(self, batch_size: int, latent_size: tuple[int, int] | None = None) -> KVCache:
         return self.dit.init_cache(batch_size, latent_size=latent_size)
+
+
+def add_zero_pose_maps(tensors: dict[str, Tensor], model: WorldModel,
+                       prefix: str = "model.") -> dict[str, Tensor]:
+    """Weights of a generator without pose maps (``tensors``, named ``<prefix><param>``) for
+    ``model`` with them: the maps enter through zero weights, so it starts as the same function.
+    Tensors that already hold the maps are kept."""
+    if model.condition_config.pose_map_sigma <= 0:
+        return tensors
+    out = dict(tensors)
+    for name, param in model.pose_map_embed.state_dict().items():
+        out.setdefault(f"{prefix}pose_map_embed.{name}", torch.zeros_like(param))
+    return out
 
 
 def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,

@@ -89,3 +89,21 @@ def test_factory():
     assert enc(torch.zeros(1, 2, 4, dtype=torch.long)).shape == (1, 2, 8)
     with pytest.raises(ValueError):
         build_condition_encoder(ConditionConfig("smell"))
+
+
+def test_pose_heatmaps_peak_where_the_joint_is():
+    from aapt_world.conditions import PoseConditionEncoder
+
+    enc = PoseConditionEncoder(cond_dim=8, num_keypoints=2)
+    with torch.no_grad():  # pixel keypoints on a 64 x 48 frame -> [-1, 1]
+        enc.offset.copy_(torch.tensor([32.0, 24.0]))
+        enc.scale.copy_(torch.tensor([32.0, 24.0]))
+    kp = torch.zeros(1, 1, 4, 2, 2)
+    kp[..., 0, :] = torch.tensor([4.0, 4.0])  # top-left latent pixel (8 px per latent pixel)
+    kp[..., 1, :] = torch.tensor([60.0, 44.0])  # bottom-right one
+    maps = enc.heatmaps(kp, height=6, width=8, sigma=0.5)
+    assert maps.shape == (1, 8, 1, 6, 8)  # 4 frames x 2 joints
+    first, second = maps[0, 0, 0], maps[0, 1, 0]
+    assert first[0, 0] == pytest.approx(1.0, abs=1e-4) and first.argmax() == 0
+    assert second[5, 7] == pytest.approx(1.0, abs=1e-4) and second.argmax() == 6 * 8 - 1
+    assert first[3, 4] < 1e-6  # local, not a global code

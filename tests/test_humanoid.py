@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -204,8 +205,8 @@ def test_pose_world_trains_on_per_frame_keypoints(tmp_path) -> None:
     collect(CollectConfig(root=str(root), world="humanoid", num_episodes=4, steps_per_episode=6,
                           workers=1, val_every=2, **SIZE), progress=False)
 
-    def cfg(*extra: str):
-        items = ["model=tiny", "world=humanoid", f"data.root={root}", f"run.out_dir={out}",
+    def cfg(*extra: str, run=out):
+        items = ["model=tiny", "world=humanoid", f"data.root={root}", f"run.out_dir={run}",
                  "run.batch_size=2", "data.clip_steps=3", "data.val_batches=1",
                  "run.progress=false", "run.threads=1", "run.eval_every=1000",
                  "optim.warmup_steps=1", "adversarial.rollout_steps=2", *extra]
@@ -228,6 +229,21 @@ def test_pose_world_trains_on_per_frame_keypoints(tmp_path) -> None:
     assert model.cond.offset.tolist() == [32.0, 24.0] and model.cond.scale.tolist() == [32, 24]
     new, prev = batch.latents[:, :, 1:], batch.latents[:, :, :-1]
     assert model(new, prev, batch.conds, 0.5).shape == new.shape
+
+    # the joints' maps: a stage 1 without them continues with them (entering through zero
+    # weights), and the exported world keeps them
+    from aapt_world.world import load_world
+
+    maps = tmp_path / "run_maps"
+    for stage in ("vae", "latents"):
+        shutil.copytree(out / stage, maps / stage)
+    sigma = "world.pose_map_sigma=0.6"
+    stage1 = out / "diffusion" / "model.safetensors"
+    run_stage(cfg("stage=diffusion", "run.steps=2", sigma, f"run.init_from={stage1}", run=maps))
+    run_stage(cfg("stage=export", "export.source=diffusion", sigma, run=maps))
+    world = load_world(maps / "world-diffusion")
+    assert world.generator.condition_config.pose_map_sigma == 0.6
+    assert world.generator.pose_map_embed.weight.abs().sum() > 0  # trained from zero
 
 
 def test_pose_probe_learns_keypoints_from_real_frames(tmp_path) -> None:

@@ -44,6 +44,9 @@ class WorldConfig:
     # Doom: > 0 turns the recycled frame by the commanded yaw, a pinhole camera of this
     # horizontal field of view (ViZDoom's: 90); see aapt_world.view_warp. 0 = off.
     view_warp_fov: float = 0.0
+    # pose worlds: > 0 also hands the generator Gaussian maps of the joints on the latent grid
+    # (std in latent pixels; see PoseConditionEncoder.heatmaps). 0 = off.
+    pose_map_sigma: float = 0.0
 
 
 @dataclass

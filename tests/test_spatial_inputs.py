@@ -1,14 +1,16 @@
-"""The recycled frame turned by the commanded yaw (aapt_world.view_warp, WorldModel)."""
+"""Spatial inputs of the generator: the recycled frame turned by the commanded yaw
+(aapt_world.view_warp) and the joints' maps of a pose world (WorldModel.pose_tokens)."""
 
 import math
 
 import pytest
 import torch
 
+from aapt_world.checkpoint import load_into
 from aapt_world.conditions import ConditionConfig
 from aapt_world.transformer import dit_config
 from aapt_world.view_warp import turn_view
-from aapt_world.world_model import WorldModel
+from aapt_world.world_model import WorldModel, add_zero_pose_maps
 
 FOV = 90.0
 
@@ -87,3 +89,53 @@ def test_warp_needs_a_turn_axis():
     with pytest.raises(ValueError, match="turn_channel"):
         WorldModel(dit, ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
                                         warp_fov_deg=FOV))
+
+
+def pose_model(sigma: float) -> WorldModel:
+    torch.manual_seed(0)
+    dit = dit_config("tiny")
+    cond = ConditionConfig(kind="pose", cond_dim=dit.cond_dim, num_keypoints=3,
+                           pose_map_sigma=sigma)
+    model = WorldModel(dit, cond).eval()
+    with torch.no_grad():
+        model.cond.offset.fill_(16.0)  # a 32 x 32 frame -> 4 x 4 latents
+        model.cond.scale.fill_(16.0)
+    return model
+
+
+def test_pose_maps_start_as_the_same_function_and_then_carry_the_joints():
+    plain, mapped = pose_model(0.0), pose_model(0.6)
+    for p in plain.parameters():  # adaLN-Zero weights randomised: every path carries signal
+        if not p.any():
+            with torch.no_grad():
+                p.normal_(0.0, 0.05)
+    # a stage-1 model without maps loads strictly, its maps entering through zero weights
+    tensors = add_zero_pose_maps({f"model.{k}": v for k, v in plain.state_dict().items()},
+                                 mapped)
+    load_into(mapped, {k[len("model."):]: v for k, v in tensors.items()}, "test")
+    cfg = mapped.cfg
+    b, frames = 2, 4
+    shape = (b, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
+    g = torch.Generator().manual_seed(1)
+    noisy, prev = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    kp = torch.rand(b, frames, 4, 3, 2, generator=g) * 32
+    with torch.no_grad():
+        assert torch.equal(mapped(noisy, prev, kp, 1.0), plain(noisy, prev, kp, 1.0))
+        mapped.pose_map_embed.weight.normal_(0.0, 0.1)
+        v = mapped(noisy, prev, kp, 1.0)
+        assert (v - plain(noisy, prev, kp, 1.0)).abs().mean() > 1e-3
+        cache = mapped.init_cache(b)
+        steps = [mapped.step(noisy[:, :, k], prev[:, :, k], kp[:, k], 1.0, cache)
+                 for k in range(frames)]
+        assert (torch.stack(steps, 2) - v).abs().max() < 1e-5
+        # the null condition drops the maps with the global condition
+        null = torch.ones(b, dtype=torch.bool)
+        assert torch.equal(mapped(noisy, prev, kp, 1.0, null=null),
+                           mapped(noisy, prev, kp.flip(0), 1.0, null=null))
+
+
+def test_pose_maps_need_a_pose_world():
+    dit = dit_config("tiny")
+    with pytest.raises(ValueError, match="pose_map_sigma"):
+        WorldModel(dit, ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
+                                        pose_map_sigma=0.5))
