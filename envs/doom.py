@@ -59,6 +59,10 @@ _BUTTONS = [
 # positive looks up while pitch is positive looking down. Commands follow "right/down positive".
 _BUTTON_SIGNS = np.array([1.0, 1.0, 1.0, -1.0], dtype=np.float32)
 
+# ViZDoom's horizontal field of view at its default settings (a pinhole fit of one step's
+# turn to the recorded frames peaks here: aapt_world.view_warp)
+DOOM_FOV_DEG = 90.0
+
 EXPLORATION_MAPS = ("MAP01", "MAP02", "MAP03", "MAP04", "MAP05", "MAP06", "MAP07", "MAP08")
 REWARD_SCENARIOS = (
     "take_cover",

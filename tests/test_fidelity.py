@@ -358,3 +358,17 @@ def test_ladder_merge_joins_reports_of_the_same_frames(tiny_world_dir, tmp_path)
         merge_reports({"a": a, "other": other})
     with pytest.raises(SystemExit):
         main(["--merge", "no-name-given", "--out", str(out)])
+
+
+def test_turned_copy_baseline_moves_the_view_against_the_turn() -> None:
+    """The ladder's geometry-only baseline: no turn repeats the frame; a right turn moves
+    what was ahead to the left, further in each of the step's 4 frames."""
+    from agents.evaluation.ladder import turned_copy
+
+    frame = np.zeros((24, 32, 3), np.uint8)
+    frame[:, 16] = 255  # a bright column just right of the centre
+    still = turned_copy(frame, np.zeros(4, np.float32))
+    assert still.shape == (4, 24, 32, 3) and (still == frame).all()
+    right = turned_copy(frame, np.array([0, 0, 1.0, 0], np.float32))  # 6 deg per frame
+    centres = [float((f[12, :, 0] * np.arange(32)).sum() / f[12, :, 0].sum()) for f in right]
+    assert 16 > centres[0] > centres[1] > centres[2] > centres[3] > 8

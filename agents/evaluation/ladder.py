@@ -39,6 +39,7 @@ from aapt_world.constants import COLLECTION_MAPS, HELD_OUT_SEED
 from aapt_world.devices import resolve_device
 from aapt_world.report import print_report
 from aapt_world.session import from_uint8_frames, to_uint8_frames
+from aapt_world.view_warp import turn_view
 from aapt_world.world import load_world
 from agents.evaluation.drift import (
     FAMILIES,
@@ -54,7 +55,8 @@ from agents.evaluation.drift import (
     real_run,
 )
 from envs import DEFAULT_WORLD
-from envs.actions import FRAMES_PER_STEP, command_to_frame_conditions
+from envs.actions import COMMAND_NAMES, FRAMES_PER_STEP, CommandScale, command_to_frame_conditions
+from envs.doom import DOOM_FOV_DEG
 from envs.scripted import ExplorerPolicy
 
 FULL_TURN_STEPS = 15  # a full-speed turn is 24 degrees per step: 360 degrees in 15 steps
@@ -142,10 +144,19 @@ def held_out_clips(cfg: LadderConfig, width: int, height: int) -> list[RealRun]:
                      steps=cfg.clip_steps) for i, m in enumerate(cfg.maps)]
 
 
+def turned_copy(frame: np.ndarray, command: np.ndarray) -> np.ndarray:
+    """The last real frame (H, W, 3) turned by one step's commanded yaw, frame by frame: what
+    the camera's geometry alone predicts of the next 4 frames (uint8, (4, H, W, 3))."""
+    turn_deg = float(command[COMMAND_NAMES.index("turn")]) * CommandScale().turn
+    frames = from_uint8_frames(torch.from_numpy(np.repeat(frame[None], FRAMES_PER_STEP, 0)))
+    turned = turn_view(frames, turn_deg * torch.arange(1.0, FRAMES_PER_STEP + 1), DOOM_FOV_DEG)
+    return to_uint8_frames(turned).numpy()
+
+
 @torch.inference_mode()
 def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
                                 seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    vae_psnr, vae_ssim, tf, copy, ceiling, pred = [], [], [], [], [], []
+    vae_psnr, vae_ssim, tf, copy, turned, ceiling, pred = [], [], [], [], [], [], []
     latents, copy_latent = [], []
     for i, clip in enumerate(clips):
         real = clip.frames
@@ -166,6 +177,7 @@ def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
             target = real[1 + 4 * k: 5 + 4 * k]
             tf.append(_steps_psnr(frames, target))
             copy.append(_steps_psnr(np.repeat(real[4 * k][None], FRAMES_PER_STEP, 0), target))
+            turned.append(_steps_psnr(turned_copy(real[4 * k], cmd), target))
             ceiling.append(_steps_psnr(recon[1 + 4 * k: 5 + 4 * k], target))
         pred.append(latent_predictability(z))
     per_channel = np.mean([p["per_channel"] for p in pred], axis=0)
@@ -175,6 +187,7 @@ def rung_vae_and_teacher_forced(world: Any, clips: list[RealRun], device: str,
            "latent_copy_over_zero_per_channel": per_channel.tolist(),
            "frames": int(sum(len(c.frames) - 1 for c in clips))}
     teacher = {"psnr": float(np.mean(tf)), "copy_previous": float(np.mean(copy)),
+               "copy_previous_turned": float(np.mean(turned)),
                "copy_previous_latent": float(np.concatenate(copy_latent).mean()),
                "vae_ceiling": float(np.mean(ceiling)), "steps": len(tf)}
     return vae, teacher
@@ -345,6 +358,8 @@ def markdown(report: dict[str, Any]) -> str:
     row("  copy-previous baseline", lambda w: w["teacher_forced"]["copy_previous"])
     row("  copy-previous latent, decoded", lambda w: w["teacher_forced"].get(
         "copy_previous_latent"))
+    row("  copy-previous turned by the command", lambda w: w["teacher_forced"].get(
+        "copy_previous_turned"))
     row("  VAE ceiling (same frames)", lambda w: w["teacher_forced"]["vae_ceiling"])
     row("no-op hold: first step PSNR", lambda w: w["noop_hold"]["psnr_first_step"])
     row("no-op hold: last quarter PSNR", lambda w: w["noop_hold"]["psnr_last_quarter"])
