@@ -315,7 +315,10 @@ def render_card(world: World) -> str:
              f"{cfg.frames_per_step} frames per latent step",
              f"- action space: {cfg.action_type}; condition: {cfg.condition.kind}"
              + (f"; the recycled frame is turned by the commanded yaw (pinhole, fov "
-                f"{cfg.condition.warp_fov_deg:g})" if cfg.condition.warp_fov_deg > 0 else ""),
+                f"{cfg.condition.warp_fov_deg:g})" if cfg.condition.warp_fov_deg > 0 else "")
+             + (f"; plus Gaussian maps of the joints on the latent grid (std "
+                f"{cfg.condition.pose_map_sigma:g} latent px)"
+                if cfg.condition.pose_map_sigma > 0 else ""),
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
              f"{cfg.sample_steps} NFE per latent frame, inference context noise "
              f"{cfg.context_noise:g}, temperature {cfg.temperature:g}"

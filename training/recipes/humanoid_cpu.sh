@@ -26,8 +26,8 @@ VAE_INIT=${VAE_INIT:-worlds/humanoid-training/vae.safetensors}  # this VAE so fa
 FOLLOW_STEPS=${FOLLOW_STEPS:-360}  # 1440-frame scripted performances
 PERFORMANCES=${PERFORMANCES:-3}
 LONG_MINUTES=${LONG_MINUTES:-5}  # plus one 5-minute performance
-# a fresh run may start stage 1 from the committed generator (fifth pass, 4177 + 1358 steps,
-# weight average, fp16; the shipped world is it at 2 NFE):
+# a fresh run may start stage 1 from the committed generator (sixth pass, 4177 + 1358 + 1551
+# steps with the joint maps, weight average, fp16; the shipped world is it at 1 NFE):
 #   STAGE1_INIT=worlds/humanoid-training/stage1/model.safetensors
 STAGE1_INIT=${STAGE1_INIT:-}
 # DIFF_EXTRA / ADV_EXTRA: more stage-1 / stage-3 overrides (word-split), after the stage's own,
@@ -36,8 +36,11 @@ STAGE1_INIT=${STAGE1_INIT:-}
 STAGES=${STAGES:-collect vae latents diffusion consistency adversarial export probe follow}
 WORLD_CONFIG=humanoid
 # the shipped pose world must stay < 15 MB of fp16: a DiT of width 192 (5.7 M parameters, the
-# small model's 8 blocks) instead of 256 (10.1 M, 20 MB)
-if [ "$MODEL" = small ]; then MODEL_OVERRIDES=${MODEL_OVERRIDES:-model.dit.dim=192}; fi
+# small model's 8 blocks) instead of 256 (10.1 M, 20 MB); the joints also as maps on the
+# latent grid (sixth pass; the committed stage 1 has their weights)
+if [ "$MODEL" = small ]; then
+  MODEL_OVERRIDES=${MODEL_OVERRIDES:-model.dit.dim=192 world.pose_map_sigma=0.6}
+fi
 source "$(dirname "$0")/world_stages.sh"  # train, vae_stage .. adversarial_stage, run_stages
 
 stage_collect() {
