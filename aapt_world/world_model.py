@@ -138,12 +138,19 @@ class WorldModel(nn.Module):
              context_level: Tensor | None = None, null: Tensor | None = None
              ) -> Tensor | tuple[Tensor, list]:
         """One latent frame: (B, C, h, w) latents, frame_conds (B, 4, ...) -> v (B, C, h, w)."""
+        cond, seen, bias = self._frame_inputs(prev, frame_conds, null)
+        return self.dit.step(noisy, seen, cond, t, cache, return_hidden=return_hidden,
+                             context_level=context_level, token_bias=bias)
+
+    def _frame_inputs(self, prev: Tensor, frame_conds: Tensor, null: Tensor | None
+                      ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """What one latent frame's DiT step reads besides the noisy latent: the condition
+        vector (B, cond_dim), the recycled frame as seen (turned, if the world turns it) and the
+        pose maps' token bias (B, S, dim) or None. The same for every Euler step of a frame."""
         cond = self.encode_conditions(frame_conds.unsqueeze(1), null)[:, 0]
-        prev = self.recycled_view(prev, frame_conds)
-        bias = self.pose_tokens(frame_conds.unsqueeze(1), *noisy.shape[-2:], null)
-        return self.dit.step(noisy, prev, cond, t, cache, return_hidden=return_hidden,
-                             context_level=context_level,
-                             token_bias=None if bias is None else bias[:, 0])
+        bias = self.pose_tokens(frame_conds.unsqueeze(1), *prev.shape[-2:], null)
+        return (cond, self.recycled_view(prev, frame_conds),
+                None if bias is None else bias[:, 0])
 
     def generate_step(self, noise: Tensor, prev: Tensor, frame_conds: Tensor, cache: KVCache,
                       context_level: Tensor | None = None) -> Tensor:
@@ -179,15 +186,18 @@ class WorldModel(nn.Module):
             prev, frame_conds = torch.cat([prev, prev]), torch.cat([frame_conds, frame_conds])
             context_level = None if context_level is None else torch.cat([context_level] * 2)
             null = torch.arange(2 * b, device=noise.device) >= b
+        else:
+            null = None
+        cond, seen, bias = self._frame_inputs(prev, frame_conds, null)  # once per frame
         x = noise
         for i, cache in enumerate(caches):
             t, t_next = timesteps[i], timesteps[i + 1]
+            inp = torch.cat([x, x]) if guided else x
+            v = self.dit.step(inp, seen, cond, t, cache, context_level=context_level,
+                              token_bias=bias)
             if guided:
-                v_cond, v_null = self.step(torch.cat([x, x]), prev, frame_conds, t, cache,
-                                           context_level=context_level, null=null).chunk(2)
+                v_cond, v_null = v.chunk(2)
                 v = v_null + guidance * (v_cond - v_null)
-            else:
-                v = self.step(x, prev, frame_conds, t, cache, context_level=context_level)
             x = x + (t_next - t) * v
         return x
 
