@@ -242,7 +242,7 @@ def test_bf16_world_steps_close_to_fp32(tiny_world_dir) -> None:
 def test_one_batched_forward_per_step(tiny_world_dir, monkeypatch) -> None:
     venv = NeuralWorldVectorEnv(tiny_world_dir, num_envs=4, max_episode_steps=2)
     calls = {"session": 0, "generator": 0}
-    session_step, generator_step = venv.session.step, venv.world.generator.step
+    session_step, generator_step = venv.session.step, venv.world.generator.dit.step
 
     def count_session(conds):
         calls["session"] += 1
@@ -255,7 +255,7 @@ def test_one_batched_forward_per_step(tiny_world_dir, monkeypatch) -> None:
         return generator_step(noise, *args, **kwargs)
 
     monkeypatch.setattr(venv.session, "step", count_session)
-    monkeypatch.setattr(venv.world.generator, "step", count_generator)
+    monkeypatch.setattr(venv.world.generator.dit, "step", count_generator)
     venv.reset(seed=0)
     for _ in range(5):  # includes two same-step autoresets
         venv.step(np.array([1, 2, 3, 4]))
