@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .momentum import CommandMomentum
+
 CAMERA_CHANNELS = 5  # dx_forward, dy_right, dz, dyaw_deg, dpitch_deg
 FULL_TURN_DEG = 360.0
 HALF_TURN_DEG = 180.0
@@ -151,19 +153,25 @@ class ActionConditionEncoder(nn.Module):
         embed_dim: int = 32,
         hidden_dim: int = 256,
         frames_per_latent: int = 4,
+        extra_dim: int = 0,
     ) -> None:
+        """``extra_dim``: channels appended to each continuous command (the momentum, see
+        :mod:`aapt_world.momentum`)."""
         super().__init__()
         if (num_actions > 0) == (action_dim > 0):
             raise ValueError("set exactly one of num_actions (discrete) or action_dim (continuous)")
         self.frames_per_latent = frames_per_latent
         self.discrete = num_actions > 0
+        if extra_dim and self.discrete:
+            raise ValueError("extra condition channels need continuous commands (action_dim)")
         self.action_dim = action_dim
+        self.input_dim = action_dim + extra_dim
         if self.discrete:
             self.embed = nn.Embedding(num_actions, embed_dim)
             in_dim = frames_per_latent * embed_dim
         else:
             self.register_buffer("scale", torch.ones(action_dim))
-            in_dim = frames_per_latent * action_dim
+            in_dim = frames_per_latent * self.input_dim
         self.mlp = _mlp(in_dim, hidden_dim, cond_dim)
 
     def forward(self, actions: Tensor) -> Tensor:
@@ -171,8 +179,9 @@ class ActionConditionEncoder(nn.Module):
             _check(actions, (), self.frames_per_latent, "discrete actions")
             x = self.embed(actions.long())
         else:
-            _check(actions, (self.action_dim,), self.frames_per_latent, "continuous actions")
-            x = (actions / self.scale).to(self.mlp[0].weight.dtype)
+            _check(actions, (self.input_dim,), self.frames_per_latent, "continuous actions")
+            commands, extra = actions.split([self.action_dim, self.input_dim - self.action_dim], -1)
+            x = torch.cat([commands / self.scale, extra], -1).to(self.mlp[0].weight.dtype)
         return self.mlp(x.flatten(2))
 
 
@@ -196,6 +205,27 @@ class ConditionConfig:
     warp_fov_deg: float = 0.0
     turn_channel: int = -1
     turn_deg: float = 0.0
+    # action worlds whose player keeps moving: the velocity of these command channels under
+    # friction ``momentum_decay`` per video frame (see :mod:`aapt_world.momentum`) follows each
+    # command as extra condition channels; () = off
+    momentum_channels: tuple[int, ...] = ()
+    momentum_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.momentum_channels = tuple(int(c) for c in self.momentum_channels)  # JSON: a list
+        if self.momentum_channels and not (self.kind == "action" and self.action_dim > 0):
+            raise ValueError(f"momentum_channels need continuous commands (kind action, "
+                             f"action_dim > 0), got kind {self.kind!r}, action_dim "
+                             f"{self.action_dim}")
+        if any(c >= self.action_dim for c in self.momentum_channels):
+            raise ValueError(f"momentum_channels {self.momentum_channels} must be < action_dim "
+                             f"{self.action_dim}")
+
+    def momentum(self) -> CommandMomentum | None:
+        """The momentum these conditions carry, or None."""
+        if not self.momentum_channels:
+            return None
+        return CommandMomentum(self.momentum_channels, self.momentum_decay)
 
 
 def build_condition_encoder(cfg: ConditionConfig) -> nn.Module:
@@ -210,6 +240,6 @@ def build_condition_encoder(cfg: ConditionConfig) -> nn.Module:
     if cfg.kind == "action":
         return ActionConditionEncoder(
             cfg.cond_dim, cfg.num_actions, cfg.action_dim, cfg.action_embed_dim, cfg.hidden_dim,
-            cfg.frames_per_latent,
+            cfg.frames_per_latent, len(cfg.momentum_channels),
         )
     raise ValueError(f"unknown condition kind {cfg.kind!r}; expected camera, pose or action")

@@ -36,6 +36,7 @@ class SessionSnapshot:
     decode_state: StreamState
     steps: Tensor
     rng_states: list[Tensor]
+    momentum: Tensor | None = None  # (B, M): the velocity the commands integrate to
 
 
 @dataclass
@@ -139,6 +140,10 @@ class StreamingSession:
         self.prev: Tensor | None = None
         self.decode_state: StreamState | None = None
         self.steps = torch.zeros(self.batch_size, dtype=torch.long)
+        # a world whose player keeps moving integrates the commands' velocity (from rest at reset)
+        self.momentum_rule = self.generator.momentum
+        width = 0 if self.momentum_rule is None else self.momentum_rule.width
+        self.momentum = torch.zeros(self.batch_size, width, device=self.device)
         self._started = torch.zeros(self.batch_size, dtype=torch.bool)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -174,6 +179,7 @@ class StreamingSession:
             cache.reset(mask.repeat(self.cache_streams // self.batch_size))
         self.prev[idx.to(self.device)] = z0
         self.steps[idx] = 0
+        self.momentum[idx.to(self.device)] = 0.0
         self._started[idx] = True
         # The causal decoder must see latent 0 of the reset items (and only theirs).
         dev_idx = idx.to(self.device)
@@ -212,7 +218,12 @@ class StreamingSession:
             n = torch.stack([torch.randn(shape, generator=g, device=self.device,
                                          dtype=self.dtype) for g in self._rngs])
             prev, level = noise_context(self.prev, self.context_noise, n)
-        x = self.generator.sample_step(noise, prev, conditions.to(self.device, self.dtype),
+        conditions = conditions.to(self.device, self.dtype)
+        if self.momentum_rule is not None:  # the velocity channels follow the commands
+            conditions, self.momentum = self.momentum_rule.augment(conditions[:, None],
+                                                                   self.momentum)
+            conditions = conditions[:, 0]
+        x = self.generator.sample_step(noise, prev, conditions,
                                        self.caches, self.timesteps, context_level=level,
                                        guidance=self.guidance)
         check_finite(x, "the generated latent", self.steps)
@@ -235,7 +246,7 @@ class StreamingSession:
             raise RuntimeError("nothing to snapshot: reset() the session first")
         return SessionSnapshot([c.snapshot() for c in self.caches], self.prev.clone(),
                                self.decode_state.clone(), self.steps.clone(),
-                               [g.get_state() for g in self._rngs])
+                               [g.get_state() for g in self._rngs], self.momentum.clone())
 
     @torch.inference_mode()
     def restore(self, snap: SessionSnapshot) -> None:
@@ -246,6 +257,8 @@ class StreamingSession:
         self.prev = snap.prev.clone()
         self.decode_state = snap.decode_state.clone()
         self.steps = snap.steps.clone()
+        if snap.momentum is not None:
+            self.momentum = snap.momentum.clone()
         for g, state in zip(self._rngs, snap.rng_states):
             g.set_state(state)
         self._started[:] = True

@@ -318,7 +318,10 @@ def render_card(world: World) -> str:
                 f"{cfg.condition.warp_fov_deg:g})" if cfg.condition.warp_fov_deg > 0 else "")
              + (f"; plus Gaussian maps of the joints on the latent grid (std "
                 f"{cfg.condition.pose_map_sigma:g} latent px)"
-                if cfg.condition.pose_map_sigma > 0 else ""),
+                if cfg.condition.pose_map_sigma > 0 else "")
+             + (f"; plus the velocity of command channels {list(cfg.condition.momentum_channels)} "
+                f"under friction {cfg.condition.momentum_decay:g} per frame"
+                if cfg.condition.momentum_channels else ""),
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
              f"{cfg.sample_steps} NFE per latent frame, inference context noise "
              f"{cfg.context_noise:g}, temperature {cfg.temperature:g}"

@@ -70,6 +70,7 @@ class WorldModel(nn.Module):
             raise ValueError(f"condition.pose_map_sigma > 0 needs a pose world, got "
                              f"kind {condition.kind!r}")
         self.dit_config, self.condition_config = dit, condition
+        self.momentum = condition.momentum()  # None, or the velocity its conditions end with
         self.cond = build_condition_encoder(condition)
         self.dit = BlockCausalDiT(dit)
         if condition.pose_map_sigma > 0:  # zero-initialised: a stage-1 model starts unchanged
@@ -216,6 +217,22 @@ def add_zero_pose_maps(tensors: dict[str, Tensor], model: WorldModel,
     for name, param in model.pose_map_embed.state_dict().items():
         out.setdefault(f"{prefix}pose_map_embed.{name}", torch.zeros_like(param))
     return out
+
+
+def add_zero_momentum(tensors: dict[str, Tensor], model: WorldModel,
+                      prefix: str = "model.") -> dict[str, Tensor]:
+    """Weights of a generator whose commands carry no momentum (``tensors``) for ``model`` whose
+    commands do: the velocity channels enter the condition MLP through zero weights, so it starts
+    as the same function. Weights already that wide are kept."""
+    if model.momentum is None:
+        return tensors
+    name = f"{prefix}cond.mlp.0.weight"
+    weight, frames = tensors[name], model.condition_config.frames_per_latent
+    if weight.shape[1] == model.cond.mlp[0].weight.shape[1]:
+        return tensors
+    per_frame = weight.view(weight.shape[0], frames, -1)  # (hidden, 4, A): flatten(2)'s layout
+    zeros = per_frame.new_zeros(weight.shape[0], frames, model.momentum.width)
+    return {**tensors, name: torch.cat([per_frame, zeros], -1).flatten(1)}
 
 
 def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,

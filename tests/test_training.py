@@ -645,7 +645,7 @@ def test_decoder_stage_learns_on_the_generators_latents(pipeline: dict, data_roo
     cfg = make_cfg(overrides(data_root, out, *extra))
     predict = generated_latents_fn(cfg, torch.device("cpu"))
     z = torch.randn(2, 16, 4, 6, 8)
-    actions = torch.rand(2, 3, 4)
+    actions = torch.rand(2, 3, 4, 4)  # per-frame conditions
     pred = predict(z, actions, 5)
     assert pred.shape == z.shape and torch.equal(pred[:, :, 0], z[:, :, 0])
     assert not torch.allclose(pred[:, :, 1:], z[:, :, 1:])
@@ -1031,3 +1031,34 @@ def test_turned_view_is_trained_exported_and_loaded(pipeline: dict, data_root: P
     assert frames.shape[:2] == (1, 4)
     with pytest.raises(ValueError, match="view_warp_fov"):
         build_world_model(make_cfg(overrides(data_root, out, warp, "world.action_dim=3")))
+
+
+def test_momentum_world_continues_a_plain_stage_1_and_streams_the_velocity(
+        pipeline: dict, data_root: Path, tmp_path: Path) -> None:
+    """world.momentum: stage 1 continues a generator trained without it (the velocity enters
+    through zero weights), the heads and the decoder train on its latents, and the exported
+    world's session integrates the velocity from the commands."""
+    from aapt_world.momentum import DOOM_FRICTION, CommandMomentum
+    from aapt_world.world import load_world
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents")
+    plain = pipeline["out"] / "diffusion" / "model.safetensors"
+    momentum = "world.momentum=true"
+    run_stage(make_cfg(overrides(data_root, out, "stage=diffusion", "run.steps=2",
+                                 f"run.init_from={plain}", momentum)))
+    generator = out / "diffusion" / "model.safetensors"
+    for stage in ("heads", "decoder"):
+        run_stage(make_cfg(overrides(data_root, out, f"stage={stage}", "run.steps=1",
+                                     f"{stage}.generated=1.0", f"{stage}.generator={generator}",
+                                     momentum)))
+    run_stage(make_cfg(overrides(data_root, out, "stage=export", "export.source=diffusion",
+                                 momentum)))
+    world = load_world(out / "world-diffusion")
+    assert world.generator.momentum == CommandMomentum((0, 1), DOOM_FRICTION)
+    session = world.session(1)
+    session.reset(torch.from_numpy(world.start_frames[:1].copy()))
+    session.step(torch.tensor([[1.0, -1.0, 0.0, 0.0]]).repeat(4, 1)[None])
+    expected = (1 - DOOM_FRICTION**4) * torch.tensor([1.0, -1.0])
+    torch.testing.assert_close(session.momentum[0], expected)
+    with pytest.raises(ValueError, match="world.momentum"):
+        build_world_model(make_cfg(overrides(data_root, out, momentum, "world.action_dim=3")))

@@ -13,6 +13,7 @@ from aapt_world.session import from_uint8_frames
 from training.config import TrainConfig
 from training.dataset import ClipDataset
 from training.latents import LatentClipDataset
+from training.models import condition_config
 from training.trainer import stage_dir
 
 
@@ -20,6 +21,7 @@ from training.trainer import stage_dir
 class VideoBatch:
     video: torch.Tensor  # float (B, 3, 4K+1, H, W) in [-1, 1]
     actions: torch.Tensor  # float (B, K, A) per-step command
+    conds: torch.Tensor  # float (B, K, 4, A [+ M]): the generator's per-frame conditions
     rewards: torch.Tensor  # float (B, K)
     terminated: torch.Tensor  # float (B, K)
 
@@ -31,14 +33,17 @@ def video_batch(dataset: ClipDataset, rng: np.random.Generator, batch_size: int,
     video = from_uint8_frames(frames).transpose(1, 2)  # (B, 3, T, H, W) in [-1, 1]
     as_tensor = lambda name: torch.from_numpy(
         np.stack([getattr(c, name) for c in clips]).astype(np.float32)).to(device)
-    return VideoBatch(video, as_tensor("actions"), as_tensor("rewards"), as_tensor("terminated"))
+    actions = as_tensor("actions")
+    momentum = as_tensor("momentum") if clips[0].momentum is not None else None
+    return VideoBatch(video, actions, frame_conditions(actions, momentum), as_tensor("rewards"),
+                      as_tensor("terminated"))
 
 
 @dataclass
 class LatentBatch:
     latents: torch.Tensor  # float (B, C, K+1, h, w), normalised
-    conds: torch.Tensor  # float (B, K, 4, A): each step's command held for its 4 frames, or
-    # (B, K, 4, P, 2) a pose world's per-frame keypoints
+    conds: torch.Tensor  # float (B, K, 4, A [+ M]): each step's command held for its 4 frames
+    # (then a momentum world's velocity), or (B, K, 4, P, 2) a pose world's per-frame keypoints
     rewards: torch.Tensor  # float (B, K)
     terminated: torch.Tensor  # float (B, K)
 
@@ -50,20 +55,30 @@ VideoData = tuple[ClipDataset, ClipDataset]
 def latent_datasets(cfg: TrainConfig) -> LatentData:
     """(train, val) clips of the run's cached latents (``<out_dir>/latents``)."""
     latents, pose = stage_dir(cfg, "latents"), cfg.world.condition == "pose"
+    momentum = condition_config(cfg).momentum()
     return tuple(LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, split,
-                                   keypoints=pose) for split in ("train", "val"))
+                                   keypoints=pose, momentum=momentum)
+                 for split in ("train", "val"))
 
 
 def video_datasets(cfg: TrainConfig) -> VideoData:
     """(train, val) clips of the run's recorded episodes (the VAE and decoder stages)."""
-    return (ClipDataset(cfg.data.root, cfg.data.clip_steps, split="train"),
-            ClipDataset(cfg.data.root, cfg.data.clip_steps, split="val"))
+    momentum = condition_config(cfg).momentum()
+    return tuple(ClipDataset(cfg.data.root, cfg.data.clip_steps, split=split, momentum=momentum)
+                 for split in ("train", "val"))
 
 
 def held_for_frames(actions: torch.Tensor) -> torch.Tensor:
     """Per-step commands (B, K, A) -> per-frame conditions (B, K, 4, A): each step's command
     held for its 4 video frames (what envs produce)."""
     return actions[:, :, None, :].expand(-1, -1, FRAMES_PER_STEP, -1).contiguous()
+
+
+def frame_conditions(actions: torch.Tensor, momentum: torch.Tensor | None) -> torch.Tensor:
+    """The generator's per-frame conditions: step commands (B, K, A) held for their frames,
+    then a momentum world's velocity channels (B, K, 4, M) when given."""
+    held = held_for_frames(actions)
+    return held if momentum is None else torch.cat([held, momentum.to(held.dtype)], -1)
 
 
 def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_size: int,
@@ -73,6 +88,7 @@ def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_siz
     if clips[0].keypoints is not None:
         conds = stack("keypoints")
     else:
-        conds = held_for_frames(stack("actions"))
+        momentum = stack("momentum") if clips[0].momentum is not None else None
+        conds = frame_conditions(stack("actions"), momentum)
     return LatentBatch(latents=stack("latents").transpose(1, 2).contiguous(), conds=conds,
                        rewards=stack("rewards"), terminated=stack("terminated").float())

@@ -47,6 +47,10 @@ class WorldConfig:
     # pose worlds: > 0 also hands the generator Gaussian maps of the joints on the latent grid
     # (std in latent pixels; see PoseConditionEncoder.heatmaps). 0 = off.
     pose_map_sigma: float = 0.0
+    # Doom's commands: true also hands the generator the player's velocity, the forward and
+    # strafe commands integrated with Doom's friction per tic (aapt_world.momentum): the
+    # player keeps moving after a command ends, which the step's own commands do not say
+    momentum: bool = False
 
 
 @dataclass

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from aapt_world.constants import FRAMES_PER_STEP
+from aapt_world.momentum import CommandMomentum
 
 FORMAT_NAME = "aapt-world-dataset"
 FORMAT_VERSION = 1
@@ -196,6 +197,7 @@ class Clip:
     terminated: np.ndarray  # bool (K,)
     episode_id: str
     start_step: int
+    momentum: np.ndarray | None = None  # float32 (K, 4, M): a momentum world's velocity channels
 
 
 def validation_episodes(num_episodes: int, val_every: int) -> set[int]:
@@ -352,7 +354,9 @@ class ClipDataset:
     """
 
     def __init__(self, root: str | Path, num_steps: int, split: str = "train",
-                 verify_checksums: bool = False) -> None:
+                 verify_checksums: bool = False, momentum: CommandMomentum | None = None) -> None:
+        """``momentum``: clips also carry the velocity its commands integrate to from the
+        episode's start (see :mod:`aapt_world.momentum`)."""
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if split not in ("train", "val", "all"):
@@ -373,6 +377,16 @@ class ClipDataset:
         # Clip start counts per episode: sampling uniform over all clip positions.
         self._starts = np.array([ep.num_steps - num_steps + 1 for ep in self.episodes])
         self._cumulative = np.cumsum(self._starts)
+        self.momentum = momentum
+        self._tracks: dict[str, np.ndarray] = {}  # episode id -> (S, 4, M), computed on first use
+
+    def momentum_track(self, episode: EpisodeReader) -> np.ndarray:
+        """The velocity after every video frame of ``episode`` (S, 4, M), from rest."""
+        if self.momentum is None:
+            raise ValueError("this dataset was opened without a momentum rule")
+        if episode.id not in self._tracks:
+            self._tracks[episode.id] = self.momentum.episode(np.array(episode.arrays["actions"]))
+        return self._tracks[episode.id]
 
     def __len__(self) -> int:
         return int(self._cumulative[-1])
@@ -387,7 +401,10 @@ class ClipDataset:
 
     def __getitem__(self, index: int) -> Clip:
         episode, start = self.position(index)
-        return episode.clip(start, self.num_steps)
+        clip = episode.clip(start, self.num_steps)
+        if self.momentum is not None:
+            clip.momentum = self.momentum_track(episode)[start:start + self.num_steps].copy()
+        return clip
 
     def sample_position(self, rng: np.random.Generator) -> tuple[EpisodeReader, int]:
         return self.position(int(rng.integers(len(self))))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aapt_world.momentum import CommandMomentum
 from aapt_world.session import from_uint8_frames
 from training.dataset import (
     FRAMES_PER_STEP,
@@ -40,6 +41,7 @@ class LatentClip:
     rewards: np.ndarray  # float32 (K,)
     terminated: np.ndarray  # bool (K,)
     keypoints: np.ndarray | None = None  # float32 (K, 4, P, 2): pose worlds' per-frame condition
+    momentum: np.ndarray | None = None  # float32 (K, 4, M): a momentum world's velocity channels
 
 
 def latent_paths(directory: Path, episode_id: str) -> tuple[Path, Path]:
@@ -74,9 +76,11 @@ class LatentClipDataset:
     """Clips of K steps from cached latents, normalised with the cached statistics."""
 
     def __init__(self, latents_dir: str | Path, dataset_root: str | Path, num_steps: int,
-                 split: str = "train", keypoints: bool = False) -> None:
+                 split: str = "train", keypoints: bool = False,
+                 momentum: CommandMomentum | None = None) -> None:
         """``keypoints``: a pose world; each clip also carries the 2D keypoints of its 4 video
-        frames per step (pixels), the condition its generator is trained on."""
+        frames per step (pixels), the condition its generator is trained on. ``momentum``: each
+        clip also carries its commands' velocity (see :mod:`aapt_world.momentum`)."""
         self.dir = Path(latents_dir)
         stats_path = self.dir / STATS
         if not stats_path.exists():
@@ -85,7 +89,7 @@ class LatentClipDataset:
         stats = json.loads(stats_path.read_text())
         self.mean = np.asarray(stats["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(stats["std"], dtype=np.float32)[:, None, None]
-        self.clips = ClipDataset(dataset_root, num_steps, split)  # actions, rewards, splits
+        self.clips = ClipDataset(dataset_root, num_steps, split, momentum=momentum)  # actions ..
         self.num_steps = num_steps
         self.keypoint_columns = keypoint_columns(self.clips.manifest) if keypoints else None
         self.stream, self.first = {}, {}
@@ -113,9 +117,12 @@ class LatentClipDataset:
             rows = np.array(a["poses"][FRAMES_PER_STEP * s + 1:FRAMES_PER_STEP * (s + k) + 1])
             keypoints = rows[:, self.keypoint_columns].reshape(
                 k, FRAMES_PER_STEP, *self.keypoint_columns.shape).astype(np.float32)
+        momentum = None
+        if self.clips.momentum is not None:
+            momentum = self.clips.momentum_track(episode)[s:s + k].copy()
         return LatentClip((z - self.mean) / self.std, np.array(a["actions"][s:s + k]),
                           np.array(a["rewards"][s:s + k]), np.array(a["terminated"][s:s + k]),
-                          keypoints)
+                          keypoints, momentum)
 
 
 def read_stats(latents_dir: str | Path) -> dict:

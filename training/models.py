@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from aapt_world.conditions import ConditionConfig
+from aapt_world.momentum import DOOM_FRICTION
 from aapt_world.world_model import WorldModel
 from envs.actions import COMMAND_DIM, COMMAND_NAMES, CommandScale
 from training.config import TrainConfig
@@ -28,16 +29,22 @@ def condition_config(cfg: TrainConfig) -> ConditionConfig:
     if world.pose_map_sigma > 0:
         raise ValueError(f"world.pose_map_sigma needs a pose world, got world.condition="
                          f"{world.condition}")
-    warp = {}
-    if world.view_warp_fov > 0:  # Doom's command: turn axis and degrees per frame at full scale
-        if world.condition != "action" or world.action_dim != COMMAND_DIM:
-            raise ValueError(f"world.view_warp_fov needs Doom's {COMMAND_DIM}-wide commands "
+    doom = {}  # what Doom's command layout (forward, strafe, turn, look) lets the model use
+    for option, enabled in (("world.view_warp_fov", world.view_warp_fov > 0),
+                            ("world.momentum", world.momentum)):
+        if enabled and (world.condition != "action" or world.action_dim != COMMAND_DIM):
+            raise ValueError(f"{option} needs Doom's {COMMAND_DIM}-wide commands "
                              f"(world.condition=action), got {world.condition} x "
                              f"{world.action_dim}")
-        warp = dict(warp_fov_deg=world.view_warp_fov, turn_channel=COMMAND_NAMES.index("turn"),
+    if world.view_warp_fov > 0:  # the turn axis and degrees per frame at full scale
+        doom.update(warp_fov_deg=world.view_warp_fov, turn_channel=COMMAND_NAMES.index("turn"),
                     turn_deg=CommandScale().turn)
+    if world.momentum:  # the player slides: forward and strafe velocity under friction
+        doom.update(momentum_channels=(COMMAND_NAMES.index("forward"),
+                                       COMMAND_NAMES.index("strafe")),
+                    momentum_decay=DOOM_FRICTION)
     return ConditionConfig(kind=world.condition, cond_dim=dit.cond_dim,
-                           hidden_dim=cfg.model.cond_hidden, action_dim=world.action_dim, **warp)
+                           hidden_dim=cfg.model.cond_hidden, action_dim=world.action_dim, **doom)
 
 
 def build_world_model(cfg: TrainConfig) -> WorldModel:

@@ -25,7 +25,7 @@ from torch import nn
 from aapt_world.checkpoint import load_modules, load_weights
 from aapt_world.vae import CausalVideoVAE, LightDecoder
 from aapt_world.world_model import teacher_forced
-from training.batches import VideoData, held_for_frames, video_batch, video_datasets
+from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
 from training.latents import read_stats
 from training.losses import perturb_latents, psnr, reconstruction_loss
@@ -89,7 +89,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
         batch = video_batch(train, rng, cfg.run.batch_size, device)
         with torch.no_grad():
             encoded = vae.encode(batch.video)
-            z_gen = (predict(encoded.mode(), batch.actions, step)
+            z_gen = (predict(encoded.mode(), batch.conds, step)
                      if predict is not None and rng.random() < cfg.decoder.generated else None)
             paired = z_gen is not None and cfg.decoder.generated_loss == "paired"
             z = z_gen if paired else perturb_latents(encoded.sample(), cfg.vae.decoder_noise)
@@ -127,7 +127,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
                 scores.append(psnr(fake, real))
                 hf.append(laplacian_energy(fake) / laplacian_energy(real))
                 if predict is not None:  # the generator's teacher-forced steps, decoded
-                    decoded = light.decode(predict(z, batch.actions, EVAL_SEED + i))
+                    decoded = light.decode(predict(z, batch.conds, EVAL_SEED + i))
                     generated.append(psnr(frames_of(decoded[:, :, 1:]),
                                           frames_of(batch.video[:, :, 1:])))
         out = {"light_psnr": torch.cat(scores).mean().item(), "hf_ratio": float(np.mean(hf))}
@@ -156,8 +156,8 @@ def frozen_vae_and_light_decoder(cfg: TrainConfig, device: torch.device, pretrai
 
 def generated_latents_fn(cfg: TrainConfig, device: torch.device
                          ) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
-    """(raw latents (B, C, K+1, h, w), step commands (B, K, A), step) -> the same latents with
-    1..K replaced by the frozen generator's teacher-forced one-step predictions."""
+    """(raw latents (B, C, K+1, h, w), per-frame conditions (B, K, 4, ...), step) -> the same
+    latents with 1..K replaced by the frozen generator's teacher-forced one-step predictions."""
     generator = frozen_generator(cfg, cfg.decoder.generator, device,
                                  "decoder.generated > 0 (decoder.generator=...)")
     stats = read_stats(stage_dir(cfg, "latents"))  # the normalisation the DiT trained with
@@ -165,11 +165,10 @@ def generated_latents_fn(cfg: TrainConfig, device: torch.device
     mean = torch.tensor(stats["mean"], device=device).view(shape)
     std = torch.tensor(stats["std"], device=device).view(shape)
 
-    def predict(z: torch.Tensor, actions: torch.Tensor, step: int) -> torch.Tensor:
+    def predict(z: torch.Tensor, conds: torch.Tensor, step: int) -> torch.Tensor:
         g = torch.Generator(device=device).manual_seed(cfg.run.seed * 1_000_003 + step)
         zn = (z - mean) / std
         eps, ctx = (torch.randn(zn[:, :, 1:].shape, generator=g, device=device) for _ in "ab")
-        conds = held_for_frames(actions)
         pred = teacher_forced(generator, zn, conds, eps, cfg.decoder.context_noise, ctx)
         return torch.cat([z[:, :, :1], pred * std + mean], dim=2)
 

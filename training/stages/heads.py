@@ -41,7 +41,8 @@ def heads_losses(cfg: TrainConfig, heads: torch.nn.Module, z: torch.Tensor, cond
     b, _, k1, h, w = z.shape
     prev = z[:, :, :-1].transpose(1, 2).flatten(0, 1)
     new = z[:, :, 1:].transpose(1, 2).flatten(0, 1)
-    reward, logit = heads(prev, new, conds.flatten(0, 1))
+    commands = conds[..., :cfg.world.action_dim]  # the heads read the env's commands only
+    reward, logit = heads(prev, new, commands.flatten(0, 1))
     # terminations are rare: weight positives by how rare they are in this batch (up to a cap;
     # a cap of 1 keeps sigmoid(logit) a calibrated probability of death)
     pos = terminated.flatten()
