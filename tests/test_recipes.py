@@ -82,6 +82,8 @@ def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
     for perf in (short, long):
         assert all(np.isfinite(v) for v in perf["keypoint_px"].values())
         assert perf["psnr"]["neural"] > 0 and set(perf["targets"]) == {"keypoints", "psnr"}
+        # the VAE ceiling: real frames through the world's own encoder and streaming decoder
+        assert np.isfinite(perf["psnr"]["vae"]) and perf["psnr"]["vae"] > 0
     assert report["speed"]["video_fps"] > 0
     assert (tmp_path / "run" / "pose_following" / "strip.png").exists()
     from agents.evaluation.demo import main as demo  # a pose world: the pose demo, whose

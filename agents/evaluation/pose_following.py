@@ -36,7 +36,7 @@ from aapt_world.constants import FRAMES_PER_STEP, HUMANOID_FPS
 from aapt_world.report import print_report
 from aapt_world.video import write_mp4
 from aapt_world.world import World, load_world
-from agents.evaluation.ladder import STRIP_FRAMES, strip
+from agents.evaluation.ladder import STRIP_FRAMES, decode_latents, encode_latents, strip
 from agents.evaluation.pose_probe import PoseProbe, keypoint_error, load_probe, predict
 from envs import DEFAULT_HUMANOID_WORLD
 from envs.humanoid import HUMANOID_SCENES, HumanoidConfig, HumanoidEnv
@@ -111,14 +111,18 @@ def neural_performance(world: World, real: RealPerformance, seed: int, progress:
 
 
 def evaluate(real: RealPerformance, neural: np.ndarray, probe: PoseProbe,
-             n_buckets: int = N_BUCKETS) -> dict[str, Any]:
-    """Every metric of one performance (frame 0, the shared start frame, excluded)."""
+             n_buckets: int = N_BUCKETS, vae_frames: np.ndarray | None = None) -> dict[str, Any]:
+    """Every metric of one performance (frame 0, the shared start frame, excluded).
+    ``vae_frames``: the real frames through the world's own VAE (encoder, then the decoder the
+    session streams with), the PSNR ceiling of a perfect generator."""
     rf, nf, kp = real.frames[1:], neural[1:], real.keypoints[1:]
     frozen = np.broadcast_to(neural[:1], nf.shape)
     err = {"neural": keypoint_error(predict(probe, nf), kp),
            "real": keypoint_error(predict(probe, rf), kp),  # the probe's ceiling
            "frozen": keypoint_error(np.broadcast_to(predict(probe, neural[:1]), kp.shape), kp)}
     psnr = {"neural": M.psnr(nf, rf), "frozen": M.psnr(frozen, rf)}
+    if vae_frames is not None:
+        psnr["vae"] = M.psnr(vae_frames[1:], rf)
     rstats, nstats = M.frame_stats(rf), M.frame_stats(nf)
     late_in_range = {name: M.fraction_in_range(M.late_window(nstats[name], LATE_FRACTION),
                                                rstats[name]) for name in M.FRAME_STATS}
@@ -160,13 +164,14 @@ def markdown(report: dict[str, Any]) -> str:
              "of the same poses. Targets: keypoints <= 2x the probe on real frames, PSNR >= "
              "frozen + 3 dB.", "",
              "| performance | frames | keypoints neural / real (ceiling) / frozen px | PSNR "
-             "neural / frozen dB | SSIM | late in range b / s / HF | flicker ratio | targets "
+             "neural / frozen / VAE (ceiling) dB | SSIM | late in range b / s / HF | flicker ratio | targets "
              "met |", "|---|---|---|---|---|---|---|---|"]
     for name, p in report["performances"].items():
         kp, ps, late = p["keypoint_px"], p["psnr"], p["late_in_range"]
         met = sum(t["met"] for t in p["targets"].values())
         lines.append(f"| {name} | {p['frames']} | {kp['neural']:.2f} / {kp['real']:.2f} / "
-                     f"{kp['frozen']:.2f} | {ps['neural']:.2f} / {ps['frozen']:.2f} | "
+                     f"{kp['frozen']:.2f} | {ps['neural']:.2f} / {ps['frozen']:.2f} / "
+                     f"{ps.get('vae', math.nan):.2f} | "
                      f"{p['ssim']:.3f} | {late['brightness']:.2f} / {late['saturation']:.2f} / "
                      f"{late['hf_energy']:.2f} | {p['flicker_ratio']:.2f} | {met} / 2 |")
     first = next(iter(report["performances"].values()))
@@ -224,7 +229,8 @@ def run_pose_following(cfg: PoseFollowingConfig) -> dict[str, Any]:
         real = real_performance(steps, cfg.scene, width, height, seed, cfg.progress)
         neural, step_seconds = neural_performance(world, real, seed, cfg.progress)
         seconds.append(step_seconds)
-        perf = evaluate(real, neural, probe)
+        ceiling = decode_latents(world, encode_latents(world, real.frames, str(world.device)))
+        perf = evaluate(real, neural, probe, vae_frames=ceiling)
         perf["seed"], perf["targets"] = seed, targets(perf)
         performances[name] = perf
         if i == 0:
