@@ -164,8 +164,8 @@ def markdown(report: dict[str, Any]) -> str:
              "of the same poses. Targets: keypoints <= 2x the probe on real frames, PSNR >= "
              "frozen + 3 dB.", "",
              "| performance | frames | keypoints neural / real (ceiling) / frozen px | PSNR "
-             "neural / frozen / VAE (ceiling) dB | SSIM | late in range b / s / HF | flicker ratio | targets "
-             "met |", "|---|---|---|---|---|---|---|---|"]
+             "neural / frozen / VAE (ceiling) dB | SSIM | late in range b / s / HF | flicker "
+             "ratio | targets met |", "|---|---|---|---|---|---|---|---|"]
     for name, p in report["performances"].items():
         kp, ps, late = p["keypoint_px"], p["psnr"], p["late_in_range"]
         met = sum(t["met"] for t in p["targets"].values())
