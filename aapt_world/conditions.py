@@ -210,6 +210,11 @@ class ConditionConfig:
     # command as extra condition channels; () = off
     momentum_channels: tuple[int, ...] = ()
     momentum_decay: float = 0.0
+    # ... and whose view slides when the player moves sideways: the recycled frame is moved by
+    # ``slide_frac`` of its width per video frame at full velocity of command channel
+    # ``slide_channel`` (one of momentum_channels; ``view_warp.slide_view``); 0 = off
+    slide_channel: int = -1
+    slide_frac: float = 0.0
 
     def __post_init__(self) -> None:
         self.momentum_channels = tuple(int(c) for c in self.momentum_channels)  # JSON: a list
@@ -220,6 +225,10 @@ class ConditionConfig:
         if any(c >= self.action_dim for c in self.momentum_channels):
             raise ValueError(f"momentum_channels {self.momentum_channels} must be < action_dim "
                              f"{self.action_dim}")
+        if self.slide_frac and self.slide_channel not in self.momentum_channels:
+            raise ValueError(f"slide_frac needs slide_channel among momentum_channels "
+                             f"{self.momentum_channels} (the slide follows the velocity), got "
+                             f"{self.slide_channel}")
 
     def momentum(self) -> CommandMomentum | None:
         """The momentum these conditions carry, or None."""

@@ -1,4 +1,5 @@
-"""Turning the recycled frame by the commanded yaw: a motion-compensated previous frame.
+"""Turning (or sliding) the recycled frame by the commanded motion: a motion-compensated
+previous frame.
 
 A camera that turns by ``theta`` about its vertical axis moves every pixel by the same
 rotation homography, whatever the scene's depth. With pixel coordinates normalised by the focal
@@ -14,6 +15,12 @@ the command fully determines, no longer has to be learnt, and the net only adds 
 reveals at the edge and what walking changes. Measured on data/doom (fov 90, the fit peaks
 there): one step's copy-previous PSNR over turning steps 20.3 -> 21.4 dB in pixels, and
 copy-previous latent MSE 1.33 -> 1.16 (the zero prediction's is 1.02).
+
+A sideways step (a strafe) is a translation, whose image motion depends on depth; where the
+view is mostly one far wall (TakeCover's arena) a uniform horizontal slide is close:
+:func:`slide_view` moves the frame by the distance the player's velocity implies. Measured on
+data/take_cover96 (12 episodes, every third step): one step's copy-previous PSNR in pixels
+26.81 -> 27.72 dB sliding by 1.2 px per video frame at full strafe speed (the fit's peak).
 """
 
 from __future__ import annotations
@@ -48,6 +55,23 @@ def turn_view(frames: Tensor, right_deg: Tensor, fov_deg: float) -> Tensor:
     grid_x = (u_src * focal / (w / 2)).expand(n, h, w)
     grid_y = (v_src * focal / (h / 2)).expand(n, h, w)
     grid = torch.stack([grid_x, grid_y], -1)
+    out = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.to(frames.dtype)
+
+
+def slide_view(frames: Tensor, shift_frac: Tensor) -> Tensor:
+    """``frames`` (N, C, h, w) with their content moved right by ``shift_frac`` (N,) of the
+    frame's width (negative: left), bilinear; the border column fills what enters the view."""
+    if frames.dim() != 4 or shift_frac.shape != frames.shape[:1]:
+        raise ValueError(f"slide_view: frames (N, C, h, w) and shift_frac (N,), got "
+                         f"{tuple(frames.shape)} and {tuple(shift_frac.shape)}")
+    n, _, h, w = frames.shape
+    dev = frames.device
+    x = ((torch.arange(w, device=dev) + 0.5) * (2 / w) - 1).view(1, 1, w)
+    y = ((torch.arange(h, device=dev) + 0.5) * (2 / h) - 1).view(1, h, 1)
+    grid_x = (x - 2 * shift_frac.float().view(n, 1, 1)).expand(n, h, w)  # out(x) = in(x - s)
+    grid = torch.stack([grid_x, y.expand(n, h, w)], -1)
     out = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border",
                         align_corners=False)
     return out.to(frames.dtype)

@@ -321,7 +321,10 @@ def render_card(world: World) -> str:
                 if cfg.condition.pose_map_sigma > 0 else "")
              + (f"; plus the velocity of command channels {list(cfg.condition.momentum_channels)} "
                 f"under friction {cfg.condition.momentum_decay:g} per frame"
-                if cfg.condition.momentum_channels else ""),
+                if cfg.condition.momentum_channels else "")
+             + (f"; the recycled frame slides by {cfg.condition.slide_frac:g} of its width per "
+                f"frame at full velocity of channel {cfg.condition.slide_channel}"
+                if cfg.condition.slide_frac else ""),
              f"- generator: dim {cfg.dit.dim}, depth {cfg.dit.depth}, window {cfg.dit.window}, "
              f"{cfg.sample_steps} NFE per latent frame, inference context noise "
              f"{cfg.context_noise:g}, temperature {cfg.temperature:g}"

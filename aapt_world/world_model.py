@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .conditions import ConditionConfig, build_condition_encoder
 from .kv_cache import KVCache
 from .transformer import BlockCausalDiT, DiTConfig, patchify
-from .view_warp import turn_view
+from .view_warp import slide_view, turn_view
 
 
 def shift_timesteps(t: Tensor, shift: float) -> Tensor:
@@ -95,19 +95,24 @@ class WorldModel(nn.Module):
 
     def recycled_view(self, prev: Tensor, frame_conds: Tensor) -> Tensor:
         """The recycled frames as the DiT sees them: turned by each step's commanded yaw when
-        ``condition.warp_fov_deg`` > 0 (see :mod:`aapt_world.view_warp`), else as they are.
+        ``condition.warp_fov_deg`` > 0, slid by the player's sideways velocity when
+        ``condition.slide_frac`` != 0 (see :mod:`aapt_world.view_warp`), else as they are.
         ``prev`` (B, C, T, h, w) with ``frame_conds`` (B, T, 4, A), or (B, C, h, w) with (B, 4, A).
         """
         c = self.condition_config
-        if c.warp_fov_deg <= 0:
+        if c.warp_fov_deg <= 0 and not c.slide_frac:
             return prev
-        right_deg = frame_conds[..., c.turn_channel].float().sum(-1) * c.turn_deg  # (B[, T])
-        if prev.dim() == 4:
-            return turn_view(prev, right_deg, c.warp_fov_deg)
-        b, ch, t, h, w = prev.shape
-        frames = prev.transpose(1, 2).reshape(b * t, ch, h, w)
-        turned = turn_view(frames, right_deg.reshape(b * t), c.warp_fov_deg)
-        return turned.view(b, t, ch, h, w).transpose(1, 2)
+        clip = prev.dim() == 5
+        if clip:  # every step's frame on its own: (B T, C, h, w)
+            b, ch, t, h, w = prev.shape
+            prev = prev.transpose(1, 2).reshape(b * t, ch, h, w)
+        if c.warp_fov_deg > 0:
+            right_deg = frame_conds[..., c.turn_channel].float().sum(-1) * c.turn_deg
+            prev = turn_view(prev, right_deg.reshape(-1), c.warp_fov_deg)
+        if c.slide_frac:  # the velocity channels follow the commands (aapt_world.momentum)
+            velocity = frame_conds[..., c.action_dim + c.momentum_channels.index(c.slide_channel)]
+            prev = slide_view(prev, velocity.float().sum(-1).reshape(-1) * c.slide_frac)
+        return prev.view(b, t, ch, h, w).transpose(1, 2) if clip else prev
 
     def pose_tokens(self, frame_conds: Tensor, height: int, width: int,
                     null: Tensor | None = None) -> Tensor | None:

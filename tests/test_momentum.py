@@ -1,5 +1,5 @@
 """The player's momentum as a condition (aapt_world.momentum): the recurrence, the session's
-state, datasets from the episode start, and a generator that starts without it."""
+state, a generator that starts without it, and the view that slides with the velocity."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from aapt_world.momentum import DOOM_FRICTION, CommandMomentum
 from aapt_world.session import StreamingSession
 from aapt_world.transformer import dit_config
 from aapt_world.vae import CausalVideoVAE, VAEConfig
+from aapt_world.view_warp import slide_view
 from aapt_world.world_model import WorldModel, add_zero_momentum
 
 STRAFE = CommandMomentum((0, 1))
@@ -64,11 +65,12 @@ def test_bad_rules_and_shapes_are_named(bad):
         ConditionConfig(kind="action", action_dim=2, momentum_channels=(2,))
 
 
-def momentum_model(channels: tuple[int, ...]) -> WorldModel:
+def momentum_model(channels: tuple[int, ...], slide_frac: float = 0.0) -> WorldModel:
     torch.manual_seed(0)
     dit = dit_config("tiny", latent_height=H // 8, latent_width=W // 8, window=3)
     cond = ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
-                           momentum_channels=channels, momentum_decay=DOOM_FRICTION)
+                           momentum_channels=channels, momentum_decay=DOOM_FRICTION,
+                           slide_channel=1 if slide_frac else -1, slide_frac=slide_frac)
     model = WorldModel(dit, cond).eval()
     with torch.no_grad():
         for p in model.parameters():  # adaLN-Zero weights randomised: every path carries signal
@@ -117,3 +119,44 @@ def test_the_session_carries_the_velocity_between_steps_and_in_snapshots():
     assert torch.equal(session.step(torch.zeros(2, 4, 4)), after_strafe)
     session.reset(start[:1], items=[0])  # a restarted stream is at rest, the other keeps moving
     assert session.momentum[0].abs().max() == 0 and session.momentum[1, 1] > 0
+
+
+def test_slide_view_moves_the_content_by_the_given_fraction_of_the_width():
+    img = torch.zeros(2, 1, 4, 16)
+    img[..., 8] = 1.0
+    out = slide_view(img, torch.tensor([0.0, -2 / 16]))  # still; two pixels left
+    assert torch.allclose(out[0], img[0])
+    assert out[1, 0, :, 6].min() > 0.99 and out[1, 0, :, 8].abs().max() < 1e-6
+    half = slide_view(img, torch.tensor([0.5 / 16, 0.5 / 16]))  # half a pixel: bilinear
+    assert torch.allclose(half[0, 0, 0, 8:10], torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="slide_view"):
+        slide_view(img, torch.zeros(3))
+
+
+def test_the_recycled_frame_slides_by_the_velocity_in_parallel_and_cached_steps():
+    slid = momentum_model((0, 1), slide_frac=-0.1)
+    plain = momentum_model((0, 1))
+    plain.load_state_dict(slid.state_dict())
+    cfg = slid.cfg
+    b, frames = 2, 4
+    shape = (b, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
+    g = torch.Generator().manual_seed(2)
+    noisy, prev = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    commands = torch.zeros(b, frames, 4, 4)
+    commands[:, :2, :, 1] = 1.0  # strafe right two steps, then let go: the view keeps sliding
+    conds, _ = STRAFE.augment(commands, torch.zeros(b, 2))
+    with torch.no_grad():
+        v = slid(noisy, prev, conds, 1.0)
+        seen = slid.recycled_view(prev, conds)
+        shifts = conds[..., 5].sum(-1) * -0.1  # the strafe velocity's channel, summed per step
+        expected = slide_view(prev.transpose(1, 2).flatten(0, 1), shifts.flatten())
+        assert torch.allclose(seen, expected.view(b, frames, *shape[1:2], *shape[3:])
+                              .transpose(1, 2), atol=1e-6)
+        assert torch.allclose(v, plain(noisy, seen, conds, 1.0), atol=1e-5)
+        cache = slid.init_cache(b)
+        steps = [slid.step(noisy[:, :, k], prev[:, :, k], conds[:, k], 1.0, cache)
+                 for k in range(frames)]
+    assert (torch.stack(steps, 2) - v).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="slide_channel"):
+        ConditionConfig(kind="action", action_dim=4, momentum_channels=(0,), slide_channel=1,
+                        slide_frac=0.1)

@@ -1035,26 +1035,28 @@ def test_turned_view_is_trained_exported_and_loaded(pipeline: dict, data_root: P
 
 def test_momentum_world_continues_a_plain_stage_1_and_streams_the_velocity(
         pipeline: dict, data_root: Path, tmp_path: Path) -> None:
-    """world.momentum: stage 1 continues a generator trained without it (the velocity enters
-    through zero weights), the heads and the decoder train on its latents, and the exported
-    world's session integrates the velocity from the commands."""
+    """world.momentum (+ world.slide_view_px): stage 1 continues a generator trained without
+    it (the velocity enters through zero weights), the heads and the decoder train on its
+    latents, and the exported world's session integrates the velocity from the commands."""
     from aapt_world.momentum import DOOM_FRICTION, CommandMomentum
     from aapt_world.world import load_world
 
     out = fresh_run_dir(pipeline, tmp_path, "vae", "latents")
     plain = pipeline["out"] / "diffusion" / "model.safetensors"
-    momentum = "world.momentum=true"
+    momentum, slide = "world.momentum=true", "world.slide_view_px=-1.2"
     run_stage(make_cfg(overrides(data_root, out, "stage=diffusion", "run.steps=2",
-                                 f"run.init_from={plain}", momentum)))
+                                 f"run.init_from={plain}", momentum, slide)))
     generator = out / "diffusion" / "model.safetensors"
     for stage in ("heads", "decoder"):
         run_stage(make_cfg(overrides(data_root, out, f"stage={stage}", "run.steps=1",
                                      f"{stage}.generated=1.0", f"{stage}.generator={generator}",
-                                     momentum)))
+                                     momentum, slide)))
     run_stage(make_cfg(overrides(data_root, out, "stage=export", "export.source=diffusion",
-                                 momentum)))
+                                 momentum, slide)))
     world = load_world(out / "world-diffusion")
     assert world.generator.momentum == CommandMomentum((0, 1), DOOM_FRICTION)
+    cond = world.generator.condition_config
+    assert (cond.slide_channel, cond.slide_frac) == (1, -1.2 / world.config.vae.width)
     session = world.session(1)
     session.reset(torch.from_numpy(world.start_frames[:1].copy()))
     session.step(torch.tensor([[1.0, -1.0, 0.0, 0.0]]).repeat(4, 1)[None])
@@ -1062,3 +1064,5 @@ def test_momentum_world_continues_a_plain_stage_1_and_streams_the_velocity(
     torch.testing.assert_close(session.momentum[0], expected)
     with pytest.raises(ValueError, match="world.momentum"):
         build_world_model(make_cfg(overrides(data_root, out, momentum, "world.action_dim=3")))
+    with pytest.raises(ValueError, match="slide_view_px needs world.momentum"):
+        build_world_model(make_cfg(overrides(data_root, out, slide)))

@@ -51,6 +51,10 @@ class WorldConfig:
     # strafe commands integrated with Doom's friction per tic (aapt_world.momentum): the
     # player keeps moving after a command ends, which the step's own commands do not say
     momentum: bool = False
+    # with world.momentum: != 0 slides the recycled frame sideways by this many pixels per video
+    # frame at full strafe speed (TakeCover's far wall: -1.2, the fit's peak; the scene moves
+    # left when the player strafes right); see aapt_world.view_warp.slide_view. 0 = off.
+    slide_view_px: float = 0.0
 
 
 @dataclass

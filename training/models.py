@@ -43,6 +43,12 @@ def condition_config(cfg: TrainConfig) -> ConditionConfig:
         doom.update(momentum_channels=(COMMAND_NAMES.index("forward"),
                                        COMMAND_NAMES.index("strafe")),
                     momentum_decay=DOOM_FRICTION)
+    if world.slide_view_px:  # so does the view, by the strafe velocity
+        if not world.momentum:
+            raise ValueError("world.slide_view_px needs world.momentum=true (the slide follows "
+                             "the player's velocity)")
+        doom.update(slide_channel=COMMAND_NAMES.index("strafe"),
+                    slide_frac=world.slide_view_px / cfg.model.vae.width)
     return ConditionConfig(kind=world.condition, cond_dim=dit.cond_dim,
                            hidden_dim=cfg.model.cond_hidden, action_dim=world.action_dim, **doom)
 
