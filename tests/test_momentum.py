@@ -1,5 +1,5 @@
 """The player's momentum as a condition (aapt_world.momentum): the recurrence, the session's
-state, a generator that starts without it, and the view that slides with the velocity."""
+state, a generator that starts without it, and view_warp.slide_view."""
 
 import numpy as np
 import pytest
@@ -131,32 +131,3 @@ def test_slide_view_moves_the_content_by_the_given_fraction_of_the_width():
     assert torch.allclose(half[0, 0, 0, 8:10], torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError, match="slide_view"):
         slide_view(img, torch.zeros(3))
-
-
-def test_the_recycled_frame_slides_by_the_velocity_in_parallel_and_cached_steps():
-    slid = momentum_model((0, 1), slide_frac=-0.1)
-    plain = momentum_model((0, 1))
-    plain.load_state_dict(slid.state_dict())
-    cfg = slid.cfg
-    b, frames = 2, 4
-    shape = (b, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
-    g = torch.Generator().manual_seed(2)
-    noisy, prev = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-    commands = torch.zeros(b, frames, 4, 4)
-    commands[:, :2, :, 1] = 1.0  # strafe right two steps, then let go: the view keeps sliding
-    conds, _ = STRAFE.augment(commands, torch.zeros(b, 2))
-    with torch.no_grad():
-        v = slid(noisy, prev, conds, 1.0)
-        seen = slid.recycled_view(prev, conds)
-        shifts = conds[..., 5].sum(-1) * -0.1  # the strafe velocity's channel, summed per step
-        expected = slide_view(prev.transpose(1, 2).flatten(0, 1), shifts.flatten())
-        assert torch.allclose(seen, expected.view(b, frames, *shape[1:2], *shape[3:])
-                              .transpose(1, 2), atol=1e-6)
-        assert torch.allclose(v, plain(noisy, seen, conds, 1.0), atol=1e-5)
-        cache = slid.init_cache(b)
-        steps = [slid.step(noisy[:, :, k], prev[:, :, k], conds[:, k], 1.0, cache)
-                 for k in range(frames)]
-    assert (torch.stack(steps, 2) - v).abs().max() < 1e-5
-    with pytest.raises(ValueError, match="slide_channel"):
-        ConditionConfig(kind="action", action_dim=4, momentum_channels=(0,), slide_channel=1,
-                        slide_frac=0.1)

@@ -1,5 +1,6 @@
 """Spatial inputs of the generator: the recycled frame turned by the commanded yaw
-(aapt_world.view_warp) and the joints' maps of a pose world (WorldModel.pose_tokens)."""
+(aapt_world.view_warp) or slid by the strafe velocity, and the joints' maps of a pose world
+(WorldModel.pose_tokens)."""
 
 import math
 
@@ -8,8 +9,9 @@ import torch
 
 from aapt_world.checkpoint import load_into
 from aapt_world.conditions import ConditionConfig
+from aapt_world.momentum import DOOM_FRICTION, CommandMomentum
 from aapt_world.transformer import dit_config
-from aapt_world.view_warp import turn_view
+from aapt_world.view_warp import slide_view, turn_view
 from aapt_world.world_model import WorldModel, add_zero_pose_maps
 
 FOV = 90.0
@@ -61,14 +63,29 @@ def warp_model(fov: float = FOV) -> WorldModel:
     return model
 
 
+def random_clip(model: WorldModel, b: int, frames: int, seed: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noisy, prev) latents (b, C, frames, h, w) for ``model``."""
+    cfg = model.cfg
+    shape = (b, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+
+
+def assert_cached_steps_match(model: WorldModel, noisy: torch.Tensor, prev: torch.Tensor,
+                              conds: torch.Tensor, v: torch.Tensor) -> None:
+    with torch.no_grad():
+        cache = model.init_cache(noisy.shape[0])
+        steps = [model.step(noisy[:, :, k], prev[:, :, k], conds[:, k], 1.0, cache)
+                 for k in range(noisy.shape[2])]
+    assert (torch.stack(steps, 2) - v).abs().max() < 1e-5
+
+
 def test_world_model_sees_the_turned_frame_in_parallel_and_cached_steps():
     model, plain = warp_model(), warp_model(0.0)
     plain.load_state_dict(model.state_dict())
-    cfg = model.cfg
     b, frames = 2, 5
-    shape = (b, cfg.latent_channels, frames, cfg.latent_height, cfg.latent_width)
-    g = torch.Generator().manual_seed(1)
-    noisy, prev = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    noisy, prev = random_clip(model, b, frames, seed=1)
     conds = torch.zeros(b, frames, 4, 4)
     conds[..., 2] = torch.linspace(-1, 1, frames).view(1, frames, 1)  # full left .. full right
     with torch.no_grad():
@@ -78,10 +95,7 @@ def test_world_model_sees_the_turned_frame_in_parallel_and_cached_steps():
         # the still frame (turn 0) passes unchanged; the others move
         assert torch.allclose(turned[:, :, 2], prev[:, :, 2], atol=1e-5)
         assert (turned[:, :, 0] - prev[:, :, 0]).abs().mean() > 0.1
-        cache = model.init_cache(b)
-        steps = [model.step(noisy[:, :, k], prev[:, :, k], conds[:, k], 1.0, cache)
-                 for k in range(frames)]
-    assert (torch.stack(steps, 2) - v).abs().max() < 1e-5
+    assert_cached_steps_match(model, noisy, prev, conds, v)
 
 
 def test_warp_needs_a_turn_axis():
@@ -139,3 +153,40 @@ def test_pose_maps_need_a_pose_world():
     with pytest.raises(ValueError, match="pose_map_sigma"):
         WorldModel(dit, ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
                                         pose_map_sigma=0.5))
+
+
+def slide_model(slide_frac: float) -> WorldModel:
+    """A generator whose commands carry the velocity and whose view slides with the strafe."""
+    torch.manual_seed(0)
+    dit = dit_config("tiny")
+    cond = ConditionConfig(kind="action", action_dim=4, cond_dim=dit.cond_dim,
+                           momentum_channels=(0, 1), momentum_decay=DOOM_FRICTION,
+                           slide_channel=1 if slide_frac else -1, slide_frac=slide_frac)
+    model = WorldModel(dit, cond).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return model
+
+
+def test_the_recycled_frame_slides_by_the_velocity_in_parallel_and_cached_steps():
+    slid, plain = slide_model(-0.1), slide_model(0.0)
+    plain.load_state_dict(slid.state_dict())
+    b, frames = 2, 4
+    noisy, prev = random_clip(slid, b, frames, seed=2)
+    commands = torch.zeros(b, frames, 4, 4)
+    commands[:, :2, :, 1] = 1.0  # strafe right two steps, then let go: the view keeps sliding
+    conds, _ = CommandMomentum((0, 1)).augment(commands, torch.zeros(b, 2))
+    with torch.no_grad():
+        v = slid(noisy, prev, conds, 1.0)
+        seen = slid.recycled_view(prev, conds)
+        shifts = conds[..., 5].sum(-1) * -0.1  # the strafe velocity's channel, summed per step
+        expected = slide_view(prev.transpose(1, 2).flatten(0, 1), shifts.flatten())
+        assert torch.allclose(seen, expected.view(b, frames, *prev.shape[1:2], *prev.shape[3:])
+                              .transpose(1, 2), atol=1e-6)
+        assert torch.allclose(v, plain(noisy, seen, conds, 1.0), atol=1e-5)
+    assert_cached_steps_match(slid, noisy, prev, conds, v)
+    with pytest.raises(ValueError, match="slide_channel"):
+        ConditionConfig(kind="action", action_dim=4, momentum_channels=(0,), slide_channel=1,
+                        slide_frac=0.1)
