@@ -17,12 +17,15 @@ the generator reads it as extra condition channels after the command's own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .constants import FRAMES_PER_STEP
+
+ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
 DOOM_FRICTION = 0xE800 / 0x10000  # 0.90625: Doom's ORIG_FRICTION per tic (p_user.c / p_mobj.c)
 
@@ -55,11 +58,8 @@ class CommandMomentum:
             raise ValueError(f"momentum start must be ({b}, {self.width}), got "
                              f"{tuple(start.shape)}")
         u = frame_conds[..., list(self.channels)].float().reshape(b, t * f, self.width)
-        w, out = start.float(), []
-        for i in range(t * f):  # a few dozen tics: the loop is cheaper than a scan here
-            w = self.decay * w + (1.0 - self.decay) * u[:, i]
-            out.append(w)
-        return torch.stack(out, 1).view(b, t, f, self.width).to(frame_conds.dtype), w
+        velocity, end = self._run(u, start.float())
+        return velocity.view(b, t, f, self.width).to(frame_conds.dtype), end
 
     def augment(self, frame_conds: Tensor, start: Tensor) -> tuple[Tensor, Tensor]:
         """The commands with their velocity appended: (B, T, 4, A + M), and the end velocity."""
@@ -68,13 +68,18 @@ class CommandMomentum:
 
     def episode(self, step_commands: np.ndarray) -> np.ndarray:
         """A whole recorded episode from rest: per-step commands (S, A), each held for its
-        video frames -> the velocity after each frame (S, 4, M), float32 (the same recurrence
-        as :meth:`integrate`, in numpy: thousands of tics)."""
-        u = np.asarray(step_commands, dtype=np.float64)[:, list(self.channels)]
-        out = np.empty((len(u), FRAMES_PER_STEP, self.width), dtype=np.float32)
-        w = np.zeros(self.width)
-        for s, command in enumerate(u):
-            for f in range(FRAMES_PER_STEP):
-                w = self.decay * w + (1.0 - self.decay) * command
-                out[s, f] = w
-        return out
+        video frames -> the velocity after each frame (S, 4, M), float32 (in numpy: thousands
+        of tics, where torch's per-op cost would dominate)."""
+        u = np.repeat(np.asarray(step_commands, dtype=np.float64)[:, list(self.channels)],
+                      FRAMES_PER_STEP, axis=0)
+        velocity, _ = self._run(u[None], np.zeros((1, self.width)))
+        return velocity[0].reshape(-1, FRAMES_PER_STEP, self.width).astype(np.float32)
+
+    def _run(self, u: ArrayT, w: ArrayT) -> tuple[ArrayT, ArrayT]:
+        """The recurrence, one tic at a time (numpy or torch alike): commands (B, N, M) from
+        velocity ``w`` (B, M) -> the velocity after each tic (B, N, M) and after the last."""
+        out = u * 0
+        for i in range(u.shape[1]):
+            w = self.decay * w + (1.0 - self.decay) * u[:, i]
+            out[:, i] = w
+        return out, w

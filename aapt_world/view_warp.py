@@ -52,12 +52,8 @@ def turn_view(frames: Tensor, right_deg: Tensor, fov_deg: float) -> Tensor:
     u_src = (u * torch.cos(theta) + torch.sin(theta)) / d
     v_src = v / d
     # grid_sample's coordinates: -1 .. 1 across the frame's outer edges
-    grid_x = (u_src * focal / (w / 2)).expand(n, h, w)
-    grid_y = (v_src * focal / (h / 2)).expand(n, h, w)
-    grid = torch.stack([grid_x, grid_y], -1)
-    out = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)
-    return out.to(frames.dtype)
+    return _resample(frames, (u_src * focal / (w / 2)).expand(n, h, w),
+                     (v_src * focal / (h / 2)).expand(n, h, w))
 
 
 def slide_view(frames: Tensor, shift_frac: Tensor) -> Tensor:
@@ -71,7 +67,12 @@ def slide_view(frames: Tensor, shift_frac: Tensor) -> Tensor:
     x = ((torch.arange(w, device=dev) + 0.5) * (2 / w) - 1).view(1, 1, w)
     y = ((torch.arange(h, device=dev) + 0.5) * (2 / h) - 1).view(1, h, 1)
     grid_x = (x - 2 * shift_frac.float().view(n, 1, 1)).expand(n, h, w)  # out(x) = in(x - s)
-    grid = torch.stack([grid_x, y.expand(n, h, w)], -1)
-    out = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)
+    return _resample(frames, grid_x, y.expand(n, h, w))
+
+
+def _resample(frames: Tensor, grid_x: Tensor, grid_y: Tensor) -> Tensor:
+    """``frames`` read at ``(grid_x, grid_y)`` (N, h, w; grid_sample's -1 .. 1 across the outer
+    edges), bilinear, the border repeated where a source falls outside."""
+    out = F.grid_sample(frames.float(), torch.stack([grid_x, grid_y], -1), mode="bilinear",
+                        padding_mode="border", align_corners=False)
     return out.to(frames.dtype)

@@ -20,7 +20,6 @@ from training.trainer import stage_dir
 @dataclass
 class VideoBatch:
     video: torch.Tensor  # float (B, 3, 4K+1, H, W) in [-1, 1]
-    actions: torch.Tensor  # float (B, K, A) per-step command
     conds: torch.Tensor  # float (B, K, 4, A [+ M]): the generator's per-frame conditions
     rewards: torch.Tensor  # float (B, K)
     terminated: torch.Tensor  # float (B, K)
@@ -33,10 +32,9 @@ def video_batch(dataset: ClipDataset, rng: np.random.Generator, batch_size: int,
     video = from_uint8_frames(frames).transpose(1, 2)  # (B, 3, T, H, W) in [-1, 1]
     as_tensor = lambda name: torch.from_numpy(
         np.stack([getattr(c, name) for c in clips]).astype(np.float32)).to(device)
-    actions = as_tensor("actions")
     momentum = as_tensor("momentum") if clips[0].momentum is not None else None
-    return VideoBatch(video, actions, frame_conditions(actions, momentum), as_tensor("rewards"),
-                      as_tensor("terminated"))
+    return VideoBatch(video, frame_conditions(as_tensor("actions"), momentum),
+                      as_tensor("rewards"), as_tensor("terminated"))
 
 
 @dataclass

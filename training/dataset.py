@@ -380,13 +380,14 @@ class ClipDataset:
         self.momentum = momentum
         self._tracks: dict[str, np.ndarray] = {}  # episode id -> (S, 4, M), computed on first use
 
-    def momentum_track(self, episode: EpisodeReader) -> np.ndarray:
-        """The velocity after every video frame of ``episode`` (S, 4, M), from rest."""
+    def clip_momentum(self, episode: EpisodeReader, start: int) -> np.ndarray | None:
+        """The velocity after each video frame of the clip at ``start`` (K, 4, M), integrated
+        from the episode's start (once per episode); None without a momentum rule."""
         if self.momentum is None:
-            raise ValueError("this dataset was opened without a momentum rule")
+            return None
         if episode.id not in self._tracks:
             self._tracks[episode.id] = self.momentum.episode(np.array(episode.arrays["actions"]))
-        return self._tracks[episode.id]
+        return self._tracks[episode.id][start:start + self.num_steps].copy()
 
     def __len__(self) -> int:
         return int(self._cumulative[-1])
@@ -402,8 +403,7 @@ class ClipDataset:
     def __getitem__(self, index: int) -> Clip:
         episode, start = self.position(index)
         clip = episode.clip(start, self.num_steps)
-        if self.momentum is not None:
-            clip.momentum = self.momentum_track(episode)[start:start + self.num_steps].copy()
+        clip.momentum = self.clip_momentum(episode, start)
         return clip
 
     def sample_position(self, rng: np.random.Generator) -> tuple[EpisodeReader, int]:

@@ -117,12 +117,9 @@ class LatentClipDataset:
             rows = np.array(a["poses"][FRAMES_PER_STEP * s + 1:FRAMES_PER_STEP * (s + k) + 1])
             keypoints = rows[:, self.keypoint_columns].reshape(
                 k, FRAMES_PER_STEP, *self.keypoint_columns.shape).astype(np.float32)
-        momentum = None
-        if self.clips.momentum is not None:
-            momentum = self.clips.momentum_track(episode)[s:s + k].copy()
         return LatentClip((z - self.mean) / self.std, np.array(a["actions"][s:s + k]),
                           np.array(a["rewards"][s:s + k]), np.array(a["terminated"][s:s + k]),
-                          keypoints, momentum)
+                          keypoints, self.clips.clip_momentum(episode, s))
 
 
 def read_stats(latents_dir: str | Path) -> dict:
