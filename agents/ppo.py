@@ -20,8 +20,10 @@ resume, then appended to; ``time/iterations`` restarts at 1 in each run); a tqdm
 progress (SB3's own ``progress_bar=True`` needs ``rich``, which is not a dependency).
 ``<out>/agent.json`` records the world and the frame size the policy was trained on.
 
-Observation preprocessing is the same in both worlds: the policy sees the newest frame,
-channels-last uint8 (H, W, 3) at the world's resolution (the real env renders at 320x240 and
+Observation preprocessing is the same in both worlds: the policy sees the newest frame (with
+``--frame-stack N`` the newest N side by side on the channel axis, oldest first: a single frame
+shows where a fireball is, not where it is going), channels-last uint8 (H, W, 3) at the
+world's resolution (the real env renders at 320x240 and
 area-resizes to that size, exactly as the training data was recorded); SB3 transposes to
 channels-first for the CNN (``VecTransposeImage`` in training, ``maybe_transpose`` in
 ``predict``). SB3's NatureCNN needs frames of at least 36x36 (8x8/4, 4x4/2, 3x3/1 convs; the tiny
@@ -54,6 +56,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecFrameStack
 from torch import nn
 
 from aapt_world.checkpoint import CheckpointError, atomic_replace, trim_csv_log
@@ -126,6 +129,7 @@ class AgentTrainConfig:
     gae_lambda: float = 0.95
     clip_range: float = 0.1
     ent_coef: float = 0.01
+    frame_stack: int = 1  # the policy sees the newest N frames (SB3's VecFrameStack)
     checkpoint_every: int = 5_000  # timesteps between checkpoints
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:i]: world and policy
@@ -144,7 +148,7 @@ class AgentTrainConfig:
             DoomConfig(scenario=self.real_scenario, width=self.width,
                        height=self.height).validate()
         positive = ("num_envs", "steps", "max_episode_steps", "n_steps", "batch_size", "n_epochs",
-                    "checkpoint_every")
+                    "frame_stack", "checkpoint_every")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
@@ -169,6 +173,8 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
                               f"choose another --out")
     device = resolve_device(cfg.device)
     venv = _train_venv(cfg, device)
+    if cfg.frame_stack > 1:
+        venv = VecFrameStack(venv, cfg.frame_stack, channels_order="last")
     try:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
@@ -354,17 +360,36 @@ class Actor(Protocol):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any: ...
 
 
-class ModelActor:
-    """A trained SB3 model acting on channels-last uint8 frames."""
+class FrameStack:
+    """The newest ``n`` frames side by side on the channel axis, oldest first, zeros before an
+    episode's first frame: what SB3's ``VecFrameStack(channels_order="last")`` hands the policy
+    in training, rebuilt for the one env of an evaluation."""
 
-    def __init__(self, model: PPO, deterministic: bool = True) -> None:
+    def __init__(self, n: int) -> None:
+        self.n, self.stacked = n, None
+
+    def reset(self) -> None:
+        self.stacked = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.stacked is None:
+            self.stacked = np.zeros((*frame.shape[:-1], frame.shape[-1] * self.n), frame.dtype)
+        self.stacked = np.concatenate([self.stacked[..., frame.shape[-1]:], frame], axis=-1)
+        return self.stacked
+
+
+class ModelActor:
+    """A trained SB3 model acting on channels-last uint8 frames (its last ``frame_stack``)."""
+
+    def __init__(self, model: PPO, deterministic: bool = True, frame_stack: int = 1) -> None:
         self.model, self.deterministic = model, deterministic
+        self.stack = FrameStack(frame_stack)
 
     def reset(self, seed: int) -> None:
-        pass
+        self.stack.reset()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
-        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        action, _ = self.model.predict(self.stack(obs), deterministic=self.deterministic)
         return action
 
 
@@ -445,10 +470,21 @@ def _model_scenario(model_path: str | None) -> str | None:
 
 
 def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
-    """(channels-last frame shape, action type) the model expects."""
-    shape = model.observation_space.shape
-    frame = (shape[1], shape[2], shape[0]) if shape[0] in (1, 3) else tuple(shape)
-    return frame, _space_action_type(model.action_space)  # type: ignore[return-value]
+    """(channels-last shape of ONE frame, action type) the model expects."""
+    height, width, _ = _model_input(model)
+    return (height, width, 3), _space_action_type(model.action_space)
+
+
+def _model_input(model: PPO) -> tuple[int, int, int]:
+    """The model's channels-last input (H, W, 3 x frames stacked); SB3 keeps the channels-first
+    space of its transposed training env."""
+    shape = tuple(model.observation_space.shape)
+    return (shape[1], shape[2], shape[0]) if shape[0] < min(shape[1:]) else shape
+
+
+def model_frame_stack(model: PPO) -> int:
+    """How many frames the model sees at once (``--frame-stack`` in training)."""
+    return _model_input(model)[2] // 3
 
 
 def _space_action_type(space: gym.spaces.Space) -> str:
@@ -467,7 +503,8 @@ def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
              else None)
     model = load_model(cfg.model, device) if cfg.model is not None else None
     frame_shape, action_type = _eval_spec(cfg, world, model)
-    actor: Actor = (ModelActor(model, cfg.deterministic) if model is not None
+    actor: Actor = (ModelActor(model, cfg.deterministic, model_frame_stack(model))
+                    if model is not None
                     else ScriptedActor(cfg.policy, action_type))
     name = f"ppo:{cfg.model}" if model is not None else f"scripted:{cfg.policy}"
     rows, videos = [], []
@@ -583,6 +620,8 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="Adam learning rate")
     p.add_argument("--gamma", type=float, default=d.gamma, help="discount factor")
     p.add_argument("--ent-coef", type=float, default=d.ent_coef, help="entropy bonus weight")
+    p.add_argument("--frame-stack", type=int, default=d.frame_stack,
+                   help="the policy sees the newest N frames (motion, not just position)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="timesteps between checkpoints")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of PPO and the env")

@@ -77,3 +77,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-episode, 64x48 dataset recorded from the real game (training_run.py)."""
+    from training_run import record_tiny_data
+
+    return record_tiny_data(tmp_path_factory.mktemp("tinydata"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every training stage, a few steps each, in one run directory (training_run.py)."""
+    from training_run import train_pipeline
+
+    return train_pipeline(data_root, tmp_path_factory.mktemp("run"))

@@ -305,6 +305,44 @@ def test_ppo_trains_in_the_real_game_for_the_baseline(tmp_path) -> None:
         AgentTrainConfig(world="real:nowhere").validate()
 
 
+def test_frame_stack_feeds_evaluation_what_training_fed_the_policy(tiny_world_dir,
+                                                                   tmp_path) -> None:
+    """--frame-stack N: PPO trains on SB3's VecFrameStack; evaluation rebuilds the same stacks
+    (oldest first, zeros before the first frame, fresh each episode) for its one env."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    frames = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+
+    class Replay(gym.Env):
+        observation_space = spaces.Box(0, 255, (4, 6, 3), np.uint8)
+        action_space = spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            self.t = 0
+            return frames[0], {}
+
+        def step(self, action):
+            self.t += 1
+            return frames[self.t], 0.0, False, self.t == len(frames) - 1, {}
+
+    venv = VecFrameStack(DummyVecEnv([Replay]), 3, channels_order="last")
+    stack = ppo.FrameStack(3)
+    for _ in range(2):  # a second episode starts from zeros again
+        stack.reset()
+        expected = np.concatenate([np.zeros_like(frames[0])] * 2 + [frames[0]], axis=-1)
+        np.testing.assert_array_equal(stack(frames[0]), expected)
+        np.testing.assert_array_equal(venv.reset()[0], expected)
+        for t in range(1, len(frames) - 1):
+            np.testing.assert_array_equal(venv.step(np.array([0]))[0][0], stack(frames[t]))
+    out = tmp_path / "stacked"
+    train(tiny_train_config(tiny_world_dir, out, steps=64, frame_stack=3))
+    model = ppo.load_model(out / "model.zip", "cpu")
+    assert ppo.model_frame_stack(model) == 3 and ppo._model_spec(model)[0] == SHAPE
+    result = evaluate(AgentEvalConfig(model=str(out / "model.zip"), env="neural", episodes=2,
+                                      max_steps=6, device="cpu"))
+    assert result["frame_shape"] == list(SHAPE) and result["rows"][0]["length_mean"] > 0
+
+
 def test_fireball_recall_reads_a_vae_stage_checkpoint(tmp_path) -> None:
     """--vae F --model M: the encoder and light decoder of a VAE stage, as a world ships them."""
     import dataclasses

@@ -55,7 +55,8 @@ def latent_datasets(cfg: TrainConfig) -> LatentData:
     latents, pose = stage_dir(cfg, "latents"), cfg.world.condition == "pose"
     momentum = condition_config(cfg).momentum()
     return tuple(LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, split,
-                                   keypoints=pose, momentum=momentum)
+                                   keypoints=pose, momentum=momentum,
+                                   mirror=cfg.data.mirror and split == "train")
                  for split in ("train", "val"))
 
 

@@ -30,6 +30,10 @@ class DataConfig:
     root: str = "data/doom"  # dataset recorded by `aapt-world collect`
     clip_steps: int = 8  # K: clips of 4K+1 video frames = K+1 latent frames
     val_batches: int = 4  # validation batches per evaluation
+    # DiT stages: half the training clips from the episodes mirrored left-right (frames flipped,
+    # strafe and turn negated; training.latents.MIRRORED_COMMANDS); stage=latents with it on
+    # encodes the mirror images too. Validation stays on the recorded episodes.
+    mirror: bool = False
 
 
 @dataclass

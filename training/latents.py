@@ -5,6 +5,8 @@ Layout, next to the VAE checkpoint (``<out_dir>/latents``)::
     stats.json                 per-channel mean/std of the latents (-> normalisation)
     <episode_id>.npy           float16 (S + 1, C, h, w): the episode encoded as one causal stream
     <episode_id>.first.npy     float16 (S + 1, C, h, w): frame 4s encoded ALONE, for every s
+    <episode_id>.mirror[.first].npy   the same for the episode mirrored left-right
+                               (``data.mirror``: only when the run trains on mirrored clips)
 
 A clip starting at step s is ``[first[s], stream[s + 1], ..., stream[s + K]]``: its latent 0 is
 a start image encoded alone — exactly what the env feeds the generator at reset — and the rest
@@ -32,6 +34,10 @@ from training.dataset import (
 )
 
 STATS = "stats.json"
+# Commands whose sign flips in a left-right mirrored world (Doom's: a strafe or a turn to the
+# left becomes one to the right; forward motion and pitch stay). A mirrored episode (frames
+# flipped, these commands negated) is another valid episode of the same game.
+MIRRORED_COMMANDS = ("strafe", "turn")
 
 
 @dataclass
@@ -44,8 +50,24 @@ class LatentClip:
     momentum: np.ndarray | None = None  # float32 (K, 4, M): a momentum world's velocity channels
 
 
-def latent_paths(directory: Path, episode_id: str) -> tuple[Path, Path]:
-    return directory / f"{episode_id}.npy", directory / f"{episode_id}.first.npy"
+def latent_paths(directory: Path, episode_id: str, mirror: bool = False) -> tuple[Path, Path]:
+    """(stream, first) latent files of an episode, or of its left-right mirror image."""
+    stem = f"{episode_id}.mirror" if mirror else episode_id
+    return directory / f"{stem}.npy", directory / f"{stem}.first.npy"
+
+
+def mirrored_columns(action_names: list[str]) -> np.ndarray:
+    """Indices of the commands a left-right mirror negates (``MIRRORED_COMMANDS``)."""
+    cols = [i for i, name in enumerate(action_names) if name in MIRRORED_COMMANDS]
+    if not cols:
+        raise DatasetError(f"data.mirror needs commands that a mirror negates "
+                           f"{MIRRORED_COMMANDS}; this dataset's action_names are {action_names}")
+    return np.array(cols, dtype=np.int64)
+
+
+def mirror_frames(frames: np.ndarray) -> np.ndarray:
+    """Frames (T, H, W, 3) flipped left-right."""
+    return np.ascontiguousarray(frames[:, :, ::-1])
 
 
 @torch.no_grad()
@@ -77,10 +99,16 @@ class LatentClipDataset:
 
     def __init__(self, latents_dir: str | Path, dataset_root: str | Path, num_steps: int,
                  split: str = "train", keypoints: bool = False,
-                 momentum: CommandMomentum | None = None) -> None:
+                 momentum: CommandMomentum | None = None, mirror: bool = False) -> None:
         """``keypoints``: a pose world; each clip also carries the 2D keypoints of its 4 video
         frames per step (pixels), the condition its generator is trained on. ``momentum``: each
-        clip also carries its commands' velocity (see :mod:`aapt_world.momentum`)."""
+        clip also carries its commands' velocity (see :mod:`aapt_world.momentum`). ``mirror``:
+        half the clips (drawn at random) come from the episodes mirrored left-right, their
+        ``MIRRORED_COMMANDS`` (and those commands' velocity) negated: twice the data, and a
+        world that must strafe and turn the same both ways."""
+        if mirror and keypoints:
+            raise DatasetError("data.mirror is for command worlds: a pose world's keypoints "
+                               "would need their left and right joints swapped")
         self.dir = Path(latents_dir)
         stats_path = self.dir / STATS
         if not stats_path.exists():
@@ -92,34 +120,51 @@ class LatentClipDataset:
         self.clips = ClipDataset(dataset_root, num_steps, split, momentum=momentum)  # actions ..
         self.num_steps = num_steps
         self.keypoint_columns = keypoint_columns(self.clips.manifest) if keypoints else None
-        self.stream, self.first = {}, {}
+        self.mirror_cols = None
+        if mirror:
+            self.mirror_cols = mirrored_columns(list(self.clips.manifest["action_names"]))
+            channels = momentum.channels if momentum is not None else ()
+            self.mirror_momentum = np.array([c in self.mirror_cols for c in channels])
+        # episode id -> memory-mapped latents, as recorded and (data.mirror) mirrored
+        self.stream, self.first, self.mirror_stream, self.mirror_first = {}, {}, {}, {}
         for ep in self.clips.episodes:
-            stream_path, first_path = latent_paths(self.dir, ep.id)
-            for path in (stream_path, first_path):
-                if not path.exists():
-                    raise DatasetError(f"missing cached latents {path}: re-run stage=latents")
-            self.stream[ep.id] = np.load(stream_path, mmap_mode="r")
-            self.first[ep.id] = np.load(first_path, mmap_mode="r")
-            if self.stream[ep.id].shape[0] != ep.num_steps + 1:
-                raise DatasetError(f"{stream_path} holds {self.stream[ep.id].shape[0]} latents, "
-                                   f"episode {ep.id} needs {ep.num_steps + 1}")
+            for flipped in (False, True) if mirror else (False,):
+                stream_path, first_path = latent_paths(self.dir, ep.id, flipped)
+                for path in (stream_path, first_path):
+                    if not path.exists():
+                        raise DatasetError(f"missing cached latents {path}: re-run "
+                                           f"stage=latents{' data.mirror=true' * flipped}")
+                stream = np.load(stream_path, mmap_mode="r")
+                if stream.shape[0] != ep.num_steps + 1:
+                    raise DatasetError(f"{stream_path} holds {stream.shape[0]} latents, "
+                                       f"episode {ep.id} needs {ep.num_steps + 1}")
+                streams, firsts = ((self.mirror_stream, self.mirror_first) if flipped
+                                   else (self.stream, self.first))
+                streams[ep.id], firsts[ep.id] = stream, np.load(first_path, mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def sample(self, rng: np.random.Generator) -> LatentClip:
         episode, s = self.clips.sample_position(rng)  # no frame is read
+        flipped = self.mirror_cols is not None and bool(rng.random() < 0.5)
         k, a = self.num_steps, episode.arrays
-        z = np.concatenate([self.first[episode.id][s:s + 1],
-                            self.stream[episode.id][s + 1:s + k + 1]]).astype(np.float32)
+        stream, first = ((self.mirror_stream, self.mirror_first) if flipped
+                         else (self.stream, self.first))
+        z = np.concatenate([first[episode.id][s:s + 1],
+                            stream[episode.id][s + 1:s + k + 1]]).astype(np.float32)
+        actions, momentum = np.array(a["actions"][s:s + k]), self.clips.clip_momentum(episode, s)
+        if flipped:
+            actions[:, self.mirror_cols] *= -1
+            if momentum is not None:
+                momentum[..., self.mirror_momentum] *= -1
         keypoints = None
         if self.keypoint_columns is not None:  # the 4 frames of steps s..s+k-1: 4s+1 .. 4(s+k)
             rows = np.array(a["poses"][FRAMES_PER_STEP * s + 1:FRAMES_PER_STEP * (s + k) + 1])
             keypoints = rows[:, self.keypoint_columns].reshape(
                 k, FRAMES_PER_STEP, *self.keypoint_columns.shape).astype(np.float32)
-        return LatentClip((z - self.mean) / self.std, np.array(a["actions"][s:s + k]),
-                          np.array(a["rewards"][s:s + k]), np.array(a["terminated"][s:s + k]),
-                          keypoints, self.clips.clip_momentum(episode, s))
+        return LatentClip((z - self.mean) / self.std, actions, np.array(a["rewards"][s:s + k]),
+                          np.array(a["terminated"][s:s + k]), keypoints, momentum)
 
 
 def read_stats(latents_dir: str | Path) -> dict:

@@ -1,10 +1,11 @@
 """Encode the dataset once with the trained VAE (see ``training.latents`` for the layout).
 
 Resumable: episodes whose latents exist are skipped; files are written atomically. The
-per-channel statistics are computed once (the first complete run): re-running after adding
-episodes encodes them but keeps the normalisation the DiT stages were trained on (delete
-``stats.json`` to recompute). Under
-torchrun, episodes are split across processes and rank 0 writes the statistics.
+per-channel statistics are computed once (the first complete run, from the episodes as
+recorded, never their mirror images): re-running after adding episodes (or ``data.mirror``)
+encodes them but keeps the normalisation the DiT stages were trained on (delete
+``stats.json`` to recompute). Under torchrun, episodes are split across processes and rank 0
+writes the statistics.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aapt_world.checkpoint import atomic_replace
 from aapt_world.vae import CausalVideoVAE
 from training.config import TrainConfig
 from training.dataset import ClipDataset
-from training.latents import STATS, encode_episode, latent_paths
+from training.latents import STATS, encode_episode, latent_paths, mirror_frames
 from training.trainer import Dist, load_stage_weights, stage_dir
 
 STAGE_DIR = "latents"
@@ -32,14 +33,18 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
     out.mkdir(parents=True, exist_ok=True)
     episodes = ClipDataset(cfg.data.root, 1, split="all").episodes
     mine = episodes[ranks.rank::ranks.world_size]
+    versions = (False, True) if cfg.data.mirror else (False,)  # data.mirror: also mirrored
     for ep in tqdm(mine, desc="encoding episodes", disable=not (cfg.run.progress
                                                                  and ranks.is_main)):
-        stream_path, first_path = latent_paths(out, ep.id)
-        if stream_path.exists() and first_path.exists():
-            continue
-        stream, first = encode_episode(vae, ep.arrays["frames"], device)
-        for path, array in ((first_path, first), (stream_path, stream)):
-            atomic_replace(path, lambda tmp, a=array: np.save(open(tmp, "wb"), a))
+        for flipped in versions:
+            stream_path, first_path = latent_paths(out, ep.id, flipped)
+            if stream_path.exists() and first_path.exists():
+                continue
+            frames = ep.arrays["frames"]
+            stream, first = encode_episode(vae, mirror_frames(frames) if flipped else frames,
+                                           device)
+            for path, array in ((first_path, first), (stream_path, stream)):
+                atomic_replace(path, lambda tmp, a=array: np.save(open(tmp, "wb"), a))
     if ranks.world_size > 1:
         torch.distributed.barrier()
     if not ranks.is_main:
