@@ -126,21 +126,24 @@ class LatentClipDataset:
             channels = momentum.channels if momentum is not None else ()
             self.mirror_momentum = np.array([c in self.mirror_cols for c in channels])
         # episode id -> memory-mapped latents, as recorded and (data.mirror) mirrored
-        self.stream, self.first, self.mirror_stream, self.mirror_first = {}, {}, {}, {}
+        self.stream, self.first = self._open(False)
+        self.mirror_stream, self.mirror_first = self._open(True) if mirror else ({}, {})
+
+    def _open(self, flipped: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Every episode's (stream, first) latents, memory-mapped and checked."""
+        streams, firsts = {}, {}
         for ep in self.clips.episodes:
-            for flipped in (False, True) if mirror else (False,):
-                stream_path, first_path = latent_paths(self.dir, ep.id, flipped)
-                for path in (stream_path, first_path):
-                    if not path.exists():
-                        raise DatasetError(f"missing cached latents {path}: re-run "
-                                           f"stage=latents{' data.mirror=true' * flipped}")
-                stream = np.load(stream_path, mmap_mode="r")
-                if stream.shape[0] != ep.num_steps + 1:
-                    raise DatasetError(f"{stream_path} holds {stream.shape[0]} latents, "
-                                       f"episode {ep.id} needs {ep.num_steps + 1}")
-                streams, firsts = ((self.mirror_stream, self.mirror_first) if flipped
-                                   else (self.stream, self.first))
-                streams[ep.id], firsts[ep.id] = stream, np.load(first_path, mmap_mode="r")
+            stream_path, first_path = latent_paths(self.dir, ep.id, flipped)
+            for path in (stream_path, first_path):
+                if not path.exists():
+                    raise DatasetError(f"missing cached latents {path}: re-run "
+                                       f"stage=latents{' data.mirror=true' * flipped}")
+            streams[ep.id] = np.load(stream_path, mmap_mode="r")
+            firsts[ep.id] = np.load(first_path, mmap_mode="r")
+            if streams[ep.id].shape[0] != ep.num_steps + 1:
+                raise DatasetError(f"{stream_path} holds {streams[ep.id].shape[0]} latents, "
+                                   f"episode {ep.id} needs {ep.num_steps + 1}")
+        return streams, firsts
 
     def __len__(self) -> int:
         return len(self.clips)
