@@ -242,7 +242,8 @@ def add_zero_momentum(tensors: dict[str, Tensor], model: WorldModel,
 
 def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: torch.Tensor,
                     noise: torch.Tensor, cache: KVCache | None = None,
-                    context_noise: float = 0.0, context_eps: torch.Tensor | None = None
+                    context_noise: float = 0.0, context_eps: torch.Tensor | None = None,
+                    timesteps: Sequence[float] = ONE_STEP, guidance: float = 1.0
                     ) -> tuple[torch.Tensor, KVCache]:
     """Generate K latent frames autoregressively, exactly as inference does.
 
@@ -250,19 +251,30 @@ def student_rollout(generator: WorldModel, start: torch.Tensor, frame_conds: tor
     of the previous segment); frame_conds (B, K, 4, A); noise (B, C, K, h, w). With
     ``context_noise`` > 0 every recycled frame is noised with ``context_eps`` (B, C, K, h, w)
     at that level, as the session does at inference (``noise_context``). Returns the
-    generated frames (B, C, K, h, w) — differentiable through the KV cache — and the cache.
+    generated frames (B, C, K, h, w) — differentiable through the KV cache — and the cache
+    (the first Euler step's).
+
+    ``timesteps`` / ``guidance``: sample as a session with ``sample_steps`` N and that guidance
+    does (N = len(timesteps) - 1 caches, 2B streams when guided: :meth:`WorldModel.sample_step`);
+    ``cache`` continues a 1-NFE unguided rollout only.
     """
-    if cache is None:
-        cache = generator.init_cache(start.shape[0], latent_size=tuple(start.shape[-2:]))
+    guided = guidance != 1.0
+    if cache is not None and (len(timesteps) != 2 or guided):
+        raise ValueError("student_rollout: a cache to continue needs the 1-NFE unguided "
+                         "schedule (multi-step or guided sampling makes its own caches)")
     if context_noise > 0 and context_eps is None:
         raise ValueError("student_rollout: context_noise > 0 needs context_eps")
+    streams = start.shape[0] * (2 if guided else 1)
+    caches = ([cache] if cache is not None else
+              [generator.init_cache(streams, latent_size=tuple(start.shape[-2:]))
+               for _ in range(len(timesteps) - 1)])
     prev, frames = start.detach(), []
     for k in range(frame_conds.shape[1]):
         seen, level = prev, None
         if context_eps is not None:  # what the world sees of its last frame at inference
             seen, level = noise_context(prev, context_noise, context_eps[:, :, k])
-        x = generator.generate_step(noise[:, :, k], seen, frame_conds[:, k], cache,
-                                    context_level=level)
+        x = generator.sample_step(noise[:, :, k], seen, frame_conds[:, k], caches, timesteps,
+                                  context_level=level, guidance=guidance)
         frames.append(x)
         prev = x.detach()  # recycled input detached; the cache keeps the gradient path
-    return torch.stack(frames, dim=2), cache
+    return torch.stack(frames, dim=2), caches[0]

@@ -82,6 +82,33 @@ def test_load_into_checks_fit() -> None:
         load_into(module, {"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, "x")
 
 
+def test_with_heads_puts_a_heads_stage_into_a_copy_of_the_world(tiny_world_dir,
+                                                                  tmp_path) -> None:
+    """seed_run --heads: a heads stage's weights replace the world's heads in a copy; the
+    generator and VAE stay bit for bit; a file without heads.* weights is refused."""
+    from aapt_world.checkpoint import CheckpointError, save_weights
+    from aapt_world.world import load_world
+    from training.seed_run import main
+
+    old = load_world(tiny_world_dir)
+    stage = {"heads." + k: v + 0.5 for k, v in old.heads.state_dict().items()}
+    save_weights(tmp_path / "heads.safetensors", stage, {"stage": "heads", "step": 11})
+    main(["--world", str(tiny_world_dir), "--heads", str(tmp_path / "heads.safetensors"),
+          "--out", str(tmp_path / "world")])
+    new = load_world(tmp_path / "world")
+    for k, v in old.heads.state_dict().items():
+        torch.testing.assert_close(new.heads.state_dict()[k], v + 0.5, atol=2e-3, rtol=1e-3)
+    for k, v in old.generator.state_dict().items():
+        assert torch.equal(v, new.generator.state_dict()[k])
+    assert new.card["heads"]["step"] == 11
+    save_weights(tmp_path / "not_heads.safetensors", {"x.weight": torch.zeros(2)}, {})
+    with pytest.raises(CheckpointError, match="no heads"):
+        main(["--world", str(tiny_world_dir), "--heads", str(tmp_path / "not_heads.safetensors"),
+              "--out", str(tmp_path / "w2")])
+    with pytest.raises(SystemExit):  # --out is required
+        main(["--world", str(tiny_world_dir), "--heads", str(tmp_path / "heads.safetensors")])
+
+
 def test_seed_run_and_back_move_a_worlds_decoder(tiny_world_dir, tmp_path) -> None:
     """seed_run: a world's encoder check + decoder into a run; with_decoder: a run's decoder
     back into a copy of the world (everything else unchanged)."""

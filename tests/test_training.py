@@ -246,11 +246,15 @@ def tiny_models(data_root: Path, tmp_path: Path) -> tuple[TrainConfig, torch.nn.
     return cfg, generator, vae
 
 
-@pytest.mark.parametrize("context_noise", [0.0, 0.25])
+@pytest.mark.parametrize(("context_noise", "sample_steps", "guidance"),
+                         [(0.0, 1, 1.0), (0.25, 1, 1.0), (0.25, 3, 2.5)],
+                         ids=["1nfe", "context_noise", "3nfe_guided"])
 def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Path,
-                                                  context_noise: float) -> None:
+                                                  context_noise: float, sample_steps: int,
+                                                  guidance: float) -> None:
     """Stage 3's student rollout is the world's inference, step for step — also when the
-    world runs with context noise on its recycled frame (adversarial.context_noise)."""
+    world runs with context noise on its recycled frame (adversarial.context_noise), and with
+    the N-step guided sampler of a stage-1 dream (what heads.sample_steps rolls out)."""
     cfg = make_cfg(overrides(data_root, tmp_path, "stage=adversarial",
                              "model.dit.context_noise_buckets=10"))
     generator = randomize(build_world_model(cfg), seed=1)
@@ -261,7 +265,8 @@ def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Pat
     conds = torch.rand(batch, steps, 4, cfg.world.action_dim, generator=g) * 2 - 1
 
     session = StreamingSession(generator, vae, batch_size=batch, seed=11,
-                               context_noise=context_noise)
+                               sample_steps=sample_steps, timestep_shift=3.0,
+                               context_noise=context_noise, guidance=guidance)
     session.reset(images)
     start = session.prev.clone()
     # each stream draws its noise from its own generator (see test_session.py), then its
@@ -275,7 +280,8 @@ def test_student_rollout_equals_streaming_session(data_root: Path, tmp_path: Pat
 
     generator.train()
     frames, cache = adv.student_rollout(generator, start, conds, noise,
-                                        context_noise=context_noise, context_eps=eps)
+                                        context_noise=context_noise, context_eps=eps,
+                                        timesteps=session.timesteps, guidance=guidance)
     assert frames.requires_grad  # the training path is differentiable
     assert cache.step_count == steps
 

@@ -129,10 +129,17 @@ def test_heads_can_learn_on_the_generators_latents(pipeline: dict, data_root: Pa
               torch.device("cpu"))
 
 
+@pytest.mark.parametrize(("sampler", "euler_steps", "guidance"),
+                         [((), 1, 1.0), (("heads.sample_steps=2", "heads.guidance=3"), 2, 3.0)],
+                         ids=["1nfe", "2nfe_guided"])
 def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_root: Path,
-                                                         tmp_path: Path, monkeypatch) -> None:
+                                                         tmp_path: Path, monkeypatch,
+                                                         sampler: tuple[str, ...],
+                                                         euler_steps: int,
+                                                         guidance: float) -> None:
     """heads.rollout_steps: generated clips are the generator's free rollout from the real
-    first latent (the dream as the env runs it), and only each clip's last step is learned."""
+    first latent (the dream as the env runs it, with its sampler: heads.sample_steps,
+    heads.guidance), and only each clip's last step is learned."""
     import training.stages.heads as heads_stage
 
     out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "adversarial")
@@ -141,7 +148,7 @@ def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_ro
     real_rollout, real_losses = heads_stage.student_rollout, heads_stage.heads_losses
 
     def rollout(gen, start, conds, noise, **kw):
-        calls.append(conds.shape[1])
+        calls.append((conds.shape[1], len(kw["timesteps"]) - 1, kw["guidance"]))
         return real_rollout(gen, start, conds, noise, **kw)
 
     def spy_losses(cfg, heads, z, conds, rewards, terminated):
@@ -152,11 +159,12 @@ def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_ro
     monkeypatch.setattr(heads_stage, "heads_losses", spy_losses)
     extra = ("stage=heads", "run.steps=2", "heads.generated=1.0", f"heads.generator={generator}",
              "heads.rollout_steps=3", "data.clip_steps=3")
-    cfg = make_cfg(overrides(data_root, out, *extra))
+    cfg = make_cfg(overrides(data_root, out, *extra, *sampler))
     run_stage(cfg)
     evals = len(read_log(out / "heads" / "val_log.csv"))
     # one 3-step rollout per training batch, and per validation batch of each evaluation
-    assert evals >= 1 and calls == [3] * (2 + evals * cfg.data.val_batches)
+    assert evals >= 1
+    assert calls == [(3, euler_steps, guidance)] * (2 + evals * cfg.data.val_batches)
     assert set(losses) == {(2, 1, 1)}  # training and validation: the last step only
     rows = read_log(out / "heads" / "log.csv")
     assert len(rows) == 2 and all(math.isfinite(r["termination_bce"]) for r in rows)
@@ -168,6 +176,8 @@ def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_ro
     with pytest.raises(ValueError, match="needs heads.generated > 0"):
         make_cfg(overrides(data_root, out, "stage=heads", "heads.rollout_steps=3",
                            "data.clip_steps=3")).validate()
+    with pytest.raises(ValueError, match="need heads.rollout_steps > 0"):
+        make_cfg(overrides(data_root, out, "stage=heads", "heads.guidance=3")).validate()
 
 
 def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:

@@ -213,6 +213,11 @@ class HeadsStageConfig:
     # clip keeps every step of an episode (its death too) equally likely. Needs
     # data.clip_steps == rollout_steps.
     rollout_steps: int = 0
+    # how the rollouts sample: Euler steps per latent frame (shift diffusion.timestep_shift when
+    # > 1) and classifier-free guidance, as the world the heads ship in samples (a stage-1
+    # dream exported with export.sample_steps and retuned with --guidance)
+    sample_steps: int = 1
+    guidance: float = 1.0
 
 
 @dataclass
@@ -332,6 +337,13 @@ class TrainConfig:
              f"it, got {self.data.clip_steps}"),
             (self.heads.rollout_steps == 0 or self.heads.generated > 0,
              "heads.rollout_steps > 0 needs heads.generated > 0 (and heads.generator)"),
+            (self.heads.sample_steps >= 1 and self.heads.guidance >= 0,
+             f"heads.sample_steps must be >= 1 and heads.guidance >= 0, got "
+             f"{self.heads.sample_steps} and {self.heads.guidance}"),
+            ((self.heads.sample_steps == 1 and self.heads.guidance == 1.0)
+             or self.heads.rollout_steps > 0,
+             "heads.sample_steps / heads.guidance shape the free rollouts: they need "
+             "heads.rollout_steps > 0"),
             (0 <= self.adversarial.context_noise < 1,
              f"adversarial.context_noise must be in [0, 1), got "
              f"{self.adversarial.context_noise}"),

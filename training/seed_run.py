@@ -4,7 +4,7 @@
         --run runs/doom4
     python -m training.seed_run --world worlds/doom \
         --decoder runs/doom6-dec/decoder/model.safetensors --out runs/doom6-dec/world
-    (the way back: a world with a run's decoder)
+    (the way back: a world with a run's decoder; --heads: with a run's heads)
 
 A fresh clone has no ``runs/``. The DiT stages can start from a world (``run.init_from``), but
 they also need the world's latent space: this writes ``<run>/vae/model.safetensors`` (the
@@ -36,6 +36,7 @@ from training.trainer import WEIGHTS
 
 WORLD_ENCODER, WORLD_DECODER = "vae.encoder.", "vae.decoder."  # a world's VAE: light decoder
 STAGE_DECODER = "light_decoder."
+STAGE_HEADS = "heads."
 
 
 def seed_stats(world_tensors: dict[str, torch.Tensor], run: Path) -> list[Path]:
@@ -98,6 +99,24 @@ def with_decoder(world_dir: Path, decoder: Path, out: Path) -> None:
     save_world(out, world)
 
 
+def with_heads(world_dir: Path, heads: Path, out: Path) -> None:
+    """``world_dir`` with its reward / termination heads replaced by a heads stage's
+    (``<run>/heads/model.safetensors``, e.g. heads trained on this world's own sampled
+    rollouts), written to ``out``; everything else kept, the card records the new heads."""
+    world = load_world(world_dir)
+    if world.heads is None:
+        raise CheckpointError(f"{world_dir} has no heads to replace (export it with a heads "
+                              "stage first: its config fixes their shape)")
+    tensors, meta = load_weights(heads)
+    weights = {k[len(STAGE_HEADS):]: v for k, v in tensors.items() if k.startswith(STAGE_HEADS)}
+    if not weights:
+        raise CheckpointError(f"{heads} holds no {STAGE_HEADS}* weights: not a heads stage")
+    load_into(world.heads, weights, str(heads))
+    world.card = {**world.card, "heads": {"from": str(heads), "step": meta.get("step"),
+                                          "based_on": str(world_dir)}}
+    save_world(out, world)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.seed_run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,14 +128,20 @@ def main(argv: list[str] | None = None) -> None:
                         "differs from the world's (fine-tuned later): take the world's")
     parser.add_argument("--decoder", type=Path, help="instead: a decoder stage's weights to put "
                         "into --world, written to --out")
-    parser.add_argument("--out", type=Path, help="the world directory --decoder writes")
+    parser.add_argument("--heads", type=Path, help="instead: a heads stage's weights to put "
+                        "into --world, written to --out")
+    parser.add_argument("--out", type=Path, help="the world directory --decoder / --heads "
+                        "writes")
     args = parser.parse_args(argv)
-    if args.decoder is not None:
-        if args.out is None:
-            parser.error("--decoder needs --out")
-        with_decoder(args.world, args.decoder, args.out)
-        print(f"wrote {args.out}")
-        return
+    if args.decoder is not None and args.heads is not None:
+        parser.error("--decoder and --heads: one at a time")
+    for option, swap in (("decoder", with_decoder), ("heads", with_heads)):
+        if getattr(args, option) is not None:
+            if args.out is None:
+                parser.error(f"--{option} needs --out")
+            swap(args.world, getattr(args, option), args.out)
+            print(f"wrote {args.out}")
+            return
     if args.vae is None or args.run is None:
         parser.error("seeding needs --vae and --run")
     for path in seed_run(args.world, args.vae, args.run, args.world_encoder):

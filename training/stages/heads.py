@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from aapt_world.heads import HeadsConfig, RewardTerminationHeads
-from aapt_world.world_model import student_rollout, teacher_forced
+from aapt_world.world_model import euler_schedule, student_rollout, teacher_forced
 from training.batches import LatentBatch, LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.models import frozen_generator
@@ -74,6 +74,9 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                                   "heads.generated > 0 (heads.generator=...)")
                  if cfg.heads.generated > 0 else None)
     train, val = data or latent_datasets(cfg)
+    h = cfg.heads
+    shift = cfg.diffusion.timestep_shift if h.sample_steps > 1 else 1.0  # as export does
+    timesteps = euler_schedule(h.sample_steps, shift).tolist()
 
     def generated(z: torch.Tensor, conds: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The clip with latents 1..K as the generator predicts them: each from the real
@@ -83,7 +86,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
         with torch.no_grad():
             if cfg.heads.rollout_steps:
                 pred, _ = student_rollout(generator, z[:, :, 0], conds, eps,
-                                          context_noise=cfg.heads.context_noise, context_eps=ctx)
+                                          context_noise=h.context_noise, context_eps=ctx,
+                                          timesteps=timesteps, guidance=h.guidance)
             else:
                 pred = teacher_forced(generator, z, conds, eps, cfg.heads.context_noise, ctx)
         return torch.cat([z[:, :, :1], pred], dim=2)
