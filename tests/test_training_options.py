@@ -180,6 +180,59 @@ def test_heads_can_learn_on_the_generators_free_rollouts(pipeline: dict, data_ro
         make_cfg(overrides(data_root, out, "stage=heads", "heads.guidance=3")).validate()
 
 
+def test_bank_plan_weights_give_uniform_clips_back() -> None:
+    """heads.bank_deaths: half the bank ends in a death, yet the weighted bank has the uniform
+    clips' death rate and total weight."""
+    from types import SimpleNamespace
+
+    from training.stages.heads import bank_plan
+
+    class Clips:
+        def __len__(self) -> int:
+            return 1000
+
+        clips = SimpleNamespace(ending_indices=lambda name: np.arange(7), root="tiny")
+
+    idx, w = bank_plan(Clips(), 40000, 0.5, np.random.default_rng(0))
+    death = idx < 7
+    assert abs(death.mean() - 0.5) < 0.01
+    assert np.mean(w) == pytest.approx(1.0, abs=0.02)
+    assert np.mean(w * death) == pytest.approx(0.007, rel=0.05)
+    Clips.clips = SimpleNamespace(ending_indices=lambda name: np.arange(0), root="tiny")
+    with pytest.raises(ValueError, match="no clip of tiny ends in a death"):
+        bank_plan(Clips(), 10, 0.5, np.random.default_rng(0))
+
+
+def test_heads_bank_is_dreamed_once_and_redreamed_when_its_recipe_changes(
+        pipeline: dict, data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import training.stages.heads as heads_stage
+    from training.dataset import ClipDataset
+
+    out = fresh_run_dir(pipeline, tmp_path, "vae", "latents", "adversarial")
+    monkeypatch.setattr(ClipDataset, "ending_indices", lambda self, name: np.array([0, 5]))
+    calls = []
+    real_rollout = heads_stage.student_rollout
+    monkeypatch.setattr(heads_stage, "student_rollout",
+                        lambda *a, **kw: calls.append(1) or real_rollout(*a, **kw))
+    extra = ["stage=heads", "run.steps=2", "heads.generated=1.0", "heads.rollout_steps=3",
+             f"heads.generator={out / 'adversarial' / 'model.safetensors'}", "data.clip_steps=3",
+             "heads.bank_clips=6", "heads.bank_val_clips=2", "heads.max_pos_weight=1"]
+    run_stage(make_cfg(overrides(data_root, out, *extra)))
+    dreamed = len(calls)
+    assert dreamed == 3 + 1  # 6 + 2 clips, 2 a batch; training and validation use the banks
+    bank, meta = load_weights(out / "heads" / "bank_train.safetensors")
+    assert bank["latents"].shape[0] == 6 and bank["latents"].shape[2] == 2
+    assert bank["terminated"].shape == (6, 1) and meta["recipe"]["guidance"] == 1.0
+    # 3 of 6 drawn among the (pretended) death clips: weight rate / (0.5 + 0.5 rate) each
+    assert int((bank["weights"] < 1).sum()) >= 3
+    run_stage(make_cfg(overrides(data_root, out, *extra, "run.steps=4")))  # resumes
+    assert len(calls) == dreamed  # the saved banks were reused
+    run_stage(make_cfg(overrides(data_root, out, *extra, "run.steps=6", "heads.guidance=2")))
+    assert len(calls) == 2 * dreamed  # another sampler: dreamed again
+    with pytest.raises(ValueError, match="heads.bank_clips > 0 needs"):
+        make_cfg(overrides(data_root, out, *extra, "heads.bank_deaths=1")).validate()
+
+
 def test_bench_train_times_every_stage_with_the_stages_own_losses() -> None:
     from training.bench_train import STAGES, run
 

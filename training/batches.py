@@ -3,6 +3,7 @@ cached-latent clips (every DiT stage and the heads)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,8 +82,10 @@ def frame_conditions(actions: torch.Tensor, momentum: torch.Tensor | None) -> to
 
 
 def latent_batch(dataset: LatentClipDataset, rng: np.random.Generator, batch_size: int,
-                 device: torch.device) -> LatentBatch:
-    clips = [dataset.sample(rng) for _ in range(batch_size)]
+                 device: torch.device, indices: Sequence[int] | None = None) -> LatentBatch:
+    """``batch_size`` random clips, or the clips at ``indices``."""
+    clips = ([dataset.sample(rng) for _ in range(batch_size)] if indices is None
+             else [dataset.sample(rng, int(i)) for i in indices])
     stack = lambda name: torch.from_numpy(np.stack([getattr(c, name) for c in clips])).to(device)
     if clips[0].keypoints is not None:
         conds = stack("keypoints")

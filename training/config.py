@@ -218,6 +218,12 @@ class HeadsStageConfig:
     # dream exported with export.sample_steps and retuned with --guidance)
     sample_steps: int = 1
     guidance: float = 1.0
+    # > 0: dream this many rollouts once (and bank_val_clips for validation), saved beside the
+    # heads, and learn on them for every step; bank_deaths of them end in a death, importance
+    # weights keep the head calibrated to uniform clips (pair with max_pos_weight 1)
+    bank_clips: int = 0
+    bank_val_clips: int = 256
+    bank_deaths: float = 0.5
 
 
 @dataclass
@@ -344,6 +350,12 @@ class TrainConfig:
              or self.heads.rollout_steps > 0,
              "heads.sample_steps / heads.guidance shape the free rollouts: they need "
              "heads.rollout_steps > 0"),
+            (self.heads.bank_clips == 0 or (self.heads.rollout_steps > 0
+                                            and self.heads.bank_val_clips > 0
+                                            and 0 <= self.heads.bank_deaths < 1),
+             f"heads.bank_clips > 0 needs heads.rollout_steps > 0, heads.bank_val_clips > 0 and "
+             f"0 <= heads.bank_deaths < 1 (got {self.heads.rollout_steps}, "
+             f"{self.heads.bank_val_clips}, {self.heads.bank_deaths})"),
             (0 <= self.adversarial.context_noise < 1,
              f"adversarial.context_noise must be in [0, 1), got "
              f"{self.adversarial.context_noise}"),

@@ -406,6 +406,16 @@ class ClipDataset:
         clip.momentum = self.clip_momentum(episode, start)
         return clip
 
+    def ending_indices(self, name: str = "terminated") -> np.ndarray:
+        """Indices of the clips whose LAST step has ``name`` (e.g. the clips that end in a
+        death): the rare events a stage may want to draw more often than uniform sampling."""
+        found = []
+        for i, episode in enumerate(self.episodes):
+            steps = np.flatnonzero(np.asarray(episode.arrays[name]))
+            starts = steps[steps >= self.num_steps - 1] - (self.num_steps - 1)
+            found.append(starts + (self._cumulative[i - 1] if i else 0))
+        return np.concatenate(found).astype(np.int64)
+
     def sample_position(self, rng: np.random.Generator) -> tuple[EpisodeReader, int]:
         return self.position(int(rng.integers(len(self))))
 

@@ -148,8 +148,10 @@ class LatentClipDataset:
     def __len__(self) -> int:
         return len(self.clips)
 
-    def sample(self, rng: np.random.Generator) -> LatentClip:
-        episode, s = self.clips.sample_position(rng)  # no frame is read
+    def sample(self, rng: np.random.Generator, index: int | None = None) -> LatentClip:
+        """A random clip, or clip ``index`` (still mirrored at random with data.mirror)."""
+        episode, s = (self.clips.sample_position(rng) if index is None  # no frame is read
+                      else self.clips.position(index))
         flipped = self.mirror_cols is not None and bool(rng.random() < 0.5)
         k, a = self.num_steps, episode.arrays
         stream, first = ((self.mirror_stream, self.mirror_first) if flipped
