@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aapt_world.checkpoint import CheckpointError, load_weights, save_weights
+from aapt_world.checkpoint import CheckpointError, load_weights, save_weights, weights_exist
 from aapt_world.heads import HeadsConfig, RewardTerminationHeads
 from aapt_world.world_model import (
     WorldModel,
@@ -124,7 +124,7 @@ def dream_bank(cfg: TrainConfig, dataset: LatentClipDataset, clips: int, path: P
               "sample_steps": h.sample_steps, "guidance": h.guidance,
               "context_noise": h.context_noise, "clips": clips, "deaths": h.bank_deaths,
               "seed": seed, "data": str(cfg.data.root)}
-    if path.exists():
+    if weights_exist(path):  # one file, or shards and their index
         try:
             tensors, meta = load_weights(path)
             if meta.get("recipe") == recipe:
@@ -142,7 +142,8 @@ def dream_bank(cfg: TrainConfig, dataset: LatentClipDataset, clips: int, path: P
         parts.append(learned_steps(cfg, z, b))
     bank = RolloutBank(*(torch.cat(p) for p in zip(*parts)),
                        weights=torch.from_numpy(weights).float().to(device))
-    save_weights(path, {k: v.float() for k, v in vars(bank).items()}, {"recipe": recipe})
+    save_weights(path, {k: v.float() for k, v in vars(bank).items()}, {"recipe": recipe},
+                 index=True)  # shards + an index with checksums, whatever the size
     return bank
 
 
