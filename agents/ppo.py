@@ -129,6 +129,8 @@ class AgentTrainConfig:
     gae_lambda: float = 0.95
     clip_range: float = 0.1
     ent_coef: float = 0.01
+    target_kl: float | None = None  # stop a rollout's epochs once the policy moved this far
+    # (KL); None = off. One large update can collapse the policy onto one action for good
     frame_stack: int = 1  # the policy sees the newest N frames (SB3's VecFrameStack)
     checkpoint_every: int = 5_000  # timesteps between checkpoints
     seed: int = 0
@@ -153,6 +155,8 @@ class AgentTrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
                                  f"{getattr(self, name)}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"--target-kl must be > 0 (or left out), got {self.target_kl}")
         if self.n_steps * self.num_envs < 2:
             raise ValueError("--n-steps x --num-envs must be >= 2 (PPO normalises advantages)")
         if self.batch_size > self.n_steps * self.num_envs:
@@ -233,6 +237,7 @@ def _new_model(cfg: AgentTrainConfig, venv: Any, device: str) -> PPO:
     return PPO("CnnPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate, gamma=cfg.gamma,
                gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, ent_coef=cfg.ent_coef,
+               target_kl=cfg.target_kl,
                policy_kwargs=policy_kwargs_for(venv.observation_space.shape),
                seed=cfg.seed, device=device, verbose=0)
 
@@ -620,6 +625,8 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="Adam learning rate")
     p.add_argument("--gamma", type=float, default=d.gamma, help="discount factor")
     p.add_argument("--ent-coef", type=float, default=d.ent_coef, help="entropy bonus weight")
+    p.add_argument("--target-kl", type=float, default=d.target_kl,
+                   help="stop a rollout's PPO epochs early past this KL (default: off)")
     p.add_argument("--frame-stack", type=int, default=d.frame_stack,
                    help="the policy sees the newest N frames (motion, not just position)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,

@@ -343,6 +343,24 @@ def test_frame_stack_feeds_evaluation_what_training_fed_the_policy(tiny_world_di
     assert result["frame_shape"] == list(SHAPE) and result["rows"][0]["length_mean"] > 0
 
 
+def test_target_kl_stops_a_rollouts_epochs_early(tiny_world_dir, tmp_path) -> None:
+    """--target-kl: once the policy has moved that far, PPO stops the rollout's epochs (SB3
+    counts the epochs it ran in train/n_updates): 4 epochs without it, 1 with a tiny one."""
+    updates = {}
+    for target in (None, 1e-9):
+        out = tmp_path / f"kl{target}"
+        cfg = tiny_train_config(tiny_world_dir, out, steps=192, target_kl=target)
+        cfg.n_epochs = 4
+        train(cfg)
+        with open(out / "progress.csv", newline="") as f:
+            updates[target] = [int(float(r["train/n_updates"])) for r in csv.DictReader(f)
+                               if r.get("train/n_updates")]  # the log lags one rollout
+        assert ppo.load_model(out / "model.zip", "cpu").target_kl == target
+    assert updates[None] == [4, 8] and updates[1e-9] == [1, 2]
+    with pytest.raises(ValueError, match="--target-kl must be > 0"):
+        AgentTrainConfig(world=str(tiny_world_dir), target_kl=0.0).validate()
+
+
 def test_fireball_recall_reads_a_vae_stage_checkpoint(tmp_path) -> None:
     """--vae F --model M: the encoder and light decoder of a VAE stage, as a world ships them."""
     import dataclasses
