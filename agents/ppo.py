@@ -56,7 +56,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.vec_env import VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 from torch import nn
 
 from aapt_world.checkpoint import CheckpointError, atomic_replace, trim_csv_log
@@ -132,6 +132,10 @@ class AgentTrainConfig:
     target_kl: float | None = None  # stop a rollout's epochs once the policy moved this far
     # (KL); None = off. One large update can collapse the policy onto one action for good
     frame_stack: int = 1  # the policy sees the newest N frames (SB3's VecFrameStack)
+    # PPO learns on rewards divided by a running std of the discounted return (SB3's
+    # VecNormalize; logged episode returns stay raw): TakeCover's 4 tics a step make returns of
+    # hundreds, whose value loss swamps the policy's share of the CNN. Restarts on --resume
+    normalize_reward: bool = False
     checkpoint_every: int = 5_000  # timesteps between checkpoints
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda[:i]: world and policy
@@ -176,9 +180,7 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
         raise FileExistsError(f"{model_path} exists: pass --resume to continue that run or "
                               f"choose another --out")
     device = resolve_device(cfg.device)
-    venv = _train_venv(cfg, device)
-    if cfg.frame_stack > 1:
-        venv = VecFrameStack(venv, cfg.frame_stack, channels_order="last")
+    venv = policy_venv(cfg, _train_venv(cfg, device))
     try:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
@@ -208,6 +210,16 @@ def train(cfg: AgentTrainConfig) -> dict[str, Any]:
             "steps_this_run": int(done), "seconds": round(seconds, 2),
             "steps_per_second": round(done / seconds, 1) if done else 0.0,
             "log": str(out / LOG_FILE)}
+
+
+def policy_venv(cfg: AgentTrainConfig, venv: VecEnv) -> VecEnv:
+    """The envs as PPO sees them: frames stacked (--frame-stack), rewards normalised
+    (--normalize-reward; observations untouched)."""
+    if cfg.frame_stack > 1:
+        venv = VecFrameStack(venv, cfg.frame_stack, channels_order="last")
+    if cfg.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+    return venv
 
 
 def _train_venv(cfg: AgentTrainConfig, device: str) -> Any:
@@ -627,6 +639,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--ent-coef", type=float, default=d.ent_coef, help="entropy bonus weight")
     p.add_argument("--target-kl", type=float, default=d.target_kl,
                    help="stop a rollout's PPO epochs early past this KL (default: off)")
+    p.add_argument("--normalize-reward", action="store_true",
+                   help="learn on rewards scaled by the running return's std (VecNormalize)")
     p.add_argument("--frame-stack", type=int, default=d.frame_stack,
                    help="the policy sees the newest N frames (motion, not just position)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,

@@ -361,6 +361,32 @@ def test_target_kl_stops_a_rollouts_epochs_early(tiny_world_dir, tmp_path) -> No
         AgentTrainConfig(world=str(tiny_world_dir), target_kl=0.0).validate()
 
 
+def test_normalize_reward_scales_rewards_not_frames(tiny_world_dir, tmp_path) -> None:
+    """--normalize-reward: PPO sees rewards over the running return's std (a TakeCover step's
+    4 tics no longer make returns of hundreds), the frames untouched; training runs with it."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    class Steady(gym.Env):
+        observation_space = spaces.Box(0, 255, (4, 6, 3), np.uint8)
+        action_space = spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            return np.full((4, 6, 3), 7, np.uint8), {}
+
+        def step(self, action):
+            return np.full((4, 6, 3), 7, np.uint8), 4.0, False, False, {}
+
+    cfg = AgentTrainConfig(world=str(tiny_world_dir), frame_stack=2, normalize_reward=True)
+    venv = ppo.policy_venv(cfg, DummyVecEnv([Steady]))
+    obs = venv.reset()
+    for _ in range(50):
+        obs, reward, _, _ = venv.step(np.array([0]))
+    assert obs.shape == (1, 4, 6, 6) and (obs == 7).all()  # stacked, not normalised
+    assert 0 < reward[0] < 1  # 4 / std of a return that has grown towards 4 / (1 - gamma)
+    train(tiny_train_config(tiny_world_dir, tmp_path / "norm", steps=64, normalize_reward=True))
+    assert (tmp_path / "norm" / "model.zip").is_file()
+
+
 def test_fireball_recall_reads_a_vae_stage_checkpoint(tmp_path) -> None:
     """--vae F --model M: the encoder and light decoder of a VAE stage, as a world ships them."""
     import dataclasses
