@@ -10,6 +10,9 @@ Registered ids:
   ``envs.vector.NeuralWorldVectorEnv`` (one generator forward per step for all envs).
 - ``aapt/Humanoid-v0``: MuJoCo's humanoid posed kinematically (``envs.humanoid``): the action
   is the next body pose, the observation its render; 60 s episodes (truncation only).
+- ``aapt/NeuralDoomTakeCover-v0``: the neural TakeCover world shipped at
+  ``DEFAULT_TAKE_COVER_WORLD`` (noop / strafe left / right; rewards and deaths from its learned
+  heads), for agents trained in the dream and scored in ``aapt/DoomTakeCover-v0``.
 - ``aapt/NeuralHumanoid-v0``: the neural humanoid (``envs.neural_humanoid``): body poses in,
   generated video out, by default the pose world shipped at ``DEFAULT_HUMANOID_WORLD``;
   ``gym.make_vec(..., num_envs=N)`` gives ``NeuralHumanoidVectorEnv`` (one batched step).
@@ -29,6 +32,8 @@ from envs.actions import SCENARIO_ACTION_TYPES
 
 # The default neural Doom world, shipped in the repo (fp16, see its MODEL_CARD.md).
 DEFAULT_WORLD = Path(__file__).parents[1] / "worlds" / "doom"
+# The TakeCover dream (issue 12): agents train in it and are scored in the real scenario.
+DEFAULT_TAKE_COVER_WORLD = Path(__file__).parents[1] / "worlds" / "take_cover"
 # The default pose world (MuJoCo humanoid driven by body poses), shipped the same way.
 DEFAULT_HUMANOID_WORLD = Path(__file__).parents[1] / "worlds" / "humanoid"
 
@@ -55,6 +60,10 @@ _register("aapt/Humanoid-v0", "envs.humanoid:HumanoidEnv",
 _register("aapt/NeuralDoom-v0", "envs.neural:NeuralWorldEnv",
           max_episode_steps=DOOM_EPISODE_STEPS,
           vector_entry_point="envs.vector:NeuralWorldVectorEnv")
+_register("aapt/NeuralDoomTakeCover-v0", "envs.neural:NeuralWorldEnv",
+          max_episode_steps=DOOM_EPISODE_STEPS,
+          vector_entry_point="envs.vector:NeuralWorldVectorEnv",
+          world=str(DEFAULT_TAKE_COVER_WORLD))
 _register("aapt/NeuralHumanoid-v0", "envs.neural_humanoid:NeuralHumanoidEnv",
           max_episode_steps=HUMANOID_EPISODE_STEPS,
           vector_entry_point="envs.neural_humanoid:NeuralHumanoidVectorEnv")

@@ -101,6 +101,8 @@ def test_with_heads_puts_a_heads_stage_into_a_copy_of_the_world(tiny_world_dir,
     for k, v in old.generator.state_dict().items():
         assert torch.equal(v, new.generator.state_dict()[k])
     assert new.card["heads"]["step"] == 11
+    assert new.card["training"]["heads"] == {"steps": 11,
+                                             "weights": str(tmp_path / "heads.safetensors")}
     save_weights(tmp_path / "not_heads.safetensors", {"x.weight": torch.zeros(2)}, {})
     with pytest.raises(CheckpointError, match="no heads"):
         main(["--world", str(tiny_world_dir), "--heads", str(tmp_path / "not_heads.safetensors"),

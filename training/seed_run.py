@@ -16,6 +16,7 @@ encoder must be the world's, bit for bit: otherwise the latents would not be the
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -112,8 +113,16 @@ def with_heads(world_dir: Path, heads: Path, out: Path) -> None:
     if not weights:
         raise CheckpointError(f"{heads} holds no {STAGE_HEADS}* weights: not a heads stage")
     load_into(world.heads, weights, str(heads))
+    trained = {"steps": meta.get("step"), "weights": str(heads)}
+    val_log = heads.parent / "val_log.csv"  # the stage's last validation, when beside it
+    if val_log.exists():
+        with open(val_log, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            trained["val"] = {k: round(float(v), 4) for k, v in rows[-1].items() if v}
     world.card = {**world.card, "heads": {"from": str(heads), "step": meta.get("step"),
-                                          "based_on": str(world_dir)}}
+                                          "based_on": str(world_dir)},
+                  "training": {**world.card.get("training", {}), "heads": trained}}
     save_world(out, world)
 
 
