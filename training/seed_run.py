@@ -85,15 +85,21 @@ def seed_run(world: Path, vae: Path, run: Path, world_encoder: bool = False) -> 
     return written
 
 
+def stage_weights(path: Path, prefix: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """A stage file's ``prefix``* tensors with the prefix stripped, and its metadata."""
+    tensors, meta = load_weights(path)
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointError(f"{path} holds no {prefix}* weights: not {what}")
+    return weights, meta
+
+
 def with_decoder(world_dir: Path, decoder: Path, out: Path) -> None:
     """The way back: ``world_dir`` with its light decoder replaced by a decoder stage's
     (``<run>/decoder/model.safetensors``), written to ``out`` (generator, encoder, start
     frames and card kept; the card records the new decoder)."""
     world = load_world(world_dir)
-    tensors, meta = load_weights(decoder)
-    light = {k[len(STAGE_DECODER):]: v for k, v in tensors.items() if k.startswith(STAGE_DECODER)}
-    if not light:
-        raise CheckpointError(f"{decoder} holds no {STAGE_DECODER}* weights: not a decoder stage")
+    light, meta = stage_weights(decoder, STAGE_DECODER, "a decoder stage")
     load_into(world.vae.decoder, light, str(decoder))
     world.card = {**world.card, "decoder": {"from": str(decoder), "step": meta.get("step"),
                                             "based_on": str(world_dir)}}
@@ -108,10 +114,7 @@ def with_heads(world_dir: Path, heads: Path, out: Path) -> None:
     if world.heads is None:
         raise CheckpointError(f"{world_dir} has no heads to replace (export it with a heads "
                               "stage first: its config fixes their shape)")
-    tensors, meta = load_weights(heads)
-    weights = {k[len(STAGE_HEADS):]: v for k, v in tensors.items() if k.startswith(STAGE_HEADS)}
-    if not weights:
-        raise CheckpointError(f"{heads} holds no {STAGE_HEADS}* weights: not a heads stage")
+    weights, meta = stage_weights(heads, STAGE_HEADS, "a heads stage")
     load_into(world.heads, weights, str(heads))
     trained = {"steps": meta.get("step"), "weights": str(heads)}
     val_log = heads.parent / "val_log.csv"  # the stage's last validation, when beside it
