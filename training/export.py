@@ -24,7 +24,7 @@ from aapt_world.world import WorldConfig, build_world, save_world
 from training.config import TrainConfig
 from training.dataset import ClipDataset
 from training.latents import read_stats
-from training.models import condition_config
+from training.models import condition_config, sampling_shift
 from training.trainer import (
     LOG,
     VAL_LOG,
@@ -69,7 +69,7 @@ def run(cfg: TrainConfig, ranks: Dist, device: torch.device) -> dict[str, float]
                           action_dim=cfg.world.action_dim) if heads_trained else None,
         action_type=cfg.world.action_type, fps=val.manifest.get("fps", cfg.world.fps),
         sample_steps=sample_steps,
-        timestep_shift=cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0,
+        timestep_shift=sampling_shift(cfg, sample_steps),
         context_noise=ex.context_noise, termination=ex.termination, temperature=ex.temperature,
         guidance=ex.guidance,
         action_space=val.manifest["action_space"] if cfg.world.action_type == "game" else None)

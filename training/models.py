@@ -64,6 +64,12 @@ def build_world_model(cfg: TrainConfig) -> WorldModel:
     return model
 
 
+def sampling_shift(cfg: TrainConfig, sample_steps: int) -> float:
+    """The timestep shift a world samples with: stage 1's for N > 1 Euler steps; none for the
+    1-NFE step (t = 1 -> 0, where a shift changes nothing)."""
+    return cfg.diffusion.timestep_shift if sample_steps > 1 else 1.0
+
+
 def frozen_generator(cfg: TrainConfig, path: str, device: torch.device, what: str
                      ) -> WorldModel:
     """``cfg``'s generator with the weights at ``path`` (a world directory or a generator

@@ -31,7 +31,7 @@ from aapt_world.world_model import (
 from training.batches import LatentBatch, LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.latents import LatentClipDataset
-from training.models import frozen_generator
+from training.models import frozen_generator, sampling_shift
 from training.trainer import (
     Dist,
     StageParts,
@@ -156,7 +156,7 @@ def dream_clip(cfg: TrainConfig, generator: WorldModel, z: torch.Tensor, conds: 
     eps, ctx = gaussian(rng, z[:, :, 1:]), gaussian(rng, z[:, :, 1:])
     with torch.no_grad():
         if h.rollout_steps:
-            shift = cfg.diffusion.timestep_shift if h.sample_steps > 1 else 1.0  # as export
+            shift = sampling_shift(cfg, h.sample_steps)  # as the exported world samples
             pred, _ = student_rollout(generator, z[:, :, 0], conds, eps,
                                       context_noise=h.context_noise, context_eps=ctx,
                                       timesteps=euler_schedule(h.sample_steps, shift).tolist(),
