@@ -72,6 +72,7 @@ from envs.doom import DoomConfig, DoomEnv
 from envs.neural import NeuralWorldEnv, resolve_world
 from envs.sb3 import NeuralWorldSB3VecEnv, real_doom_vec_env
 from envs.scripted import POLICIES, make_policy
+from envs.vae_view import WorldVAEView
 
 MODEL_FILE = "model.zip"
 META_FILE = "agent.json"
@@ -351,6 +352,9 @@ class AgentEvalConfig:
     video: str | None = None
     device: str = "auto"
     dtype: str = "fp32"  # the neural world's precision: fp32 | bf16
+    # the real game's frames through the world's encoder and decoder before the policy sees
+    # them (envs.vae_view): a dream-trained policy then meets the blur it was trained on
+    through_vae: bool = False
 
     def validate(self) -> None:
         if (self.model is None) == (self.policy is None):
@@ -518,6 +522,9 @@ def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
         raise ValueError("--env neural needs --world PATH (a world directory)")
     world = (resolve_world(world_path, device, dtype=cfg.dtype) if world_path is not None
              else None)
+    if cfg.through_vae and (world is None or cfg.env == "neural"):
+        raise ValueError("--through-vae shows the REAL game through a world's VAE: it needs "
+                         "--env real or both and a world (--world, or the model's)")
     model = load_model(cfg.model, device) if cfg.model is not None else None
     frame_shape, action_type = _eval_spec(cfg, world, model)
     actor: Actor = (ModelActor(model, cfg.deterministic, model_frame_stack(model))
@@ -565,9 +572,11 @@ def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tup
     scenario = cfg.scenario or card_scenario or _model_scenario(cfg.model) or "freedoom2"
     doom_map = cfg.doom_map or card_map or DEFAULT_MAP
     height, width = frame_shape[:2]
-    env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width, height=height,
-                             action_type=action_type))
+    env: gym.Env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width,
+                                      height=height, action_type=action_type))
     label = f"real:{scenario}" + (f"/{doom_map}" if scenario == "freedoom2" else "")
+    if cfg.through_vae:
+        env, label = WorldVAEView(env, world), f"{label} (through the world's VAE)"
     return env, label
 
 
@@ -677,6 +686,9 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="sample the model's actions instead of taking the most likely")
     p.add_argument("--video", help="mp4 of the first episode (NAME_real/_neural with --env "
                                    "both)")
+    p.add_argument("--through-vae", action="store_true",
+                   help="the real game's frames through the world's encoder and decoder before "
+                        "the policy sees them (what a dream-trained policy was trained on)")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     add_dtype(p, d.dtype)
     p.add_argument("--json", dest="json_path", help="also write the report JSON here")
