@@ -48,6 +48,21 @@ def psnr(pred: np.ndarray, target: np.ndarray, cap: float = PSNR_CAP) -> np.ndar
     return np.minimum(values, cap)
 
 
+def masked_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray,
+                cap: float = PSNR_CAP) -> np.ndarray:
+    """Per-frame PSNR over the pixels where ``mask`` (T, H, W) bool is set, float64 (T,);
+    NaN for a frame whose mask is empty."""
+    pred, target = _pair(pred, target)
+    if mask.shape != pred.shape[:3]:
+        raise ValueError(f"mask must be {pred.shape[:3]} (T, H, W), got {mask.shape}")
+    sq = ((pred.astype(np.float64) - target.astype(np.float64)) ** 2).mean(axis=3)
+    count = mask.sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mse = np.where(mask, sq, 0.0).sum(axis=(1, 2)) / count
+        values = 10.0 * np.log10(255.0 ** 2 / mse)
+    return np.where(count > 0, np.minimum(values, cap), np.nan)
+
+
 def ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-frame SSIM (Wang et al. 2004; Gaussian window 11, sigma 1.5), mean over pixels and
     channels, float64 (T,)."""

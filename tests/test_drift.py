@@ -26,6 +26,21 @@ def test_psnr_identical_capped_and_known_value():
     np.testing.assert_allclose(M.psnr(a, b), 10 * math.log10(255 ** 2 / 100))
 
 
+def test_masked_psnr_counts_only_the_masked_pixels():
+    a = np.full((2, 8, 8, 3), 100, np.uint8)
+    b = a.copy()
+    b[:, :4] += np.uint8(10)  # the top half differs by 10: MSE 100 there, 0 below
+    top = np.zeros((2, 8, 8), dtype=bool)
+    top[:, :4] = True
+    np.testing.assert_allclose(M.masked_psnr(a, b, top), 10 * math.log10(255 ** 2 / 100))
+    assert np.all(M.masked_psnr(a, b, ~top) == M.PSNR_CAP)
+    np.testing.assert_allclose(M.masked_psnr(a, b, np.ones_like(top)), M.psnr(a, b))
+    top[1] = False  # an empty mask is NaN, not a division warning or a cap
+    assert np.isnan(M.masked_psnr(a, b, top)[1])
+    with pytest.raises(ValueError, match="mask must be"):
+        M.masked_psnr(a, b, top[:, :4])
+
+
 def test_ssim_identical_is_one_and_noise_lower():
     v = _video()
     np.testing.assert_allclose(M.ssim(v, v), 1.0, atol=1e-9)

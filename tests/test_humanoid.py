@@ -416,3 +416,12 @@ def test_an_unclosed_env_exits_quietly() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "Exception ignored" not in done.stderr, done.stderr[-800:]
+
+
+def test_body_masks_are_the_keypoints_box_grown_by_the_margin() -> None:
+    from agents.evaluation.pose_following import body_masks
+
+    kp = np.array([[[10.0, 20.0], [30.0, 40.0]]], dtype=np.float32)  # (T=1, K=2, (col, row))
+    mask = body_masks(kp, height=96, width=128, margin=2)
+    rows, cols = np.nonzero(mask[0])
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (8, 32, 18, 42)

@@ -84,6 +84,11 @@ def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
         assert perf["psnr"]["neural"] > 0 and set(perf["targets"]) == {"keypoints", "psnr"}
         # the VAE ceiling: real frames through the world's own encoder and streaming decoder
         assert np.isfinite(perf["psnr"]["vae"]) and perf["psnr"]["vae"] > 0
+        # where the frame is lost: inside the body's box and outside it, every column
+        for region in ("psnr_body", "psnr_background"):
+            assert set(perf[region]) == {"neural", "frozen", "vae"}
+            assert all(np.isfinite(v) and v > 0 for v in perf[region].values())
+        assert 0 < perf["body_fraction"] < 1
     assert report["speed"]["video_fps"] > 0
     assert (tmp_path / "run" / "pose_following" / "strip.png").exists()
     from agents.evaluation.demo import main as demo  # a pose world: the pose demo, whose

@@ -47,6 +47,8 @@ DEFAULT_PROBE = Path(__file__).parents[2] / "worlds/humanoid-training/pose_probe
 N_BUCKETS = 10
 LATE_FRACTION = 0.3  # as the Doom drift report: the last 30 % of the frames
 SEED_OFFSET = 1000  # performer seeds the collector never draws (it uses 0 .. episodes-1)
+BODY_MARGIN_PX = 6  # the body's box: the keypoints' box grown by this (limbs and head reach
+# past their joints at 128x96); PSNR inside and outside it says where a world loses the frame
 KEYPOINT_FACTOR = 2.0  # target: generated keypoint error <= 2 x the probe's error on real frames
 PSNR_MARGIN_DB = 3.0  # target: PSNR >= frozen start frame + 3 dB
 
@@ -110,6 +112,16 @@ def neural_performance(world: World, real: RealPerformance, seed: int, progress:
     return np.stack(out), np.asarray(seconds)
 
 
+def body_masks(keypoints: np.ndarray, height: int, width: int,
+               margin: float = BODY_MARGIN_PX) -> np.ndarray:
+    """(T, H, W) bool: each frame's box around its keypoints (T, K, 2) as (column, row) px,
+    grown by ``margin``."""
+    lo, hi = keypoints.min(axis=1) - margin, keypoints.max(axis=1) + margin  # (T, 2)
+    cols, rows = np.arange(width)[None, None, :], np.arange(height)[None, :, None]
+    return ((cols >= lo[:, 0, None, None]) & (cols <= hi[:, 0, None, None])
+            & (rows >= lo[:, 1, None, None]) & (rows <= hi[:, 1, None, None]))
+
+
 def evaluate(real: RealPerformance, neural: np.ndarray, probe: PoseProbe,
              n_buckets: int = N_BUCKETS, vae_frames: np.ndarray | None = None) -> dict[str, Any]:
     """Every metric of one performance (frame 0, the shared start frame, excluded).
@@ -120,9 +132,14 @@ def evaluate(real: RealPerformance, neural: np.ndarray, probe: PoseProbe,
     err = {"neural": keypoint_error(predict(probe, nf), kp),
            "real": keypoint_error(predict(probe, rf), kp),  # the probe's ceiling
            "frozen": keypoint_error(np.broadcast_to(predict(probe, neural[:1]), kp.shape), kp)}
-    psnr = {"neural": M.psnr(nf, rf), "frozen": M.psnr(frozen, rf)}
+    seen = {"neural": nf, "frozen": frozen}
     if vae_frames is not None:
-        psnr["vae"] = M.psnr(vae_frames[1:], rf)
+        seen["vae"] = vae_frames[1:]
+    psnr = {k: M.psnr(v, rf) for k, v in seen.items()}
+    body = body_masks(kp, *rf.shape[1:3])
+    region_psnr = {region: {k: float(np.nanmean(M.masked_psnr(v, rf, mask)))
+                            for k, v in seen.items()}
+                   for region, mask in (("body", body), ("background", ~body))}
     rstats, nstats = M.frame_stats(rf), M.frame_stats(nf)
     late_in_range = {name: M.fraction_in_range(M.late_window(nstats[name], LATE_FRACTION),
                                                rstats[name]) for name in M.FRAME_STATS}
@@ -132,6 +149,9 @@ def evaluate(real: RealPerformance, neural: np.ndarray, probe: PoseProbe,
         "keypoint_px_buckets": {k: M.bucket_means(v, n_buckets) for k, v in err.items()},
         "psnr": {k: float(v.mean()) for k, v in psnr.items()},
         "psnr_buckets": {k: M.bucket_means(v, n_buckets) for k, v in psnr.items()},
+        "psnr_body": region_psnr["body"],  # inside the body's box (body_masks)
+        "psnr_background": region_psnr["background"],
+        "body_fraction": float(body.mean()),
         "ssim": float(M.ssim(nf, rf).mean()),
         "late_in_range": late_in_range,
         "flicker_ratio": M.flicker_ratio(nf, rf),
@@ -164,14 +184,15 @@ def markdown(report: dict[str, Any]) -> str:
              "of the same poses. Targets: keypoints <= 2x the probe on real frames, PSNR >= "
              "frozen + 3 dB.", "",
              "| performance | frames | keypoints neural / real (ceiling) / frozen px | PSNR "
-             "neural / frozen / VAE (ceiling) dB | SSIM | late in range b / s / HF | flicker "
-             "ratio | targets met |", "|---|---|---|---|---|---|---|---|"]
+             "neural / frozen / VAE (ceiling) dB | PSNR in the body's box / outside it, "
+             "neural / frozen / VAE dB | SSIM | late in range b / s / HF | flicker "
+             "ratio | targets met |", "|---|---|---|---|---|---|---|---|---|"]
     for name, p in report["performances"].items():
         kp, ps, late = p["keypoint_px"], p["psnr"], p["late_in_range"]
         met = sum(t["met"] for t in p["targets"].values())
         lines.append(f"| {name} | {p['frames']} | {kp['neural']:.2f} / {kp['real']:.2f} / "
                      f"{kp['frozen']:.2f} | {ps['neural']:.2f} / {ps['frozen']:.2f} / "
-                     f"{ps.get('vae', math.nan):.2f} | "
+                     f"{ps.get('vae', math.nan):.2f} | {_regions(p)} | "
                      f"{p['ssim']:.3f} | {late['brightness']:.2f} / {late['saturation']:.2f} / "
                      f"{late['hf_energy']:.2f} | {p['flicker_ratio']:.2f} | {met} / 2 |")
     first = next(iter(report["performances"].values()))
@@ -186,6 +207,15 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Speed (batch 1, {report['device']}): {s['video_fps']:.1f} video fps, "
               f"real-time factor {s['realtime_factor']:.2f} at {HUMANOID_FPS} fps.", ""]
     return "\n".join(lines)
+
+
+def _regions(perf: dict[str, Any]) -> str:
+    """'body n / f / v; background n / f / v' (reports written before the split: '-')."""
+    if "psnr_body" not in perf:
+        return "-"
+    return "; ".join(
+        " / ".join(f"{perf[key].get(k, math.nan):.2f}" for k in ("neural", "frozen", "vae"))
+        for key in ("psnr_body", "psnr_background"))
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
