@@ -100,7 +100,9 @@ class CameraConditionEncoder(nn.Module):
 
 
 class PoseConditionEncoder(nn.Module):
-    """(B, T, 4, K, D) body keypoints -> (B, T, cond_dim), with fixed offset/scale buffers."""
+    """(B, T, 4, K, D) body keypoints -> (B, T, cond_dim), with fixed offset/scale buffers.
+    ``floor_anchor``: the last of the K points is the floor anchor (``envs.humanoid``), not a
+    joint: it enters the global condition only, no map."""
 
     def __init__(
         self,
@@ -109,11 +111,13 @@ class PoseConditionEncoder(nn.Module):
         keypoint_dim: int = 2,
         hidden_dim: int = 256,
         frames_per_latent: int = 4,
+        floor_anchor: bool = False,
     ) -> None:
         super().__init__()
         if keypoint_dim not in (2, 3):
             raise ValueError(f"keypoint_dim must be 2 or 3, got {keypoint_dim}")
         self.frames_per_latent = frames_per_latent
+        self.joints = num_keypoints - int(floor_anchor)  # the points drawn as maps
         self.tail = (num_keypoints, keypoint_dim)
         self.register_buffer("offset", torch.zeros(keypoint_dim))
         self.register_buffer("scale", torch.ones(keypoint_dim))
@@ -130,7 +134,8 @@ class PoseConditionEncoder(nn.Module):
         (B, 4 K, T, height, width), one per video frame and joint (the global condition alone
         has to learn where a coordinate lands; these are aligned with the latent)."""
         _check(keypoints, self.tail, self.frames_per_latent, "keypoints")
-        u = (keypoints[..., :2] - self.offset[:2]) / self.scale[:2]  # [-1, 1] over the frame
+        joints = keypoints[..., :self.joints, :2]
+        u = (joints - self.offset[:2]) / self.scale[:2]  # [-1, 1] over the frame
         col = (u[..., 0].float() + 1) * (width / 2) - 0.5  # latent pixel centres at 0 .. w - 1
         row = (u[..., 1].float() + 1) * (height / 2) - 0.5
         xs = torch.arange(width, device=u.device, dtype=torch.float32)
@@ -199,6 +204,9 @@ class ConditionConfig:
     # pose worlds: > 0 also hands the DiT Gaussian maps of every joint on the latent grid
     # (std in latent pixels), added to its tokens; 0 = the global condition only
     pose_map_sigma: float = 0.0
+    # pose worlds: the last of the num_keypoints points is the floor anchor (the floor point
+    # under the previous frame's root, in this frame's image: how far the floor moved)
+    floor_anchor: bool = False
     # action worlds with a turning camera: the recycled frame is turned by the commanded yaw
     # before the DiT sees it (``view_warp.turn_view``); 0 = off. ``turn_channel`` is the
     # command's turn axis, ``turn_deg`` the degrees per video frame a full command turns right.
@@ -218,6 +226,9 @@ class ConditionConfig:
 
     def __post_init__(self) -> None:
         self.momentum_channels = tuple(int(c) for c in self.momentum_channels)  # JSON: a list
+        if self.floor_anchor and not (self.kind == "pose" and self.num_keypoints >= 2):
+            raise ValueError(f"floor_anchor needs a pose world with joints before the anchor, "
+                             f"got kind {self.kind!r}, num_keypoints {self.num_keypoints}")
         if self.momentum_channels and not (self.kind == "action" and self.action_dim > 0):
             raise ValueError(f"momentum_channels need continuous commands (kind action, "
                              f"action_dim > 0), got kind {self.kind!r}, action_dim "
@@ -244,7 +255,7 @@ def build_condition_encoder(cfg: ConditionConfig) -> nn.Module:
     if cfg.kind == "pose":
         return PoseConditionEncoder(
             cfg.cond_dim, cfg.num_keypoints, cfg.keypoint_dim, cfg.hidden_dim,
-            cfg.frames_per_latent,
+            cfg.frames_per_latent, cfg.floor_anchor,
         )
     if cfg.kind == "action":
         return ActionConditionEncoder(

@@ -15,4 +15,7 @@ DEFAULT_MAP = "MAP01"  # Freedoom2 map of the real env when nothing else says wh
 COLLECTION_MAPS = ("MAP01", "MAP02", "MAP03", "MAP04")  # the default dataset's maps
 HUMANOID_FPS = 30  # video frames per second of the MuJoCo humanoid world
 HUMANOID_EPISODE_STEPS = 60 * HUMANOID_FPS // FRAMES_PER_STEP  # 450: aapt/Humanoid-v0's limit
+# the humanoid record's floor anchor (<name>_col / _row): the floor point under the previous
+# frame's root in this frame's image; a pose world may take it as one more 2D point
+FLOOR_ANCHOR = "floor"
 HELD_OUT_SEED = 1000  # evaluation episodes start here; the collection plan uses 0 .. N-1

@@ -74,7 +74,7 @@ class WorldModel(nn.Module):
         self.cond = build_condition_encoder(condition)
         self.dit = BlockCausalDiT(dit)
         if condition.pose_map_sigma > 0:  # zero-initialised: a stage-1 model starts unchanged
-            maps = condition.frames_per_latent * condition.num_keypoints
+            maps = condition.frames_per_latent * self.cond.joints  # the floor anchor has none
             self.pose_map_embed = nn.Linear(maps * dit.patch_size**2, dit.dim)
             nn.init.zeros_(self.pose_map_embed.weight)
             nn.init.zeros_(self.pose_map_embed.bias)
@@ -222,6 +222,23 @@ def add_zero_pose_maps(tensors: dict[str, Tensor], model: WorldModel,
     for name, param in model.pose_map_embed.state_dict().items():
         out.setdefault(f"{prefix}pose_map_embed.{name}", torch.zeros_like(param))
     return out
+
+
+def add_zero_floor_anchor(tensors: dict[str, Tensor], model: WorldModel,
+                          prefix: str = "model.") -> dict[str, Tensor]:
+    """Weights of a pose generator without the floor anchor (``tensors``) for ``model`` with
+    it: the anchor's 2 inputs per frame enter the condition MLP through zero weights, so it
+    starts as the same function. Weights that already take it are kept."""
+    if not model.condition_config.floor_anchor:
+        return tensors
+    name = f"{prefix}cond.mlp.0.weight"
+    weight, frames = tensors[name], model.condition_config.frames_per_latent
+    if weight.shape[1] == model.cond.mlp[0].weight.shape[1]:
+        return tensors
+    dim = model.condition_config.keypoint_dim
+    per_frame = weight.view(weight.shape[0], frames, -1, dim)  # (hidden, 4, K, D): flatten(2)
+    zeros = per_frame.new_zeros(weight.shape[0], frames, 1, dim)
+    return {**tensors, name: torch.cat([per_frame, zeros], 2).flatten(1)}
 
 
 def add_zero_momentum(tensors: dict[str, Tensor], model: WorldModel,

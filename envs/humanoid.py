@@ -17,9 +17,13 @@ an error that names the offending entries.
 ``keypoints_3d`` float32 (4, K, 3) root-relative world positions (m) and ``keypoints_2d``
 float32 (4, K, 2) their image projections (x = column, y = row, in pixels) of the
 ``KEYPOINT_NAMES`` (K = 16: the 13 body origins, head and both hands); ``poses`` float32
-(4, 103) the per-frame record a dataset stores (``RECORD_NAMES``): the interpolated, clipped
-pose (23), then the 3D keypoints (48, x/y/z per keypoint) and the 2D keypoints (32, col/row
-per keypoint); ``command`` float32 (23,) the step's target pose after clipping.
+(4, 105) the per-frame record a dataset stores (``RECORD_NAMES``): the interpolated, clipped
+pose (23), then the 3D keypoints (48, x/y/z per keypoint), the 2D keypoints (32, col/row
+per keypoint) and the floor anchor (2, ``floor_col`` / ``floor_row``); ``floor_2d`` float32
+(4, 2) that anchor: the floor point under the previous frame's root, seen by this frame's
+camera. The camera follows the root, so the keypoints (drawn relative to it) cannot say how
+far the floor moved; the anchor can (``condition_keypoints`` appends it for a pose world that
+takes it). ``command`` float32 (23,) the step's target pose after clipping.
 
 **Camera**: looks at the root from ``distance`` m, ``elevation`` degrees; its azimuth starts at
 ``azimuth_deg`` and turns ``orbit_deg_per_s`` (0 = fixed) — a slow orbit shows the body from
@@ -49,7 +53,7 @@ except ImportError:  # pragma: no cover - mujoco is a declared dependency
     mujoco = None
 from gymnasium import spaces  # noqa: E402
 
-from aapt_world.constants import FRAMES_PER_STEP, HUMANOID_FPS  # noqa: E402
+from aapt_world.constants import FLOOR_ANCHOR, FRAMES_PER_STEP, HUMANOID_FPS  # noqa: E402
 from envs.options import checked_render_mode, configured  # noqa: E402
 
 ROOT_NAMES = ("x", "y", "z", "yaw", "pitch", "roll")
@@ -114,7 +118,17 @@ def record_names(joint_names: tuple[str, ...]) -> tuple[str, ...]:
     """Column names of the per-frame record (``info["poses"]``, a dataset's poses.npy)."""
     return (ROOT_NAMES + joint_names
             + tuple(f"{k}_{a}" for k in KEYPOINT_NAMES for a in ("x", "y", "z"))
-            + tuple(f"{k}_{a}" for k in KEYPOINT_NAMES for a in ("col", "row")))
+            + tuple(f"{k}_{a}" for k in KEYPOINT_NAMES for a in ("col", "row"))
+            + tuple(f"{FLOOR_ANCHOR}_{a}" for a in ("col", "row")))
+
+
+def condition_keypoints(info: dict[str, Any], floor_anchor: bool) -> np.ndarray:
+    """A step's per-frame 2D points a pose world is conditioned on, float32 (4, K, 2): the
+    body's keypoints, then (``floor_anchor``) the floor anchor."""
+    points = np.asarray(info["keypoints_2d"], dtype=np.float32)
+    if not floor_anchor:
+        return points
+    return np.concatenate([points, np.asarray(info["floor_2d"], np.float32)[:, None]], axis=1)
 
 
 class HumanoidPoser:
@@ -186,6 +200,11 @@ class HumanoidPoser:
         points = self.keypoints()
         return frame, (points - self.data.qpos[:3]).astype(np.float32), self.project(points)
 
+    def floor_anchor(self, root_xy: np.ndarray) -> np.ndarray:
+        """(2,) where the floor point under ``root_xy`` (a root position on the floor, m) lies
+        in the image of the camera last rendered with (column, row pixels)."""
+        return self.project(np.array([[root_xy[0], root_xy[1], 0.0]]))[0]
+
     def project(self, points: np.ndarray) -> np.ndarray:
         """World points (N, 3) -> image (N, 2) as (column, row) pixels, through the scene's
         OpenGL camera (the frustum MuJoCo rendered with; its width follows the aspect)."""
@@ -226,6 +245,7 @@ class HumanoidEnv(gym.Env):
         self._frame = np.zeros(self.observation_space.shape, np.uint8)
         self._frame_index = 0
         self._azimuth0 = config.azimuth_deg
+        self._last_root_xy = self._pose[:2].copy()  # the previous frame's, for the floor anchor
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -242,6 +262,7 @@ class HumanoidEnv(gym.Env):
         self._azimuth0 = self.config.azimuth_deg
         if self.config.orbit_deg_per_s:
             self._azimuth0 += float(self.np_random.uniform(0, 360))
+        self._last_root_xy = self._pose[:2].copy()  # the start frame's anchor: its own root
         frame, info = self._render_frames(self._pose[None])
         info = {k: np.repeat(v, FRAMES_PER_STEP, axis=0) for k, v in info.items()}
         return frame, info
@@ -292,7 +313,7 @@ class HumanoidEnv(gym.Env):
 
     def _render_frames(self, poses: np.ndarray, draw: bool = True
                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        frames, kp3, kp2 = [], [], []
+        frames, kp3, kp2, floor = [], [], [], []
         for pose in poses:
             self.poser.set_pose(pose)
             azimuth = self._azimuth0 + self.config.orbit_deg_per_s * self._frame_index / \
@@ -301,11 +322,13 @@ class HumanoidEnv(gym.Env):
             frames.append(frame)
             kp3.append(points_3d)
             kp2.append(points_2d)
+            floor.append(self.poser.floor_anchor(self._last_root_xy))
+            self._last_root_xy = pose[:2].copy()
             self._frame_index += 1
-        kp3, kp2 = np.stack(kp3), np.stack(kp2)
+        kp3, kp2, floor = np.stack(kp3), np.stack(kp2), np.stack(floor).astype(np.float32)
         record = np.concatenate([poses, kp3.reshape(len(poses), -1),
-                                 kp2.reshape(len(poses), -1)], axis=1).astype(np.float32)
-        info = {"poses": record, "keypoints_3d": kp3, "keypoints_2d": kp2}
+                                 kp2.reshape(len(poses), -1), floor], axis=1).astype(np.float32)
+        info = {"poses": record, "keypoints_3d": kp3, "keypoints_2d": kp2, "floor_2d": floor}
         if draw:
             self._frame = frames[-1]
             info["frames"] = np.stack(frames)

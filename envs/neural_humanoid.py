@@ -33,7 +33,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from aapt_world.constants import FRAMES_PER_STEP, HUMANOID_FPS
 from aapt_world.world import World
 from envs import DEFAULT_HUMANOID_WORLD
-from envs.humanoid import HUMANOID_SCENES, KEYPOINT_NAMES, HumanoidConfig, HumanoidEnv
+from envs.humanoid import (
+    HUMANOID_SCENES,
+    KEYPOINT_NAMES,
+    HumanoidConfig,
+    HumanoidEnv,
+    condition_keypoints,
+)
 from envs.neural import SEED_HIGH, resolve_world
 from envs.vector import (
     add_final_infos,
@@ -61,9 +67,10 @@ def pose_world(world: World | str | os.PathLike | None, device: str | torch.devi
     if condition.kind != "pose":
         raise ValueError(f"{world} is a {condition.kind!r}-conditioned world, not a pose "
                          f"world: use aapt/NeuralWorld-v0 for it")
-    if condition.num_keypoints != len(KEYPOINT_NAMES):
-        raise ValueError(f"the world expects {condition.num_keypoints} keypoints per frame, "
-                         f"the humanoid has {len(KEYPOINT_NAMES)} ({KEYPOINT_NAMES})")
+    joints = condition.num_keypoints - int(condition.floor_anchor)
+    if joints != len(KEYPOINT_NAMES):
+        raise ValueError(f"the world expects {joints} keypoints per frame, the humanoid has "
+                         f"{len(KEYPOINT_NAMES)} ({KEYPOINT_NAMES})")
     return resolved
 
 
@@ -121,7 +128,8 @@ class NeuralHumanoidEnv(gym.Env):
         if not self._started:
             raise RuntimeError("step() called before reset(): call reset() first")
         info = self.body.pose_step(action)  # validates the action, advances the pose
-        conds = torch.from_numpy(info["keypoints_2d"])[None].to(self.world.device)
+        conds = torch.from_numpy(condition_keypoints(
+            info, self.world.config.condition.floor_anchor))[None].to(self.world.device)
         frames = self.session.step(conds)[0].cpu().numpy()  # (4, H, W, 3)
         self._frame = frames[-1]
         info["frames"] = frames
@@ -184,9 +192,11 @@ class NeuralHumanoidVectorEnv(VectorEnv):
         if not self._started.all():
             raise RuntimeError(f"reset() every env before step(): envs "
                                f"{np.flatnonzero(~self._started).tolist()} never were")
-        keypoints = np.stack([body.pose_step(p)["keypoints_2d"]
-                              for body, p in zip(self.bodies, poses, strict=True)])
-        frames = self.session.step(torch.from_numpy(keypoints).to(self.world.device))
+        steps = [body.pose_step(p) for body, p in zip(self.bodies, poses, strict=True)]
+        keypoints = np.stack([info["keypoints_2d"] for info in steps])
+        floor = self.world.config.condition.floor_anchor
+        conds = np.stack([condition_keypoints(info, floor) for info in steps])
+        frames = self.session.step(torch.from_numpy(conds).to(self.world.device))
         frames = frames.cpu().numpy()  # ONE batched forward: (B, 4, H, W, 3)
         self.episode_steps += 1
         terminations = np.zeros(self.num_envs, dtype=bool)

@@ -11,7 +11,13 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from envs.humanoid import KEYPOINT_NAMES, ROOT_DIM, HumanoidEnv, record_names
+from envs.humanoid import (
+    KEYPOINT_NAMES,
+    ROOT_DIM,
+    HumanoidEnv,
+    condition_keypoints,
+    record_names,
+)
 from envs.motions import JOINTS, PRIMITIVES, PerformerConfig, PerformerPolicy
 
 SIZE = {"width": 64, "height": 48}
@@ -37,13 +43,68 @@ def test_layout_matches_the_model(env) -> None:
     _, info = env.reset(seed=0)
     k = len(KEYPOINT_NAMES)
     assert info["frames"].shape == (4, 48, 64, 3) and info["frames"].dtype == np.uint8
-    assert info["poses"].shape == (4, 23 + 3 * k + 2 * k) == (4, len(record_names(JOINTS)))
+    assert info["poses"].shape == (4, 23 + 3 * k + 2 * k + 2) == (4, len(record_names(JOINTS)))
     assert info["keypoints_3d"].shape == (4, k, 3) and info["keypoints_2d"].shape == (4, k, 2)
     # standing at rest: feet on the floor, head above the root
     world_z = info["keypoints_3d"][0, :, 2] + info["poses"][0, 2]
     feet = [KEYPOINT_NAMES.index(n) for n in ("left_foot", "right_foot")]
     assert np.all(np.abs(world_z[feet]) < 0.1)
     assert world_z[KEYPOINT_NAMES.index("head")] > 1.5
+
+
+def test_floor_anchor_shows_how_far_the_floor_moved(env) -> None:
+    """The camera follows the root, so the body's keypoints stay put when it walks; the floor
+    anchor (the floor point under the previous frame's root, in this frame's image) moves."""
+    pose = env.poser.rest_pose()
+    _, info = env.reset(options={"pose": pose})
+    still = info["floor_2d"][0]
+    names = record_names(JOINTS)
+    cols = [names.index("floor_col"), names.index("floor_row")]
+    np.testing.assert_allclose(info["poses"][:, cols], info["floor_2d"])  # recorded
+    info = env.step(pose)[4]  # standing: the floor stays where it was
+    np.testing.assert_allclose(info["floor_2d"], np.repeat(still[None], 4, axis=0), atol=1e-3)
+    walked = pose.copy()
+    walked[0] += 0.4  # 0.1 m a frame
+    info = env.step(walked)[4]
+    shift = info["floor_2d"] - still
+    assert np.all(np.linalg.norm(shift, axis=1) > 0.5)  # every frame's anchor moved ...
+    np.testing.assert_allclose(shift, np.repeat(shift[:1], 4, axis=0), atol=0.2)  # evenly
+    kp_moved = np.abs(info["keypoints_2d"] - env.reset(options={"pose": pose})[1]
+                      ["keypoints_2d"]).max()
+    assert kp_moved < 0.2 * np.linalg.norm(shift[0])  # ... while the body's points did not
+    points = condition_keypoints(info, floor_anchor=True)
+    assert points.shape == (4, len(KEYPOINT_NAMES) + 1, 2)
+    assert np.array_equal(points[:, -1], info["floor_2d"])
+    assert np.array_equal(condition_keypoints(info, floor_anchor=False), info["keypoints_2d"])
+
+
+def test_floor_anchor_enters_a_pose_generator_through_zero_weights() -> None:
+    """A stage 1 without the anchor continues with it as the same function."""
+    from aapt_world.conditions import ConditionConfig
+    from aapt_world.transformer import dit_config
+    from aapt_world.world_model import WorldModel, add_zero_floor_anchor
+
+    dit = dit_config("tiny", latent_height=6, latent_width=8, window=3)
+
+    def model(floor: bool) -> WorldModel:
+        torch.manual_seed(0)
+        return WorldModel(dit, ConditionConfig(kind="pose", num_keypoints=16 + floor,
+                                               cond_dim=dit.cond_dim, hidden_dim=32,
+                                               pose_map_sigma=0.6, floor_anchor=floor))
+    old, new = model(False), model(True)
+    for p in old.parameters():  # the zero-initialised layers too, so the check means something
+        torch.nn.init.normal_(p, std=0.05)
+    tensors = {f"model.{k}": v for k, v in old.state_dict().items()}
+    adapted = add_zero_floor_anchor(tensors, new)
+    new.load_state_dict({k.removeprefix("model."): v for k, v in adapted.items()})
+    kp = torch.rand(1, 2, 4, 16, 2) * 40
+    floor = torch.rand(1, 2, 4, 1, 2) * 40
+    noisy, prev = torch.randn(2, 1, dit.latent_channels, 2, 6, 8).unbind(0)
+    expected = old(noisy, prev, kp, 0.5)
+    torch.testing.assert_close(new(noisy, prev, torch.cat([kp, floor], 3), 0.5), expected)
+    assert add_zero_floor_anchor(adapted, new) is adapted  # already wide enough: kept
+    with pytest.raises(ValueError, match="floor_anchor needs a pose world"):
+        ConditionConfig(kind="action", action_dim=4, floor_anchor=True)
 
 
 def test_keypoints_project_onto_the_body(env) -> None:
@@ -170,11 +231,11 @@ def test_collect_a_humanoid_dataset(tmp_path) -> None:
     summary = collect(cfg, progress=False)
     assert summary["total_episodes"] == 2 and summary["total_frames"] == 2 * 13
     manifest = json.loads((tmp_path / "humanoid" / "manifest.json").read_text())
-    assert manifest["world"] == "humanoid" and len(manifest["pose_names"]) == 103
+    assert manifest["world"] == "humanoid" and len(manifest["pose_names"]) == 105
     episode = next((tmp_path / "humanoid" / "episodes").iterdir())
     poses = np.load(episode / "poses.npy")
     actions = np.load(episode / "actions.npy")
-    assert poses.shape == (13, 103) and actions.shape == (3, 23)
+    assert poses.shape == (13, 105) and actions.shape == (3, 23)
     # the command line too (its "world" field is not the training configs' world group)
     import subprocess
     import sys
@@ -244,6 +305,31 @@ def test_pose_world_trains_on_per_frame_keypoints(tmp_path) -> None:
     world = load_world(maps / "world-diffusion")
     assert world.generator.condition_config.pose_map_sigma == 0.6
     assert world.generator.pose_map_embed.weight.abs().sum() > 0  # trained from zero
+
+    # the floor anchor: one more point per frame, from poses.npy's floor columns; a stage 1
+    # without it continues with it, and the world's env hands it over
+    from envs.neural_humanoid import NeuralHumanoidEnv
+    from training.dataset import DatasetError
+
+    floor = tmp_path / "run_floor"
+    for stage in ("vae", "latents"):
+        shutil.copytree(out / stage, floor / stage)
+    anchor = ("world.floor_anchor=true", f"world.action_dim={2 * (len(KEYPOINT_NAMES) + 1)}")
+    train, _ = latent_datasets(cfg("stage=diffusion", *anchor, run=floor))
+    batch = latent_batch(train, np.random.default_rng(0), 2, torch.device("cpu"))
+    assert batch.conds.shape == (2, 3, 4, len(KEYPOINT_NAMES) + 1, 2)
+    cols = keypoint_columns(read_manifest(root), floor_anchor=True)
+    assert np.array_equal(batch.conds[0].reshape(12, -1, 2).numpy(), poses[:, cols])
+    with pytest.raises(DatasetError, match=f"world.action_dim={2 * len(cols)}"):
+        run_stage(cfg("stage=diffusion", "world.floor_anchor=true", run=floor))
+    run_stage(cfg("stage=diffusion", "run.steps=2", sigma, *anchor, f"run.init_from={stage1}",
+                  run=floor))
+    run_stage(cfg("stage=export", "export.source=diffusion", sigma, *anchor, run=floor))
+    world = load_world(floor / "world-diffusion")
+    assert world.generator.condition_config.floor_anchor
+    env = NeuralHumanoidEnv(world)
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[4]["frames"].shape == (4, 48, 64, 3)
 
 
 def test_pose_probe_learns_keypoints_from_real_frames(tmp_path) -> None:
@@ -425,3 +511,18 @@ def test_body_masks_are_the_keypoints_box_grown_by_the_margin() -> None:
     mask = body_masks(kp, height=96, width=128, margin=2)
     rows, cols = np.nonzero(mask[0])
     assert (cols.min(), cols.max(), rows.min(), rows.max()) == (8, 32, 18, 42)
+
+
+def test_keypoint_columns_keep_the_floor_anchor_apart() -> None:
+    from training.dataset import DatasetError, keypoint_columns
+
+    names = list(record_names(JOINTS))
+    body = keypoint_columns({"pose_names": names})
+    assert len(body) == len(KEYPOINT_NAMES)  # the anchor is not a body keypoint (the probe's)
+    with_floor = keypoint_columns({"pose_names": names}, floor_anchor=True)
+    assert np.array_equal(with_floor[:-1], body)
+    assert with_floor[-1].tolist() == [names.index("floor_col"), names.index("floor_row")]
+    older = names[:-2]  # a dataset recorded before the anchor
+    assert np.array_equal(keypoint_columns({"pose_names": older}), body)
+    with pytest.raises(DatasetError, match="record it again"):
+        keypoint_columns({"pose_names": older}, floor_anchor=True)

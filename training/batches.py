@@ -57,7 +57,8 @@ def latent_datasets(cfg: TrainConfig) -> LatentData:
     momentum = condition_config(cfg).momentum()
     return tuple(LatentClipDataset(latents, cfg.data.root, cfg.data.clip_steps, split,
                                    keypoints=pose, momentum=momentum,
-                                   mirror=cfg.data.mirror and split == "train")
+                                   mirror=cfg.data.mirror and split == "train",
+                                   floor_anchor=cfg.world.floor_anchor)
                  for split in ("train", "val"))
 
 

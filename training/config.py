@@ -51,6 +51,10 @@ class WorldConfig:
     # pose worlds: > 0 also hands the generator Gaussian maps of the joints on the latent grid
     # (std in latent pixels; see PoseConditionEncoder.heatmaps). 0 = off.
     pose_map_sigma: float = 0.0
+    # pose worlds: true also hands the generator the floor anchor (the humanoid record's
+    # floor_col / floor_row) as one more 2D point per frame: the camera follows the root, so
+    # the body's keypoints cannot say how far the floor moved. action_dim counts it (+2).
+    floor_anchor: bool = False
     # Doom's commands: true also hands the generator the player's velocity, the forward and
     # strafe commands integrated with Doom's friction per tic (aapt_world.momentum): the
     # player keeps moving after a command ends, which the step's own commands do not say
@@ -310,6 +314,9 @@ class TrainConfig:
             ((self.world.action_type == "pose") == (self.world.condition == "pose"),
              f"world.action_type pose goes with world.condition pose, got "
              f"{self.world.action_type!r} / {self.world.condition!r}"),
+            (not self.world.floor_anchor or self.world.condition == "pose",
+             f"world.floor_anchor needs a pose world, got world.condition="
+             f"{self.world.condition!r}"),
             (self.world.condition in ("action", "camera", "pose"),
              f"world.condition must be action, camera or pose, got {self.world.condition!r}"),
             (self.diffusion.timestep_shift > 0, "diffusion.timestep_shift must be > 0"),

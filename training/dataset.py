@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from aapt_world.constants import FRAMES_PER_STEP
+from aapt_world.constants import FLOOR_ANCHOR, FRAMES_PER_STEP
 from aapt_world.momentum import CommandMomentum
 
 FORMAT_NAME = "aapt-world-dataset"
@@ -243,17 +243,18 @@ def check_dataset_meta(root: Path, meta: dict[str, Any]) -> None:
 
 def check_training_data(root: str | Path, height: int, width: int, clip_steps: int,
                         action_dim: int | None = None, action_type: str | None = None,
-                        condition: str = "action") -> None:
+                        condition: str = "action", floor_anchor: bool = False) -> None:
     """Fail at once, with the fix in the message, when the dataset at ``root`` cannot feed a
     model of ``height`` x ``width`` frames trained on clips of ``clip_steps`` steps, conditioned
     on ``action_dim``-wide commands (a pose world: ``action_dim / 2`` 2D keypoints per frame),
-    exported with env action type ``action_type``."""
+    exported with env action type ``action_type`` (``floor_anchor``: plus the floor anchor)."""
     manifest = read_manifest(root)
     widths = {e["files"]["actions"]["shape"][1] for e in manifest["episodes"]}
     if condition == "pose":
-        keypoints = len(keypoint_columns(manifest))
+        keypoints = len(keypoint_columns(manifest, floor_anchor))
         if action_dim is not None and action_dim != 2 * keypoints:
-            raise DatasetError(f"dataset at {root} holds {keypoints} 2D keypoints per frame but "
+            raise DatasetError(f"dataset at {root} holds {keypoints} 2D points per frame "
+                               f"{'(the floor anchor included) ' if floor_anchor else ''}but "
                                f"world.action_dim={action_dim}: pass "
                                f"world.action_dim={2 * keypoints}")
     elif action_dim is not None and widths and widths != {action_dim}:
@@ -332,17 +333,27 @@ class EpisodeReader:
 KEYPOINT_AXES = ("col", "row")  # a pose world's 2D keypoints in poses.npy: <name>_col, <name>_row
 
 
-def keypoint_columns(manifest: dict) -> np.ndarray:
-    """(K, 2) column indices of each keypoint's (col, row) pixel position in poses.npy, in the
-    manifest's keypoint order: the per-frame condition of a pose world (``envs.humanoid``)."""
+def keypoint_columns(manifest: dict, floor_anchor: bool = False) -> np.ndarray:
+    """(K, 2) column indices of each body keypoint's (col, row) pixel position in poses.npy, in
+    the manifest's keypoint order: the per-frame condition of a pose world (``envs.humanoid``);
+    with ``floor_anchor`` the floor anchor's pair follows them (K + 1 rows)."""
     names = list(manifest.get("pose_names", []))
-    cols = [i for i, n in enumerate(names) if n.endswith("_" + KEYPOINT_AXES[0])]
+    cols = [i for i, n in enumerate(names) if n.endswith("_" + KEYPOINT_AXES[0])
+            and n[:-len(KEYPOINT_AXES[0]) - 1] != FLOOR_ANCHOR]
     pairs = [(i, names.index(names[i][:-3] + KEYPOINT_AXES[1])) for i in cols
              if names[i][:-3] + KEYPOINT_AXES[1] in names]
     if not pairs or len(pairs) != len(cols):
         raise DatasetError(f"a pose world needs 2D keypoints in poses.npy (pose_names "
                            f"'<name>_col' / '<name>_row'); this dataset's pose_names are "
                            f"{names[:6]}{'...' if len(names) > 6 else ''}")
+    if floor_anchor:
+        floor = [f"{FLOOR_ANCHOR}_{axis}" for axis in KEYPOINT_AXES]
+        if not all(name in names for name in floor):
+            raise DatasetError(f"world.floor_anchor needs the floor anchor's columns {floor} "
+                               "in poses.npy: this dataset was recorded before the humanoid "
+                               "env wrote them; record it again (`aapt-world collect "
+                               "world=humanoid root=<new root>`)")
+        pairs.append(tuple(names.index(name) for name in floor))
     return np.array(pairs, dtype=np.int64)
 
 

@@ -99,9 +99,11 @@ class LatentClipDataset:
 
     def __init__(self, latents_dir: str | Path, dataset_root: str | Path, num_steps: int,
                  split: str = "train", keypoints: bool = False,
-                 momentum: CommandMomentum | None = None, mirror: bool = False) -> None:
+                 momentum: CommandMomentum | None = None, mirror: bool = False,
+                 floor_anchor: bool = False) -> None:
         """``keypoints``: a pose world; each clip also carries the 2D keypoints of its 4 video
-        frames per step (pixels), the condition its generator is trained on. ``momentum``: each
+        frames per step (pixels), the condition its generator is trained on (``floor_anchor``:
+        the floor anchor after them, ``keypoint_columns``). ``momentum``: each
         clip also carries its commands' velocity (see :mod:`aapt_world.momentum`). ``mirror``:
         half the clips (drawn at random) come from the episodes mirrored left-right, their
         ``MIRRORED_COMMANDS`` (and those commands' velocity) negated: twice the data, and a
@@ -119,7 +121,8 @@ class LatentClipDataset:
         self.std = np.asarray(stats["std"], dtype=np.float32)[:, None, None]
         self.clips = ClipDataset(dataset_root, num_steps, split, momentum=momentum)  # actions ..
         self.num_steps = num_steps
-        self.keypoint_columns = keypoint_columns(self.clips.manifest) if keypoints else None
+        self.keypoint_columns = (keypoint_columns(self.clips.manifest, floor_anchor)
+                                 if keypoints else None)
         self.mirror_cols = None
         if mirror:
             self.mirror_cols = mirrored_columns(list(self.clips.manifest["action_names"]))

@@ -25,7 +25,8 @@ def condition_config(cfg: TrainConfig) -> ConditionConfig:
                              f"{world.action_dim}")
         return ConditionConfig(kind="pose", cond_dim=dit.cond_dim, hidden_dim=cfg.model.cond_hidden,
                                num_keypoints=world.action_dim // KEYPOINT_DIM,
-                               keypoint_dim=KEYPOINT_DIM, pose_map_sigma=world.pose_map_sigma)
+                               keypoint_dim=KEYPOINT_DIM, pose_map_sigma=world.pose_map_sigma,
+                               floor_anchor=world.floor_anchor)
     if world.pose_map_sigma > 0:
         raise ValueError(f"world.pose_map_sigma needs a pose world, got world.condition="
                          f"{world.condition}")

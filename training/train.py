@@ -34,7 +34,7 @@ def check_config(cfg: TrainConfig) -> None:
     cfg.validate()
     check_training_data(cfg.data.root, cfg.model.vae.height, cfg.model.vae.width,
                         cfg.data.clip_steps, cfg.world.action_dim, cfg.world.action_type,
-                        cfg.world.condition)
+                        cfg.world.condition, cfg.world.floor_anchor)
 
 
 def run_stage(cfg: TrainConfig) -> dict[str, float]:

@@ -71,6 +71,13 @@ class PoseFollowingConfig:
 class RealPerformance:
     frames: np.ndarray  # (1 + 4 S, H, W, 3) uint8, the reset frame first
     keypoints: np.ndarray  # (1 + 4 S, K, 2) pixels of the commanded body
+    floor: np.ndarray  # (1 + 4 S, 2) pixels of the floor anchor (envs.humanoid)
+
+    def conditions(self, floor_anchor: bool) -> np.ndarray:
+        """(1 + 4 S, K (+1), 2): what a pose world is conditioned on, per video frame."""
+        if not floor_anchor:
+            return self.keypoints
+        return np.concatenate([self.keypoints, self.floor[:, None]], axis=1)
 
 
 def real_performance(steps: int, scene: str, width: int, height: int, seed: int,
@@ -82,14 +89,16 @@ def real_performance(steps: int, scene: str, width: int, height: int, seed: int,
     performer.reset(np.random.default_rng(seed))
     try:
         frame, info = env.reset(seed=seed)
-        frames, keypoints = [frame], [info["keypoints_2d"][:1]]
+        frames, keypoints, floor = [frame], [info["keypoints_2d"][:1]], [info["floor_2d"][:1]]
         for _ in tqdm(range(steps), desc="real", leave=False, disable=not progress):
             _, _, _, _, info = env.step(performer.act())
             frames.extend(info["frames"])
             keypoints.append(info["keypoints_2d"])
+            floor.append(info["floor_2d"])
     finally:
         env.close()
-    return RealPerformance(np.stack(frames), np.concatenate(keypoints).astype(np.float32))
+    return RealPerformance(np.stack(frames), np.concatenate(keypoints).astype(np.float32),
+                           np.concatenate(floor).astype(np.float32))
 
 
 def neural_performance(world: World, real: RealPerformance, seed: int, progress: bool = False
@@ -100,8 +109,8 @@ def neural_performance(world: World, real: RealPerformance, seed: int, progress:
     first = session.reset(torch.from_numpy(np.ascontiguousarray(real.frames[0])[None]),
                           seeds=[seed])
     out, seconds = [first[0].cpu().numpy()], []
-    per_step = torch.from_numpy(real.keypoints[1:]).view(-1, FRAMES_PER_STEP,
-                                                         *real.keypoints.shape[1:])
+    conditions = real.conditions(world.config.condition.floor_anchor)
+    per_step = torch.from_numpy(conditions[1:]).view(-1, FRAMES_PER_STEP, *conditions.shape[1:])
     for conds in tqdm(per_step, desc="neural", leave=False, disable=not progress):
         t0 = time.perf_counter()
         frames = session.step(conds[None].to(world.device))

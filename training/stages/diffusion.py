@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from aapt_world.transformer import adapt_latent_channels
-from aapt_world.world_model import add_zero_momentum, add_zero_pose_maps
+from aapt_world.world_model import add_zero_floor_anchor, add_zero_momentum, add_zero_pose_maps
 from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import add_noise, flow_matching_loss, shift_timesteps
@@ -138,9 +138,10 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     return StageParts({"model": model}, {"opt": opt}, train_step, evaluate,
                       units_per_step=cfg.run.batch_size * cfg.data.clip_steps,
                       unit="latent_frames", trainable=list(model.parameters()),
-                      adapt_init=lambda tensors: add_zero_momentum(add_zero_pose_maps(
-                          adapt_latent_channels(tensors, cfg.model.dit.latent_channels,
-                                                cfg.model.dit.patch_size), model), model),
+                      adapt_init=lambda tensors: add_zero_floor_anchor(add_zero_momentum(
+                          add_zero_pose_maps(adapt_latent_channels(
+                              tensors, cfg.model.dit.latent_channels,
+                              cfg.model.dit.patch_size), model), model), model),
                       ema_module="model")
 
 
