@@ -526,3 +526,25 @@ def test_keypoint_columns_keep_the_floor_anchor_apart() -> None:
     assert np.array_equal(keypoint_columns({"pose_names": older}), body)
     with pytest.raises(DatasetError, match="record it again"):
         keypoint_columns({"pose_names": older}, floor_anchor=True)
+
+
+def test_pose_following_teacher_forcing_starts_each_step_from_the_real_latent(
+        tiny_world_factory) -> None:
+    """Step 1 is the same free or forced (both from the real start frame); later steps differ
+    (forced ones restart from the real previous latent), and match a session fed it by hand."""
+    from agents.evaluation.ladder import encode_latents
+    from agents.evaluation.pose_following import neural_performance, real_performance
+
+    world = tiny_world_factory(action_type="pose")
+    real = real_performance(3, "fixed", SIZE["width"], SIZE["height"], seed=5)
+    assert real.floor.shape == (13, 2) and real.conditions(True).shape == (13, 17, 2)
+    latents = encode_latents(world, real.frames, "cpu")
+    free, _ = neural_performance(world, real, seed=0)
+    forced, _ = neural_performance(world, real, seed=0, recycled=latents)
+    assert np.array_equal(free[:5], forced[:5]) and not np.array_equal(free[5:], forced[5:])
+    session = world.session(1)
+    session.reset(torch.from_numpy(real.frames[:1]), seeds=[0])
+    conds = torch.from_numpy(real.keypoints[1:]).view(3, 4, 16, 2)
+    session.step(conds[None, 0])
+    by_hand = session.step(conds[None, 1], latents[:, :, 1])[0].numpy()
+    assert np.array_equal(forced[5:9], by_hand)

@@ -84,9 +84,11 @@ def test_humanoid_recipe_dry_run_on_cpu(tmp_path: Path) -> None:
         assert perf["psnr"]["neural"] > 0 and set(perf["targets"]) == {"keypoints", "psnr"}
         # the VAE ceiling: real frames through the world's own encoder and streaming decoder
         assert np.isfinite(perf["psnr"]["vae"]) and perf["psnr"]["vae"] > 0
+        # one step from the real previous latent: what the world makes without its own drift
+        assert np.isfinite(perf["psnr"]["teacher_forced"])
         # where the frame is lost: inside the body's box and outside it, every column
         for region in ("psnr_body", "psnr_background"):
-            assert set(perf[region]) == {"neural", "frozen", "vae"}
+            assert set(perf[region]) == {"neural", "frozen", "vae", "teacher_forced"}
             assert all(np.isfinite(v) and v > 0 for v in perf[region].values())
         assert 0 < perf["body_fraction"] < 1
     assert report["speed"]["video_fps"] > 0

@@ -101,19 +101,23 @@ def real_performance(steps: int, scene: str, width: int, height: int, seed: int,
                            np.concatenate(floor).astype(np.float32))
 
 
-def neural_performance(world: World, real: RealPerformance, seed: int, progress: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def neural_performance(world: World, real: RealPerformance, seed: int, progress: bool = False,
+                       recycled: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The world from the real start frame, conditioned on the real run's keypoints. Returns
-    (frames (1 + 4 S, H, W, 3) uint8, wall seconds of each step)."""
+    (frames (1 + 4 S, H, W, 3) uint8, wall seconds of each step). ``recycled``: the real
+    frames' normalised latents (1, C, 1 + S, h, w): teacher forcing, each step generated from
+    the REAL previous latent (one-step quality, no drift)."""
     session = world.session(1)
     first = session.reset(torch.from_numpy(np.ascontiguousarray(real.frames[0])[None]),
                           seeds=[seed])
     out, seconds = [first[0].cpu().numpy()], []
     conditions = real.conditions(world.config.condition.floor_anchor)
     per_step = torch.from_numpy(conditions[1:]).view(-1, FRAMES_PER_STEP, *conditions.shape[1:])
-    for conds in tqdm(per_step, desc="neural", leave=False, disable=not progress):
+    for k, conds in enumerate(tqdm(per_step, desc="neural", leave=False,
+                                   disable=not progress)):
         t0 = time.perf_counter()
-        frames = session.step(conds[None].to(world.device))
+        frames = session.step(conds[None].to(world.device),
+                              None if recycled is None else recycled[:, :, k])
         if frames.is_cuda:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t0)
@@ -132,10 +136,13 @@ def body_masks(keypoints: np.ndarray, height: int, width: int,
 
 
 def evaluate(real: RealPerformance, neural: np.ndarray, probe: PoseProbe,
-             n_buckets: int = N_BUCKETS, vae_frames: np.ndarray | None = None) -> dict[str, Any]:
+             n_buckets: int = N_BUCKETS, vae_frames: np.ndarray | None = None,
+             teacher_forced: np.ndarray | None = None) -> dict[str, Any]:
     """Every metric of one performance (frame 0, the shared start frame, excluded).
     ``vae_frames``: the real frames through the world's own VAE (encoder, then the decoder the
-    session streams with), the PSNR ceiling of a perfect generator."""
+    session streams with), the PSNR ceiling of a perfect generator. ``teacher_forced``: the
+    world's frames generated each from the real previous latent (``neural_performance`` with
+    ``recycled``): its one-step quality; the gap to ``neural`` is what free running costs."""
     rf, nf, kp = real.frames[1:], neural[1:], real.keypoints[1:]
     frozen = np.broadcast_to(neural[:1], nf.shape)
     err = {"neural": keypoint_error(predict(probe, nf), kp),
@@ -144,6 +151,8 @@ def evaluate(real: RealPerformance, neural: np.ndarray, probe: PoseProbe,
     seen = {"neural": nf, "frozen": frozen}
     if vae_frames is not None:
         seen["vae"] = vae_frames[1:]
+    if teacher_forced is not None:
+        seen["teacher_forced"] = teacher_forced[1:]
     psnr = {k: M.psnr(v, rf) for k, v in seen.items()}
     body = body_masks(kp, *rf.shape[1:3])
     region_psnr = {region: {k: float(np.nanmean(M.masked_psnr(v, rf, mask)))
@@ -193,15 +202,17 @@ def markdown(report: dict[str, Any]) -> str:
              "of the same poses. Targets: keypoints <= 2x the probe on real frames, PSNR >= "
              "frozen + 3 dB.", "",
              "| performance | frames | keypoints neural / real (ceiling) / frozen px | PSNR "
-             "neural / frozen / VAE (ceiling) dB | PSNR in the body's box / outside it, "
-             "neural / frozen / VAE dB | SSIM | late in range b / s / HF | flicker "
-             "ratio | targets met |", "|---|---|---|---|---|---|---|---|---|"]
+             "neural / frozen / VAE (ceiling) dB | PSNR teacher-forced 1 step dB | PSNR in "
+             "the body's box / outside it, neural / frozen / VAE dB | SSIM | late in range "
+             "b / s / HF | flicker ratio | targets met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in report["performances"].items():
         kp, ps, late = p["keypoint_px"], p["psnr"], p["late_in_range"]
         met = sum(t["met"] for t in p["targets"].values())
         lines.append(f"| {name} | {p['frames']} | {kp['neural']:.2f} / {kp['real']:.2f} / "
                      f"{kp['frozen']:.2f} | {ps['neural']:.2f} / {ps['frozen']:.2f} / "
-                     f"{ps.get('vae', math.nan):.2f} | {_regions(p)} | "
+                     f"{ps.get('vae', math.nan):.2f} | "
+                     f"{ps.get('teacher_forced', math.nan):.2f} | {_regions(p)} | "
                      f"{p['ssim']:.3f} | {late['brightness']:.2f} / {late['saturation']:.2f} / "
                      f"{late['hf_energy']:.2f} | {p['flicker_ratio']:.2f} | {met} / 2 |")
     first = next(iter(report["performances"].values()))
@@ -268,8 +279,10 @@ def run_pose_following(cfg: PoseFollowingConfig) -> dict[str, Any]:
         real = real_performance(steps, cfg.scene, width, height, seed, cfg.progress)
         neural, step_seconds = neural_performance(world, real, seed, cfg.progress)
         seconds.append(step_seconds)
-        ceiling = decode_latents(world, encode_latents(world, real.frames, str(world.device)))
-        perf = evaluate(real, neural, probe, vae_frames=ceiling)
+        latents = encode_latents(world, real.frames, str(world.device))
+        ceiling = decode_latents(world, latents)
+        forced, _ = neural_performance(world, real, seed, cfg.progress, recycled=latents)
+        perf = evaluate(real, neural, probe, vae_frames=ceiling, teacher_forced=forced)
         perf["seed"], perf["targets"] = seed, targets(perf)
         performances[name] = perf
         if i == 0:
