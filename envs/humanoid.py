@@ -123,8 +123,8 @@ def record_names(joint_names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def condition_keypoints(info: dict[str, Any], floor_anchor: bool) -> np.ndarray:
-    """A step's per-frame 2D points a pose world is conditioned on, float32 (4, K, 2): the
-    body's keypoints, then (``floor_anchor``) the floor anchor."""
+    """The per-frame 2D points a pose world is conditioned on, float32 (T, K, 2) (a step: T =
+    4): the body's keypoints, then (``floor_anchor``) the floor anchor."""
     points = np.asarray(info["keypoints_2d"], dtype=np.float32)
     if not floor_anchor:
         return points

@@ -39,7 +39,7 @@ from aapt_world.world import World, load_world
 from agents.evaluation.ladder import STRIP_FRAMES, decode_latents, encode_latents, strip
 from agents.evaluation.pose_probe import PoseProbe, keypoint_error, load_probe, predict
 from envs import DEFAULT_HUMANOID_WORLD
-from envs.humanoid import HUMANOID_SCENES, HumanoidConfig, HumanoidEnv
+from envs.humanoid import HUMANOID_SCENES, HumanoidConfig, HumanoidEnv, condition_keypoints
 from envs.motions import PerformerPolicy
 
 # the probe trained on 16 real episodes (fp16, shipped beside the humanoid VAE)
@@ -75,9 +75,8 @@ class RealPerformance:
 
     def conditions(self, floor_anchor: bool) -> np.ndarray:
         """(1 + 4 S, K (+1), 2): what a pose world is conditioned on, per video frame."""
-        if not floor_anchor:
-            return self.keypoints
-        return np.concatenate([self.keypoints, self.floor[:, None]], axis=1)
+        return condition_keypoints({"keypoints_2d": self.keypoints, "floor_2d": self.floor},
+                                   floor_anchor)
 
 
 def real_performance(steps: int, scene: str, width: int, height: int, seed: int,
