@@ -15,7 +15,7 @@ import torch
 from aapt_world.devices import resolve_device
 from training.config import TrainConfig
 from training.dataset import DatasetError, check_training_data
-from training.trainer import init_distributed, pick_device, seed_everything
+from training.trainer import finish_distributed, init_distributed, pick_device, seed_everything
 
 STAGE_MODULES = {
     "vae": "training.stages.vae",
@@ -46,7 +46,9 @@ def run_stage(cfg: TrainConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed + ranks.rank)
     module = importlib.import_module(STAGE_MODULES[cfg.stage])
-    return module.run(cfg, ranks, device)
+    metrics = module.run(cfg, ranks, device)
+    finish_distributed(ranks)  # not on an error: torchrun stops the other ranks then
+    return metrics
 
 
 def to_config(dict_cfg: Any) -> TrainConfig:

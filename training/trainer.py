@@ -82,6 +82,14 @@ def init_distributed(device_kind: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def finish_distributed(ranks: Dist) -> None:
+    """Leave the process group together: a rank that exits while another still writes the
+    checkpoint closes its gloo socket under it, and the survivor aborts (SIGABRT) at exit."""
+    if ranks.world_size > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def pick_device(name: str, ranks: Dist) -> torch.device:
     """``run.device`` for this rank: a GPU per local rank under torchrun."""
     try:
