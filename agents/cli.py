@@ -13,6 +13,8 @@
     aapt-world drift --world DIR         long-horizon drift of a neural world vs the real game
     aapt-world ladder --world DIR        the fidelity ladder: VAE, teacher-forced, no-op hold,
                                          loop closure, rollouts, with baselines; image strip
+    aapt-world latent-channels --world DIR  which latent channels a one-step generator can
+                                         follow, and how much of the picture the rest hold
     aapt-world retune --world DIR ...    copy a world with other inference settings
                                          (noise temperature, context noise, termination)
     aapt-world action-response --world DIR  how far each action moves the view, world vs real
@@ -126,6 +128,12 @@ def _ladder(argv: list[str]) -> None:
     main(argv)
 
 
+def _latent_channels(argv: list[str]) -> None:
+    from agents.evaluation.latent_channels import main
+
+    main(argv)
+
+
 def _pose_probe(argv: list[str]) -> None:
     from agents.evaluation.pose_probe import main
 
@@ -182,7 +190,8 @@ COMMANDS = {"demo": _demo, "collect": _collect, "record": _record,
             "import-video": _import_video, "merge-data": _merge_data, "train": _train,
             "plot": _plot,
             "rollout": _rollout, "play": _play, "bench": _bench, "agent": _agent,
-            "drift": _drift, "ladder": _ladder, "pose-probe": _pose_probe,
+            "drift": _drift, "ladder": _ladder, "latent-channels": _latent_channels,
+            "pose-probe": _pose_probe,
             "pose-follow": _pose_follow, "retune": _retune,
             "action-response": _action_response}
 
