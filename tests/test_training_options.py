@@ -50,6 +50,28 @@ def test_init_from_starts_a_fresh_stage_from_given_weights(tmp_path: Path) -> No
         Trainer(cfg, tmp_path / "run2" / "heads", {"m": target}, {}, Dist()).resume()
 
 
+def test_vae_stage_with_the_temporal_term_logs_and_changes_the_encoder(
+        data_root: Path, tmp_path: Path) -> None:
+    """``vae.temporal_weight``: the VAE stage adds the latents' change ratio to its loss (logged
+    as latent_change) and the term alone moves the encoder."""
+    runs = {}
+    for weight in (0.0, 50.0):
+        out = tmp_path / f"w{weight:g}"
+        run_stage(make_cfg(overrides(data_root, out, "stage=vae", "run.steps=2",
+                                     f"vae.temporal_weight={weight}")))
+        runs[weight] = out
+    rows = read_log(runs[50.0] / "vae" / "log.csv")
+    assert len(rows) == 2 and all(0 <= r["latent_change"] < 10 for r in rows)
+    assert "latent_change" not in read_log(runs[0.0] / "vae" / "log.csv")[0]
+    with_term, _ = load_weights(runs[50.0] / "vae" / "model.safetensors")
+    without, _ = load_weights(runs[0.0] / "vae" / "model.safetensors")
+    assert any(not torch.equal(with_term[k], without[k]) for k in with_term
+               if k.startswith("vae.encoder"))
+    with pytest.raises(ValueError, match="vae.temporal_weight"):
+        make_cfg(overrides(data_root, tmp_path / "bad", "stage=vae",
+                           "vae.temporal_weight=-1")).validate()
+
+
 def test_decoder_stage_sharpens_light_decoder_only_and_export_uses_it(
         pipeline: dict, data_root: Path, tmp_path: Path) -> None:
     """stage=decoder: the light decoder trains against a patch discriminator with the encoder

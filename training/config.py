@@ -127,6 +127,10 @@ class VAEStageConfig:
     # let a VAE smear them away (0 = off)
     bright_weight: float = 0.0
     bright_threshold: float = 0.6  # 204 of 255
+    # weight of the latents' step-to-step change over their spread (losses.latent_change_ratio,
+    # the ladder's copy / zero on the posterior means): a latent the generator can predict
+    # from the previous one (0 = off)
+    temporal_weight: float = 0.0
     decoder_noise: float = 0.0  # decoders also train on latents + s * std(latent) * n with
     # s ~ U(0, decoder_noise) per clip: an imperfect predicted latent then decodes to a
     # plausible frame rather than mush (0 = off)
@@ -291,6 +295,8 @@ class TrainConfig:
             (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
             (self.vae.bright_weight >= 0,
              f"vae.bright_weight must be >= 0, got {self.vae.bright_weight}"),
+            (self.vae.temporal_weight >= 0,
+             f"vae.temporal_weight must be >= 0, got {self.vae.temporal_weight}"),
             (-1 < self.vae.bright_threshold < 1,
              f"vae.bright_threshold must be in (-1, 1) (pixel units), got "
              f"{self.vae.bright_threshold}"),

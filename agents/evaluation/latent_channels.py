@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from aapt_world import metrics as M
+from aapt_world.checkpoint import load_weights
 from aapt_world.cli_options import add_threads, apply_threads, comma_list, command_parser
 from aapt_world.report import print_report
 from aapt_world.world import load_world
@@ -46,12 +47,27 @@ def channel_variants(z: torch.Tensor, unpredictable: torch.Tensor) -> dict[str, 
     """The latents with channel groups replaced: what decoding loses without them."""
     previous = torch.cat([z[:, :, :1], z[:, :, :-1]], 2)
     mask = unpredictable.view(1, -1, 1, 1, 1)
-    zero = torch.zeros_like(z)  # normalised latents: zero is each channel's mean
+    zero = z.mean(dim=(0, 2, 3, 4), keepdim=True).expand_as(z)  # each channel's mean
     return {"all channels": z,
             "unpredictable copied from the previous step": torch.where(mask, previous, z),
             "unpredictable at their mean": torch.where(mask, zero, z),
             "predictable at their mean": torch.where(mask, z, zero),
             "all copied from the previous step": previous}
+
+
+def swap_vae(world: Any, path: str | Path) -> None:
+    """Measure another VAE in this world: the encoder and light decoder of a VAE stage's
+    ``model.safetensors`` (the world decodes with the light one) replace the world's."""
+    tensors, _ = load_weights(path)
+    swapped = {k[len("vae."):]: v for k, v in tensors.items() if k.startswith("vae.encoder.")}
+    swapped.update({"decoder." + k[len("light_decoder."):]: v for k, v in tensors.items()
+                    if k.startswith("light_decoder.")})
+    expected = {k for k in world.vae.state_dict() if k.startswith(("encoder.", "decoder."))}
+    if set(swapped) != expected:
+        raise ValueError(f"--vae {path}: not a VAE stage checkpoint of this world's shape "
+                         f"(missing {sorted(expected - set(swapped))[:3]}, unexpected "
+                         f"{sorted(set(swapped) - expected)[:3]})")
+    world.vae.load_state_dict(swapped, strict=False)
 
 
 @torch.inference_mode()
@@ -86,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="steps of each held-out explorer clip")
     parser.add_argument("--seed", type=int, default=LadderConfig.seed,
                         help="first seed of the held-out clips")
+    parser.add_argument("--vae", default=None, help="measure this VAE stage checkpoint "
+                        "(its encoder and light decoder) instead of the world's VAE")
     parser.add_argument("--threshold", type=float, default=UNPREDICTABLE,
                         help="copy/zero above which a channel counts as unpredictable")
     parser.add_argument("--out", default="outputs/latent_channels",
@@ -97,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not maps:
         parser.error("--maps needs at least one map")
     world = load_world(args.world)
+    if args.vae:
+        swap_vae(world, args.vae)
     height, width = world.frame_shape[:2]
     cfg = LadderConfig(maps=maps, clip_steps=args.clip_steps, seed=args.seed)
     clips = [run.frames for run in held_out_clips(cfg, width, height)]
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "latent_channels.md").write_text(markdown(result, args.world))
     rows = [{"latents decoded": name, "psnr_db": psnr}
             for name, psnr in result["decoded_psnr"].items()]
-    print_report("latent-channels", rows, {"world": args.world, "out": str(out),
+    print_report("latent-channels", rows, {"world": args.world, "vae": args.vae, "out": str(out),
                                            "unpredictable": result["unpredictable"]})
     return result
 

@@ -22,7 +22,7 @@ from aapt_world.vae import (
 from training.batches import VideoData, video_batch, video_datasets
 from training.config import TrainConfig
 from training.dataset import ClipDataset
-from training.losses import perturb_latents, psnr, reconstruction_loss
+from training.losses import latent_change_ratio, perturb_latents, psnr, reconstruction_loss
 from training.trainer import (
     Dist,
     StageParts,
@@ -76,6 +76,9 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
         light_parts = reconstruction_loss(cfg, light_recon, batch.video)
         kl = posterior.kl()
         loss = main["total"] + light_parts["total"] + cfg.vae.kl_weight * kl
+        if cfg.vae.temporal_weight > 0:
+            change = latent_change_ratio(posterior.mean)
+            loss = loss + cfg.vae.temporal_weight * change
         grad_norm = optimizer_step(opt, loss, params, cfg.optim.grad_clip)
         with torch.no_grad():
             quality = psnr(recon.transpose(1, 2).flatten(0, 1),
@@ -83,6 +86,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: VideoData |
         logs = {"loss": loss.detach(), "l1": main["l1"].detach(), "ssim": main["ssim"].detach(),
                 "kl": kl.detach(), "psnr": quality, "light_l1": light_parts["l1"].detach(),
                 "grad_norm": grad_norm}
+        if cfg.vae.temporal_weight > 0:
+            logs["latent_change"] = change.detach()
         if "bright" in light_parts:  # vae.bright_weight > 0: the inference decoder's error there
             logs["light_bright_l1"] = light_parts["bright"].detach()
         return logs
