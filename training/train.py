@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -86,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2) from None
         metrics = run_stage(cfg)
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # A torchrun worker is done (checkpoint written, process group left): skip the
+            # interpreter's teardown, where gloo threads that FSDP's meshes keep alive can
+            # still abort the process ("terminate called without an active exception").
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
