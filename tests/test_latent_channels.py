@@ -65,6 +65,9 @@ def test_latent_change_ratio_is_zero_for_still_and_two_for_independent_latents()
     assert latent_change_ratio(independent).item() == pytest.approx(2.0, rel=0.05)
     assert latent_change_ratio(100 * independent).item() == pytest.approx(
         latent_change_ratio(independent).item())  # scale-free
+    pattern = 50 * torch.randn(1, 4, 1, 6, 6, generator=g)  # a fixed code per position
+    assert latent_change_ratio(independent + pattern).item() == pytest.approx(
+        latent_change_ratio(independent).item(), rel=1e-4)
     with pytest.raises(ValueError, match="clip_steps"):
         latent_change_ratio(independent[:, :, :2])
 
