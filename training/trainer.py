@@ -83,8 +83,9 @@ def init_distributed(device_kind: str) -> Dist:
 
 
 def finish_distributed(ranks: Dist) -> None:
-    """Leave the process group together: a rank that exits while another still writes the
-    checkpoint closes its gloo socket under it, and the survivor aborts (SIGABRT) at exit."""
+    """Leave the process group together once every rank has finished its stage (barrier, then
+    destroy), so no collective is still in flight when a worker exits; train.main then skips
+    the interpreter's teardown (see there)."""
     if ranks.world_size > 1 and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
