@@ -29,6 +29,7 @@ Every command takes -h for its options (defaults shown); compute commands take -
 
 from __future__ import annotations
 
+import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -203,8 +204,20 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, job schedulers, torchrun) into ``SystemExit``. By default it
+    kills Python without running ``finally`` blocks, so an ``agent train --world real:...``
+    stopped that way left its ViZDoom game processes running; now every env is closed (and
+    every finished checkpoint kept: they are written atomically)."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # the shell's exit status for a signal
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    exit_on_sigterm()
     if argv and argv[0] in ("-V", "--version"):
         print(f"aapt-world {package_version()}")
         return

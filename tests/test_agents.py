@@ -7,8 +7,10 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -303,6 +305,52 @@ def test_ppo_trains_in_the_real_game_for_the_baseline(tmp_path) -> None:
     assert result["rows"][0]["world"] == "real:take_cover"  # the scenario it was trained in
     with pytest.raises(ValueError, match="unknown scenario"):
         AgentTrainConfig(world="real:nowhere").validate()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_closes_the_real_games(tmp_path) -> None:
+    """``timeout`` stops a run with SIGTERM: the CLI must close its ViZDoom games on the way out
+    rather than leave them running (they did, before ``exit_on_sigterm``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: orphaned games would hold a pipe open
+    games: list[int] = []
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "agent", "train", "--world", "real:take_cover",
+             "--out", str(tmp_path / "run"), "--num-envs", "2", "--steps", "1000000",
+             "--threads", "1", "--no-progress"], cwd=tmp_path, env=env,
+            stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while len(games) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            games = _children(proc.pid)
+        assert len(games) >= 2, f"the games never started ({games}): {log.read_text()}"
+        time.sleep(2)  # into the training loop
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+        time.sleep(1)
+        alive = [pid for pid in games if Path(f"/proc/{pid}").exists()]
+        assert not alive, f"ViZDoom processes {alive} outlived the run"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in games:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_frame_stack_feeds_evaluation_what_training_fed_the_policy(tiny_world_dir,
