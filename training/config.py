@@ -127,9 +127,10 @@ class VAEStageConfig:
     # let a VAE smear them away (0 = off)
     bright_weight: float = 0.0
     bright_threshold: float = 0.6  # 204 of 255
-    # weight of the latents' step-to-step change over their spread (losses.latent_change_ratio,
-    # the ladder's copy / zero on the posterior means): a latent the generator can predict
-    # from the previous one (0 = off)
+    # weight of the latents' step-to-step change over each position's variance in time
+    # (losses.latent_change_ratio, logged as latent_change; a static code cannot lower it): a
+    # latent the generator can predict from the previous one (0 = off). Measured on Doom: the
+    # latent MSE got easier but the decoded one-step prediction worse (docs/doom_passes.md)
     temporal_weight: float = 0.0
     decoder_noise: float = 0.0  # decoders also train on latents + s * std(latent) * n with
     # s ~ U(0, decoder_noise) per clip: an imperfect predicted latent then decodes to a
