@@ -168,6 +168,11 @@ class DiffusionStageConfig:
     self_forcing_passes: int = 1
     cond_dropout: float = 0.0  # this fraction of clips trains without conditions (the null
     # condition): the unconditional model that classifier-free guidance (export.guidance) needs
+    # + pixel_weight x the pixel MSE (frames in [-1, 1]) between the decoded clean estimate
+    # x_t - t v and the decoded real latent, on pixel_steps random steps per clip (0 = all);
+    # the run's light decoder, frozen (training/pixel_loss.py). 0 = off
+    pixel_weight: float = 0.0
+    pixel_steps: int = 4
 
 
 @dataclass
@@ -296,6 +301,10 @@ class TrainConfig:
             (self.optim.lr > 0, f"optim.lr must be > 0, got {self.optim.lr}"),
             (self.vae.bright_weight >= 0,
              f"vae.bright_weight must be >= 0, got {self.vae.bright_weight}"),
+            (self.diffusion.pixel_weight >= 0,
+             f"diffusion.pixel_weight must be >= 0, got {self.diffusion.pixel_weight}"),
+            (self.diffusion.pixel_steps >= 0,
+             f"diffusion.pixel_steps must be >= 0, got {self.diffusion.pixel_steps}"),
             (self.vae.temporal_weight >= 0,
              f"vae.temporal_weight must be >= 0, got {self.vae.temporal_weight}"),
             (-1 < self.vae.bright_threshold < 1,

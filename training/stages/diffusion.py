@@ -19,6 +19,7 @@ from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import add_noise, flow_matching_loss, shift_timesteps
 from training.models import build_world_model
+from training.pixel_loss import pixel_loss_fn
 from training.trainer import (
     Dist,
     StageParts,
@@ -35,6 +36,7 @@ from training.trainer import (
 
 STAGE_DIR = "diffusion"
 EVAL_UNROLL_PASSES = 3  # validation's own-context loss: frames 1-3 exact 1-NFE rollouts
+PIXEL_RANGE = 2.0  # frames in [-1, 1]: PSNR = 10 log10(range^2 / MSE)
 
 
 def noise_context(prev: torch.Tensor, max_level: float, generator: torch.Generator | None = None
@@ -74,12 +76,29 @@ def diffusion_loss(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.T
     frames noised up to ``context_noise`` (0 = clean, the paper's stage 1). ``prev`` replaces the
     real recycled frames ``z[:, :, :-1]`` (teacher forcing) e.g. by :func:`self_forced_context`;
     ``null`` (B,) bool: clips trained without their conditions (classifier-free guidance)."""
+    return flow_matching_loss(*velocity(model, z, frame_conds, t, generator, context_noise, prev,
+                                        null))
+
+
+def velocity(model: torch.nn.Module, z: torch.Tensor, frame_conds: torch.Tensor,
+             t: torch.Tensor, generator: torch.Generator | None = None,
+             context_noise: float = 0.0, prev: torch.Tensor | None = None,
+             null: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's velocity on a clip batch, as :func:`diffusion_loss` takes it -> (v, x0, eps):
+    the clean estimate is ``add_noise(x0, eps, t) - t v``."""
     x0 = z[:, :, 1:]
     prev = z[:, :, :-1] if prev is None else prev
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     prev, level = noise_context(prev, context_noise, generator)
     v = model(add_noise(x0, eps, t), prev, frame_conds, t, context_level=level, null=null)
-    return flow_matching_loss(v, x0, eps)
+    return v, x0, eps
+
+
+def clean_estimate(v: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
+                   t: torch.Tensor) -> torch.Tensor:
+    """x_t - t v: the model's x0 (at t = 1 exactly what a 1-Euler-step world generates)."""
+    return add_noise(x0, eps, t) - t.view(-1, 1, 1, 1, 1) * v
 
 
 def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData | None = None,
@@ -91,6 +110,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     opt = adamw(cfg, model.parameters())                    # swaps in sharded parameters
     d = cfg.diffusion
     shift = d.timestep_shift
+    pixel = pixel_loss_fn(cfg, device, pretrained) if d.pixel_weight > 0 else None
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
@@ -106,10 +126,16 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             if own.any():  # exposure bias: these clips recycle the model's own predictions
                 prev = z[:, :, :-1].clone()
                 prev[own] = self_forced_context(model, z[own], conds[own], d.self_forcing_passes)
-            loss = diffusion_loss(forward, z, conds, t, context_noise=d.context_noise, prev=prev,
+            v, x0, eps = velocity(forward, z, conds, t, context_noise=d.context_noise, prev=prev,
                                   null=null)
+            loss = flow_matching_loss(v, x0, eps)
+            metrics = {}
+            if pixel is not None:
+                pixel_mse = pixel(clean_estimate(v, x0, eps, t), x0)
+                loss = loss + d.pixel_weight * pixel_mse
+                metrics["pixel_mse"] = pixel_mse.detach()
         grad_norm = optimizer_step(opt, loss, model.parameters(), cfg.optim.grad_clip)
-        return {"loss": loss.detach(), "grad_norm": grad_norm}
+        return {"loss": loss.detach(), "grad_norm": grad_norm, **metrics}
 
     def evaluate() -> dict[str, float]:
         """Validation loss at fixed timesteps (fixed clips and noise: comparable across runs)."""
@@ -133,6 +159,15 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                 t = torch.ones(z.shape[0], device=device)
                 losses.append(diffusion_loss(model, z, conds, t, gen, prev=prev).item())
             out["loss_t1_own"] = float(np.mean(losses))
+            if pixel is not None:  # the 1-NFE frame against the decoded real latent
+                mse = []
+                for _ in range(cfg.data.val_batches):
+                    batch = latent_batch(val, rng, cfg.run.batch_size, device)
+                    z, conds = batch.latents, batch.conds
+                    t = torch.ones(z.shape[0], device=device)
+                    v, x0, eps = velocity(model, z, conds, t, gen)
+                    mse.append(pixel(clean_estimate(v, x0, eps, t), x0, gen).item())
+                out["pixel_psnr_t1"] = float(10 * np.log10(PIXEL_RANGE ** 2 / np.mean(mse)))
         return out
 
     return StageParts({"model": model}, {"opt": opt}, train_step, evaluate,
