@@ -101,10 +101,14 @@ def image_gradient_loss(x: Tensor, y: Tensor) -> Tensor:
     return F.l1_loss(dx(x), dx(y)) + F.l1_loss(dy(x), dy(y))
 
 
+def psnr_of_mse(mse: Tensor | float) -> Tensor:
+    """PSNR in dB of a mean squared error of images in [-1, 1] (data range 2)."""
+    return 10 * torch.log10(4.0 / torch.as_tensor(mse).clamp_min(1e-10))
+
+
 def psnr(x: Tensor, y: Tensor) -> Tensor:
     """PSNR in dB of images in [-1, 1] (data range 2), per item of the leading dim."""
-    mse = (x - y).float().flatten(1).square().mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(4.0 / mse)
+    return psnr_of_mse((x - y).float().flatten(1).square().mean(1))
 
 
 def reconstruction_loss(cfg: TrainConfig, recon: torch.Tensor, video: torch.Tensor

@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aapt_world.vae import LightDecoder, StreamState
+from aapt_world.vae import PATCH, LightDecoder, StreamState
 from training.config import TrainConfig
 from training.latents import read_stats
 from training.trainer import load_stage_weights, stage_dir
-
-PATCH = 8  # latent cell in pixels (the VAE's downsampling)
 
 
 def decode_steps(light: LightDecoder, z: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from aapt_world.transformer import adapt_latent_channels
 from aapt_world.world_model import add_zero_floor_anchor, add_zero_momentum, add_zero_pose_maps
 from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
-from training.losses import add_noise, flow_matching_loss, shift_timesteps
+from training.losses import add_noise, flow_matching_loss, psnr_of_mse, shift_timesteps
 from training.models import build_world_model
 from training.pixel_loss import pixel_loss_fn
 from training.trainer import (
@@ -36,7 +36,6 @@ from training.trainer import (
 
 STAGE_DIR = "diffusion"
 EVAL_UNROLL_PASSES = 3  # validation's own-context loss: frames 1-3 exact 1-NFE rollouts
-PIXEL_RANGE = 2.0  # frames in [-1, 1]: PSNR = 10 log10(range^2 / MSE)
 
 
 def noise_context(prev: torch.Tensor, max_level: float, generator: torch.Generator | None = None
@@ -167,7 +166,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
                     t = torch.ones(z.shape[0], device=device)
                     v, x0, eps = velocity(model, z, conds, t, gen)
                     mse.append(pixel(clean_estimate(v, x0, eps, t), x0, gen).item())
-                out["pixel_psnr_t1"] = float(10 * np.log10(PIXEL_RANGE ** 2 / np.mean(mse)))
+                out["pixel_psnr_t1"] = float(psnr_of_mse(float(np.mean(mse))))
         return out
 
     return StageParts({"model": model}, {"opt": opt}, train_step, evaluate,
