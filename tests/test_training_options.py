@@ -681,7 +681,7 @@ def test_pixel_term_judges_the_one_step_frame_through_the_decoder(data_root: Pat
     from training.pixel_loss import pixel_loss_fn
     from training.stages.diffusion import clean_estimate, velocity
 
-    pixel = pixel_loss_fn(cfg, torch.device("cpu"))
+    pixel = pixel_loss_fn(cfg, torch.device("cpu"), positions=2)
     model = randomize(build_world_model(cfg))
     zn = torch.randn(2, cfg.model.dit.latent_channels, 4, 6, 8)
     conds, t = torch.rand(2, 3, 4, model.condition_config.action_dim), torch.ones(2)
@@ -694,6 +694,16 @@ def test_pixel_term_judges_the_one_step_frame_through_the_decoder(data_root: Pat
     val = read_log(out / "diffusion" / "val_log.csv")[-1]
     assert 0 < float(val["pixel_psnr_t1"]) < 60
     with pytest.raises(ValueError, match="temporal_kernel=1"):
-        pixel_loss_fn(make_cfg(overrides(data_root, out)), torch.device("cpu"))  # kernel 3
+        pixel_loss_fn(make_cfg(overrides(data_root, out)), torch.device("cpu"), 2)  # kernel 3
     with pytest.raises(ValueError, match="pixel_weight"):
         make_cfg(overrides(data_root, out, "diffusion.pixel_weight=-1")).validate()
+
+    # stage 3's anchor: the same term on the student rollout against the real continuation
+    for stage in ("consistency", "adversarial"):
+        run_stage(make_cfg(overrides(data_root, out, f"stage={stage}", "run.steps=2",
+                                     "adversarial.pixel_weight=5", "adversarial.pixel_steps=0",
+                                     stateless)))
+    rows = read_log(out / "adversarial" / "log.csv")
+    assert rows and all(float(r["pixel_mse"]) > 0 for r in rows)
+    with pytest.raises(ValueError, match="adversarial.pixel_steps"):
+        make_cfg(overrides(data_root, out, "adversarial.pixel_steps=-1")).validate()

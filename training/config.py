@@ -202,6 +202,11 @@ class AdversarialStageConfig:
     # same start and commands (first segment only: later segments have no real continuation).
     # D alone trades PSNR for motion (Doom passes 5-8); this anchors G to the data.
     recon_weight: float = 0.0
+    # + pixel_weight x the pixel MSE of the same pair decoded by the run's frozen light decoder
+    # (pixel_steps random steps per clip, 0 = all; training/pixel_loss.py): the anchor measured
+    # where the world is judged. 0 = off
+    pixel_weight: float = 0.0
+    pixel_steps: int = 4
     context_noise: float = 0.0  # noise level of the recycled frame in student rollouts: set
     # it to export.context_noise, so the generator is post-trained as the world will run it
     disc_init: str = ""  # start D's backbone from this world dir / generator file instead of
@@ -305,6 +310,10 @@ class TrainConfig:
              f"diffusion.pixel_weight must be >= 0, got {self.diffusion.pixel_weight}"),
             (self.diffusion.pixel_steps >= 0,
              f"diffusion.pixel_steps must be >= 0, got {self.diffusion.pixel_steps}"),
+            (self.adversarial.pixel_weight >= 0,
+             f"adversarial.pixel_weight must be >= 0, got {self.adversarial.pixel_weight}"),
+            (self.adversarial.pixel_steps >= 0,
+             f"adversarial.pixel_steps must be >= 0, got {self.adversarial.pixel_steps}"),
             (self.vae.temporal_weight >= 0,
              f"vae.temporal_weight must be >= 0, got {self.vae.temporal_weight}"),
             (-1 < self.vae.bright_threshold < 1,

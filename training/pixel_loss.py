@@ -21,6 +21,9 @@ from training.config import TrainConfig
 from training.latents import read_stats
 from training.trainer import load_stage_weights, stage_dir
 
+# (estimated, real) normalised latents, optional generator for the decoded steps -> pixel MSE
+PixelLoss = Callable[[Tensor, Tensor, torch.Generator | None], Tensor]
+
 
 def decode_steps(light: LightDecoder, z: Tensor) -> Tensor:
     """Raw latents (N, C, h, w), each a mid-clip step -> its 4 frames (N, 3, 4, H, W). A
@@ -32,14 +35,16 @@ def decode_steps(light: LightDecoder, z: Tensor) -> Tensor:
     return frames
 
 
-def pixel_loss_fn(cfg: TrainConfig, device: torch.device, pretrained: bool = True
-                  ) -> Callable[[Tensor, Tensor, torch.Generator | None], Tensor]:
+def pixel_loss_fn(cfg: TrainConfig, device: torch.device, positions: int,
+                  pretrained: bool = True, option: str = "diffusion.pixel_weight"
+                  ) -> PixelLoss:
     """(estimated, real) normalised latents (B, C, K, h, w) -> pixel MSE of ``positions`` random
-    steps per clip (``diffusion.pixel_steps``; 0 = all), decoded by the run's frozen light
-    decoder (``<run>/vae``) after undoing the latent normalisation (``<run>/latents``).
-    ``pretrained=False`` (benchmarks): a fresh decoder, no normalisation, the same cost."""
+    steps per clip (0 = all), decoded by the run's frozen light decoder (``<run>/vae``) after
+    undoing the latent normalisation (``<run>/latents``). ``pretrained=False`` (benchmarks): a
+    fresh decoder, no normalisation, the same cost. ``option`` names the setting that asked
+    for the term in the error a decoder with temporal state gets."""
     if cfg.model.vae.temporal_kernel != 1:
-        raise ValueError("diffusion.pixel_weight > 0 needs a stateless decoder "
+        raise ValueError(f"{option} > 0 needs a stateless decoder "
                          f"(model.vae.temporal_kernel=1), got {cfg.model.vae.temporal_kernel}")
     light = LightDecoder(cfg.model.vae).to(device).eval().requires_grad_(False)
     channels = cfg.model.vae.latent_channels
@@ -50,7 +55,6 @@ def pixel_loss_fn(cfg: TrainConfig, device: torch.device, pretrained: bool = Tru
     shape = (1, -1, 1, 1)
     mean = torch.tensor(stats["mean"], device=device).view(shape)
     std = torch.tensor(stats["std"], device=device).view(shape)
-    positions = cfg.diffusion.pixel_steps
 
     def loss(estimated: Tensor, real: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, _, k = real.shape[:3]

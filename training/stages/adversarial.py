@@ -11,7 +11,8 @@ heads (``aapt_world.discriminator``). Per optimizer step:
    ``d_steps`` of them per G update (a small D at a small batch learns slowly: Self-Forcing's
    critic takes 5).
 3. G update: ``softplus(D(real) - D(fake))``, plus ``recon_weight`` times the latent MSE
-   between the rollout and the real continuation when ``real`` is one (the first segment).
+   between the rollout and the real continuation when ``real`` is one (the first segment),
+   and ``pixel_weight`` times the same pair's pixel MSE through the frozen light decoder.
 4. Long-video training (``segments`` > 1): the rollout continues segment after segment beyond
    the real clip length with the DETACHED cache of the previous segment; D judges each segment
    with ``segment_overlap`` frames of the previous one in front; backprop after each segment.
@@ -36,6 +37,7 @@ from training.batches import LatentData, latent_batch, latent_datasets
 from training.config import TrainConfig
 from training.losses import approx_gradient_penalty, relativistic_d_loss, relativistic_g_loss
 from training.models import build_world_model
+from training.pixel_loss import PixelLoss, pixel_loss_fn
 from training.trainer import (
     Dist,
     StageParts,
@@ -102,12 +104,12 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
                    g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, step: int,
                    real: torch.Tensor, real_conds: torch.Tensor, fake: torch.Tensor,
                    fake_conds: torch.Tensor, rng: np.random.Generator,
-                   paired: bool = False) -> dict[str, float]:
+                   paired: bool = False, pixel: PixelLoss | None = None) -> dict[str, float]:
     """``adversarial.d_steps`` D updates, then one G update, on a (real, fake) pair of latent
     sequences (B, C, K+1, h, w). Each D update draws its own D-timestep and noise; G's update
     uses the last ones. ``fake`` still carries the generator's graph (student rollout); D's
     updates detach it. ``paired``: ``real`` is the continuation ``fake`` imitates (same start,
-    same commands), so the reconstruction term applies."""
+    same commands), so the reconstruction terms apply (``pixel``: the pixel one, when on)."""
     a, device = cfg.adversarial, real.device
     for _ in range(a.d_steps):
         t = torch.from_numpy(rng.random(real.shape[0])).float().to(device)  # shared by the pair
@@ -123,6 +125,13 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
                                      d_logits(disc, fake, fake_conds, t, gen))
     recon = (fake[:, :, 1:].float() - real[:, :, 1:].float()).square().mean()
     total = g_loss + a.recon_weight * recon if paired and a.recon_weight > 0 else g_loss
+    pixel_metrics = {}
+    if paired and pixel is not None:
+        steps_gen = torch.Generator(device).manual_seed(seed + 3)  # which steps are decoded
+        with autocast(device, cfg.run.precision):
+            pixel_mse = pixel(fake[:, :, 1:], real[:, :, 1:], steps_gen)
+        total = total + a.pixel_weight * pixel_mse
+        pixel_metrics["pixel_mse"] = pixel_mse.item()
     g_norm = optimizer_step(g_opt, total, generator.parameters(), cfg.optim.grad_clip)
     disc.requires_grad_(True)
     # Collapse watch: a D whose logits no longer vary across inputs (std -> 0) gives G nothing.
@@ -130,7 +139,7 @@ def segment_update(cfg: TrainConfig, generator: WorldModel, disc: Discriminator,
             "r2": d["r2"].item(), "g_grad_norm": g_norm.item(), "recon_mse": recon.item(),
             "d_real_minus_fake": (d["d_real"] - d["d_fake"]).mean().item(),
             "d_real_std": d["d_real"].float().std().item(),
-            "d_fake_std": d["d_fake"].float().std().item()}
+            "d_fake_std": d["d_fake"].float().std().item(), **pixel_metrics}
 
 
 def load_pretrained(cfg: TrainConfig, generator: WorldModel, backbone: WorldModel) -> None:
@@ -155,6 +164,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     if pretrained:
         load_pretrained(cfg, generator, backbone)
     disc = Discriminator(backbone, a.disc_layers, a.disc_queries).to(device)
+    pixel = (pixel_loss_fn(cfg, device, a.pixel_steps, pretrained, "adversarial.pixel_weight")
+             if a.pixel_weight > 0 else None)
     betas = (0.0, a.rmsprop_alpha)
     g_opt = torch.optim.Adam(generator.parameters(), lr=a.g_lr, betas=betas)
     d_opt = torch.optim.Adam(disc.parameters(), lr=a.d_lr, betas=betas)
@@ -183,11 +194,11 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
             fake = torch.cat([real[:, :, :1], teacher_forced(generator, real, conds, noise)],
                              dim=2)
             return segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds, fake,
-                                  conds, rng, paired=True)
+                                  conds, rng, paired=True, pixel=pixel)
         frames, cache = rollout(rng, real[:, :, 0], conds, noise)
         metrics = segment_update(cfg, generator, disc, g_opt, d_opt, step, real, conds,
                                  torch.cat([real[:, :, :1], frames], 2), conds, rng,
-                                 paired=True)
+                                 paired=True, pixel=pixel)
         for seg in range(1, a.segments):  # long-video training beyond the real clip length
             cache.detach_()  # reuse the previous segment's cache, cut its graph
             tail, tail_conds = frames[:, :, -(overlap + 1):].detach(), conds[:, k - overlap:]

@@ -109,7 +109,8 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     opt = adamw(cfg, model.parameters())                    # swaps in sharded parameters
     d = cfg.diffusion
     shift = d.timestep_shift
-    pixel = pixel_loss_fn(cfg, device, pretrained) if d.pixel_weight > 0 else None
+    pixel = (pixel_loss_fn(cfg, device, d.pixel_steps, pretrained) if d.pixel_weight > 0
+             else None)
 
     def train_step(step: int) -> dict[str, torch.Tensor]:
         warmup_lr(opt, cfg.optim, step)
