@@ -5,6 +5,8 @@
 # (adversarial.pixel_weight=WEIGHT: the rollout's pixel MSE against the real continuation through
 # the frozen light decoder). Each arm is exported and laddered.
 #   bash training/recipes/doom_pixel_aapt.sh          # ~15 min data on a fresh clone, then ~70 min
+# SEED=1 runs both stage-3 arms again with another seed (dirs <run>_seed1), from the same stage 2:
+# a single stage-3 run per arm cannot tell a lever from the run's own noise.
 # Rerun to resume: data, stage 2 and each stage-3 arm continue from what they wrote.
 set -euo pipefail
 RUN=${RUN:-runs/doom_px}
@@ -12,7 +14,10 @@ WEIGHT=${WEIGHT:-5}
 ADV_MINUTES=${ADV_MINUTES:-50}
 ADV_STEPS=${ADV_STEPS:-400}
 STAGE1=${STAGE1:-worlds/doom-training/stage1_pixel}
-PIX_RUN=${PIX_RUN:-${RUN}_pix$WEIGHT}
+SEED=${SEED:-0}
+suffix=$([ "$SEED" = 0 ] || echo "_seed$SEED")
+PLAIN_RUN=$RUN$suffix
+PIX_RUN=${RUN}_pix$WEIGHT$suffix
 recipe="$(dirname "$0")/doom_cpu_v8.sh"
 # the pixel fine-tune's world settings (its stage 1 was trained with them)
 export PRECISION=bf16 ADV_MINUTES
@@ -27,22 +32,26 @@ if [ ! -e "$RUN/diffusion/model.safetensors.index.json" ]; then  # stage 2 loads
 fi
 RUN=$RUN THREADS=2 STAGES=consistency bash "$recipe"
 
-mkdir -p "$PIX_RUN"  # the anchor arm shares everything up to stage 2
-for part in vae latents diffusion consistency; do
-  ln -sfn "$(realpath "$RUN/$part")" "$PIX_RUN/$part"
+for arm in "$PLAIN_RUN" "$PIX_RUN"; do  # the arms share everything up to stage 2
+  [ "$arm" = "$RUN" ] && continue
+  mkdir -p "$arm"
+  for part in vae latents diffusion consistency; do
+    ln -sfn "$(realpath "$RUN/$part")" "$arm/$part"
+  done
 done
 stage3() {  # run dir, extra stage-3 overrides
   local run=$1
   shift
-  RUN=$run THREADS=1 ADV_EXTRA="run.steps=$ADV_STEPS $*" WORLD_OUT="$run/world-aapt" \
+  RUN=$run THREADS=1 ADV_EXTRA="run.steps=$ADV_STEPS run.seed=$SEED $*" \
+    WORLD_OUT="$run/world-aapt" \
     STAGES="adversarial_d3 export" bash "$recipe"
   aapt-world ladder --world "$run/world-aapt" --rollout-maps MAP04,MAP01 \
     --out "$run/ladder-aapt" --threads 1
 }
-stage3 "$RUN" > "$RUN/stage3.log" 2>&1 &
+stage3 "$PLAIN_RUN" > "$PLAIN_RUN/stage3.log" 2>&1 &
 plain=$!
 stage3 "$PIX_RUN" "adversarial.pixel_weight=$WEIGHT" > "$PIX_RUN/stage3.log" 2>&1 &
 anchored=$!
 wait "$plain"
 wait "$anchored"
-echo "doom_pixel_aapt: ladders in $RUN/ladder-aapt and $PIX_RUN/ladder-aapt"
+echo "doom_pixel_aapt: ladders in $PLAIN_RUN/ladder-aapt and $PIX_RUN/ladder-aapt"
