@@ -36,15 +36,14 @@ def decode_steps(light: LightDecoder, z: Tensor) -> Tensor:
 
 
 def pixel_loss_fn(cfg: TrainConfig, device: torch.device, positions: int,
-                  pretrained: bool = True, option: str = "diffusion.pixel_weight"
-                  ) -> PixelLoss:
+                  pretrained: bool = True) -> PixelLoss:
     """(estimated, real) normalised latents (B, C, K, h, w) -> pixel MSE of ``positions`` random
     steps per clip (0 = all), decoded by the run's frozen light decoder (``<run>/vae``) after
     undoing the latent normalisation (``<run>/latents``). ``pretrained=False`` (benchmarks): a
-    fresh decoder, no normalisation, the same cost. ``option`` names the setting that asked
-    for the term in the error a decoder with temporal state gets."""
+    fresh decoder, no normalisation, the same cost."""
     if cfg.model.vae.temporal_kernel != 1:
-        raise ValueError(f"{option} > 0 needs a stateless decoder "
+        raise ValueError("a pixel term (diffusion. / adversarial.pixel_weight > 0) needs a "
+                         "stateless decoder "
                          f"(model.vae.temporal_kernel=1), got {cfg.model.vae.temporal_kernel}")
     light = LightDecoder(cfg.model.vae).to(device).eval().requires_grad_(False)
     channels = cfg.model.vae.latent_channels

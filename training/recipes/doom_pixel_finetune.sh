@@ -15,29 +15,25 @@ PRECISION=${PRECISION:-bf16}
 MODEL_OVERRIDES="model.vae.latent_channels=32 model.dit.latent_channels=32 model.vae.enc_blocks=2
   model.vae.dec_blocks=3 model.vae.light_dec_blocks=2 world.view_warp_fov=90 world.momentum=true
   diffusion.timestep_shift=20"
+source "$(dirname "$0")/cpu_stages.sh"  # train: the shared wrapper, with RUN set per arm
 for arm in "pixel$WEIGHT diffusion.pixel_weight=$WEIGHT" "control diffusion.pixel_weight=0"; do
   read -r name lever <<< "$arm"
-  run="$OUT/$name"
-  mkdir -p "$run/init"
-  for part in vae latents; do ln -sfn "$(realpath "$SOURCE_RUN/$part")" "$run/$part"; done
-  if [ ! -e "$run/init/model.safetensors.index.json" ] && [ ! -e "$run/init/model.safetensors" ]; then
-    python -m training.snapshot --stage "$SOURCE_RUN/diffusion" --out "$run/init/model.safetensors"
+  RUN="$OUT/$name"
+  mkdir -p "$RUN/init"
+  for part in vae latents; do ln -sfn "$(realpath "$SOURCE_RUN/$part")" "$RUN/$part"; done
+  if [ ! -e "$RUN/init/model.safetensors.index.json" ] && [ ! -e "$RUN/init/model.safetensors" ]; then
+    python -m training.snapshot --stage "$SOURCE_RUN/diffusion" --out "$RUN/init/model.safetensors"
   fi
-  train() {
-    # shellcheck disable=SC2086
-    aapt-world train data.root="$DATA" run.out_dir="$run" run.threads="$THREADS" \
-      run.progress=false run.precision="$PRECISION" $MODEL_OVERRIDES "$@"
-  }
   # the source run's last LR (its decay ended at 1e-5); clips and context as in its stage 1
   # shellcheck disable=SC2086
-  train stage=diffusion run.init_from="$run/init/model.safetensors" run.steps=100000 \
+  train stage=diffusion run.init_from="$RUN/init/model.safetensors" run.steps=100000 \
     run.batch_size=6 data.clip_steps=12 run.log_every=10 run.eval_every=100 run.ckpt_every=25 \
     optim.lr=3e-5 optim.warmup_steps=10 diffusion.context_noise=0.5 diffusion.self_forcing=0.5 \
     diffusion.self_forcing_passes=2 run.compile=true run.max_minutes="$MINUTES" $lever
-  step=$(tail -n 1 "$run/diffusion/log.csv" | cut -d, -f1)
+  step=$(tail -n 1 "$RUN/diffusion/log.csv" | cut -d, -f1)
   train stage=export export.source=diffusion export.sample_steps=1 export.context_noise=0.25 \
-    export.out="$run/world-$step"
-  aapt-world ladder --world "$run/world-$step" --rollout-maps MAP04,MAP01 \
-    --out "$run/ladder-$step" --threads "$THREADS"
+    export.out="$RUN/world-$step"
+  aapt-world ladder --world "$RUN/world-$step" --rollout-maps MAP04,MAP01 \
+    --out "$RUN/ladder-$step" --threads "$THREADS"
 done
 echo "doom_pixel_finetune: ladders in $OUT/*/ladder-*"

@@ -164,7 +164,7 @@ def build(cfg: TrainConfig, ranks: Dist, device: torch.device, data: LatentData 
     if pretrained:
         load_pretrained(cfg, generator, backbone)
     disc = Discriminator(backbone, a.disc_layers, a.disc_queries).to(device)
-    pixel = (pixel_loss_fn(cfg, device, a.pixel_steps, pretrained, "adversarial.pixel_weight")
+    pixel = (pixel_loss_fn(cfg, device, a.pixel_steps, pretrained)
              if a.pixel_weight > 0 else None)
     betas = (0.0, a.rmsprop_alpha)
     g_opt = torch.optim.Adam(generator.parameters(), lr=a.g_lr, betas=betas)
