@@ -62,7 +62,10 @@ stage_diffusion() {  # the seventh pass's stage 1, plus a linear LR decay
 # ADV_EXTRA: more stage-3 overrides, e.g. the ninth pass's "adversarial.recon_weight=1"
 # shellcheck disable=SC2086
 stage_adversarial_d3() { stage_adversarial adversarial.d_steps=3 ${ADV_EXTRA:-}; }  # D learns (v5)
+# EXPORT_EXTRA: more export overrides, e.g. "export.ema=false" (ship the live weights)
+# shellcheck disable=SC2086
 stage_export() {
-  train stage=export export.context_noise=0.25 export.out="${WORLD_OUT:-$RUN/world-ctx25}"
+  train stage=export export.context_noise=0.25 export.out="${WORLD_OUT:-$RUN/world-ctx25}" \
+    ${EXPORT_EXTRA:-}
 }
 run_stages
