@@ -19,6 +19,7 @@ ARM=${ARM:-avg}
 EXTRA=${EXTRA:-}
 STEPS=${STEPS:-600}          # total G steps at the end of the continuation
 ADV_MINUTES=${ADV_MINUTES:-30}
+WEIGHTS=${WEIGHTS:-average live}  # which exports to ladder
 EMA_DECAY=${EMA_DECAY:-0.99}  # warmed up as min(d, (1+n)/(10+n)): ~the last n/9 of n updates
 recipe="$(dirname "$0")/doom_cpu_v8.sh"
 export PRECISION=bf16 ADV_MINUTES
@@ -42,7 +43,7 @@ continue_seed() {  # seed
     WORLD_OUT="$arm/world-average" STAGES="adversarial_d3 export" bash "$recipe"
   RUN=$arm THREADS=1 WORLD_OUT="$arm/world-live" EXPORT_EXTRA="export.ema=false" \
     STAGES=export bash "$recipe"
-  for weights in average live; do
+  for weights in $WEIGHTS; do
     aapt-world ladder --world "$arm/world-$weights" --rollout-maps MAP04,MAP01 \
       --out "$arm/ladder-$weights" --threads 1
   done
