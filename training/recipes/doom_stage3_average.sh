@@ -8,6 +8,10 @@
 #   ARM=avg_decay EXTRA="optim.decay_start=447 optim.decay_steps=150 optim.min_lr_ratio=0.1" \
 #     bash training/recipes/doom_stage3_average.sh                         # + G and D LR decay
 #   ARM=avg_recon1 EXTRA="adversarial.recon_weight=1" bash training/recipes/doom_stage3_average.sh
+#   ARM=avg_recon1_decay WEIGHTS=average EXTRA="adversarial.recon_weight=1 optim.decay_start=447
+#     optim.decay_steps=150 optim.min_lr_ratio=0.1" bash ...   # both (the committed candidate)
+# WEIGHTS: which exports get a ladder. doom_cpu_v8.sh's stage 3 keeps the average by default
+# now; EMA_DECAY here overrides its decay.
 # Needs the two plain seeds' stage 3 at ~447 G steps first (both resume what they wrote; the
 # anchor arms run beside them, unused here):
 #   ADV_STEPS=447 ADV_MINUTES=70 bash training/recipes/doom_pixel_aapt.sh
