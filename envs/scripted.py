@@ -7,8 +7,9 @@ behaviours with a small state machine. All policies emit continuous commands
 ``[forward, strafe, turn, look]`` in [-1, 1] (see ``envs.actions``) and read the camera poses the
 real env reports in ``info["poses"]`` (only to notice being stuck against a wall).
 
-TakeCover players (``random_dodge``, ``dodger``) only strafe, as that scenario's own action set
-(noop / left / right) allows, and see only the frame, so they play the neural world too.
+TakeCover players (``random_dodge``, ``dodger``, ``wall_hugger``) only strafe, as that
+scenario's own action set (noop / left / right) allows, and see only the frame, so they play
+the neural world too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class ExplorerConfig:
     stuck_speed: float = 1.5  # map units per tic below which a forward walk counts as blocked
     stuck_patience: int = 2  # blocked walk steps in a row before escaping
     escape_steps: tuple[int, int] = (4, 10)  # a hard turn of ~90-200 degrees away from a wall
+    strafe_sweep: float = 1.0  # how much of the view sweep a strafe carries (forward 0.3x and
+    # turn 0.2x of it); 0 = pure sideways steps, as a keyboard player makes
+    full_speed: float = 0.0  # chance that a behaviour runs at full speed (a held key)
 
 
 _BEHAVIOURS = ("walk", "spin", "pause", "strafe", "look")
@@ -72,6 +76,8 @@ class ExplorerPolicy:
         self._steps_left = int(r.integers(lengths[0], lengths[1] + 1))
         self._direction = float(r.choice([-1.0, 1.0]))
         self._speed = float(r.uniform(0.5, 1.0))
+        if c.full_speed > 0 and r.random() < c.full_speed:  # no draw at 0: old plans replay
+            self._speed = 1.0
 
     def _is_stuck(self, info: dict[str, Any]) -> bool:
         poses = info.get("poses")
@@ -106,7 +112,8 @@ class ExplorerPolicy:
         elif self._mode == "pause":
             command[:] = (0.0, 0.0, 0.0, 0.0)
         elif self._mode == "strafe":
-            command[:] = (0.3 * self._turn, self._direction * self._speed, 0.2 * self._turn, 0.0)
+            sweep = c.strafe_sweep * self._turn
+            command[:] = (0.3 * sweep, self._direction * self._speed, 0.2 * sweep, 0.0)
         elif self._mode == "look":
             command[:] = (0.0, 0.0, 0.3 * self._turn, self._direction * 0.6)
         elif self._mode == "escape":
@@ -193,6 +200,21 @@ class DodgerPolicy:
         return (STRAFE_RIGHT if self._direction > 0 else STRAFE_LEFT).copy()
 
 
+class WallHuggerPolicy:
+    """A TakeCover player that strafes one way (picked per episode) every step: in the game it
+    reaches the side wall within a few seconds and stays pinned there. It asks a dream whether a
+    wall stops a strafe, which a dream-trained agent that keeps strafing one way relies on."""
+
+    def __init__(self) -> None:
+        self._command = STRAFE_LEFT
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._command = STRAFE_LEFT if rng.random() < 0.5 else STRAFE_RIGHT
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        return self._command.copy()
+
+
 def lingerer_config() -> ExplorerConfig:
     """The explorer as a person at the keyboard also plays: long still stretches (8-64 steps;
     the explorer's pauses of 2-8 never fill the 8-step attention window with no-ops), and walks
@@ -207,8 +229,23 @@ class LingererPolicy(ExplorerPolicy):
         super().__init__(lingerer_config())
 
 
+def strafer_config() -> ExplorerConfig:
+    """The explorer as a keyboard player who strafes: pure sideways steps of 8-32 steps, half of
+    them at full speed, often until a wall stops them. The ladder's strafe family (full-speed
+    strafes of 20 steps, pinned at MAP01's wall from step 6) is its worst bucket in most
+    ladders, while pure full-speed strafes are 0.65 % of the explorer / lingerer mix's steps."""
+    return ExplorerConfig(strafe_steps=(8, 32), behaviour_probs=(0.3, 0.1, 0.1, 0.4, 0.1),
+                          strafe_sweep=0.0, full_speed=0.5)
+
+
+class StraferPolicy(ExplorerPolicy):
+    def __init__(self) -> None:
+        super().__init__(strafer_config())
+
+
 POLICIES = {"explorer": ExplorerPolicy, "lingerer": LingererPolicy, "random": RandomCommandPolicy,
-            "random_dodge": RandomDodgePolicy, "dodger": DodgerPolicy}
+            "strafer": StraferPolicy, "random_dodge": RandomDodgePolicy, "dodger": DodgerPolicy,
+            "wall_hugger": WallHuggerPolicy}
 
 
 def make_policy(name: str) -> Policy:

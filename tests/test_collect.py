@@ -139,6 +139,45 @@ def test_lingerer_stands_still_long_and_pushes_into_walls() -> None:
     assert all(policy.act(None, stuck)[0] > 0 for _ in range(10))  # still pushing
 
 
+def test_strafer_steps_sideways_into_walls_and_the_explorer_replays() -> None:
+    """Pure full-speed strafes that go on when a wall stops them (what the ladder's strafe
+    family asks); the new config fields leave the explorer's random stream as it was, so
+    datasets recorded before them replay bit for bit."""
+    from envs.scripted import ExplorerConfig, make_policy
+
+    policy = make_policy("strafer")
+    policy.reset(np.random.default_rng(0))
+    stuck = {"poses": np.zeros((4, 5), dtype=np.float32)}
+    commands = np.stack([policy.act(None, stuck) for _ in range(800)])
+    pure = (np.abs(commands[:, 1]) == 1.0) & (commands[:, 0] == 0) & (commands[:, 2] == 0)
+    assert pure.mean() > 0.15  # the explorer's mix: under 1 %
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, pure.astype(int), 0])))[::2]
+    assert runs.max() >= 8  # not stopped by being stuck
+    moving = {"poses": np.arange(20, dtype=np.float32).reshape(4, 5) * 10.0}
+    plain, explicit = ExplorerPolicy(), ExplorerPolicy(ExplorerConfig(strafe_sweep=1.0,
+                                                                      full_speed=0.0))
+    for p in (plain, explicit):
+        p.reset(np.random.default_rng(3))
+    a = np.stack([plain.act(None, moving) for _ in range(300)])
+    b = np.stack([explicit.act(None, moving) for _ in range(300)])
+    np.testing.assert_array_equal(a, b)
+    strafes = np.abs(a[:, 1]) > 0
+    assert (np.abs(a[strafes, 2]) > 0).mean() > 0.5  # the explorer's strafes still sweep
+
+
+def test_wall_hugger_strafes_one_way_per_episode() -> None:
+    from envs.scripted import make_policy
+
+    policy = make_policy("wall_hugger")
+    sides = set()
+    for seed in range(8):
+        policy.reset(np.random.default_rng(seed))
+        commands = np.stack([policy.act(None, {}) for _ in range(20)])
+        assert (commands == commands[0]).all() and abs(commands[0, 1]) == 1.0
+        sides.add(float(commands[0, 1]))
+    assert sides == {-1.0, 1.0}
+
+
 def test_cli_collect_and_rollout(tmp_path: Path) -> None:
     root = tmp_path / "data"
     cmd = [sys.executable, "-m", "agents.cli", "collect", f"root={root}", "num_episodes=2",

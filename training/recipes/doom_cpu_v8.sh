@@ -44,6 +44,14 @@ stage_collect() {  # deterministic: the same command records the same episodes
     steps_per_episode=500 workers=1 seed=7
   aapt-world merge-data --out "$DATA" "$BASE_DATA" "$LINGER_DATA"
 }
+# the v8 mix plus 24 episodes of the strafer player (envs.scripted.strafer_config: pure
+# sideways steps into walls, 0.65 % of the mix's steps) as data/doom_mix_strafe: the mix's
+# episodes keep their ids, so a run's latents of the mix stay valid and only the new ones encode
+stage_strafer_data() {
+  aapt-world collect root=data/doom_strafer "policies=[strafer]" num_episodes=24 \
+    steps_per_episode=500 workers=1 seed=11
+  aapt-world merge-data --out data/doom_mix_strafe "$DATA" data/doom_strafer
+}
 stage_vae() {  # the shipped world's VAE as it is (no-op when the run has one)
   if [ ! -e "$RUN/vae" ]; then
     python -m training.seed_run --world "$WORLD" --vae "$VAE_INIT" --run "$RUN"
