@@ -43,14 +43,15 @@ train() {
 }
 train stage=export export.source=diffusion export.sample_steps=4 export.context_noise=0.25 \
   export.termination=sample export.out="$RUN/world-s1-4nfe"
-aw retune --world "$RUN/world-s1-4nfe" --out "$RUN/world-dream-g10" --guidance 10
 # the heads on the new dream's own sampler (the eleventh pass's bank settings)
 train stage=heads heads.max_pos_weight=1 heads.generated=1 heads.generator="$RUN/world-s1-4nfe" \
   heads.rollout_steps=8 heads.sample_steps=4 heads.guidance=10 data.clip_steps=8 \
   run.batch_size=128 optim.lr=1e-3 heads.bank_clips=1024 heads.bank_val_clips=256 \
   heads.bank_deaths=0.5 run.steps=800
-"$PY" -m training.seed_run --world "$RUN/world-dream-g10" \
-  --heads "$RUN/heads/model.safetensors" --out "$RUN/world"
+# export again: the run's heads stage is in now (termination sampled from the learned head)
+train stage=export export.source=diffusion export.sample_steps=4 export.context_noise=0.25 \
+  export.termination=sample export.out="$RUN/world-s1-4nfe-heads"
+aw retune --world "$RUN/world-s1-4nfe-heads" --out "$RUN/world" --guidance 10
 for policy in wall_hugger random_dodge; do
   aw agent eval --policy "$policy" --env neural --world "$RUN/world" --episodes 30 \
     --dtype bf16 --threads 1 --json "$RUN/dream_$policy.json"
