@@ -8,6 +8,9 @@
 # heads on its own dream bank and scores the wall hugger and the random player in the new dream.
 #   bash training/recipes/take_cover_hugger.sh           # ~65 min on one core (data ~5 min)
 # Rerun to resume: collection, latents, stage 1 and the heads continue from what they wrote.
+# STAGE1_INIT: the generator stage 1 continues from. worlds/take_cover is this pass's result now;
+# to redo this pass from the eleventh: git archive a6a2bfc worlds/take_cover | tar -x -C runs/tc11
+# and STAGE1_INIT=runs/tc11/worlds/take_cover.
 set -euo pipefail
 PY=${PY:-python}
 BASE=${BASE:-data/take_cover96}
@@ -17,10 +20,13 @@ RUN=${RUN:-runs/tc_hug}
 S1_MINUTES=${S1_MINUTES:-20}   # stage 1 continuation (the tenth pass's arms: 20 min, 394 steps)
 S1_STEPS=${S1_STEPS:-394}
 HUGGER_EPISODES=${HUGGER_EPISODES:-200}
+STAGE1_INIT=${STAGE1_INIT:-worlds/take_cover}
 recipe="$(dirname "$0")/take_cover_cpu.sh"
 export PY MODEL=dream96 THREADS=1 PRECISION=bf16 WORKERS=1
 export MODEL_OVERRIDES="world.momentum=true data.mirror=true"
-aw() { "$PY" -m agents.cli "$@"; }
+WORLD_CONFIG=take_cover
+SCALE=1
+source "$(dirname "$0")/world_stages.sh"  # aw, train (model, world, data, run, precision)
 
 if [ ! -e "$BASE/manifest.json" ]; then  # deterministic: the shipped world's 200 episodes
   DATA=$BASE RUN=$RUN STAGES=collect bash "$recipe"
@@ -33,14 +39,9 @@ if [ ! -e "$RUN/vae/model.safetensors" ]; then  # the shipped world's latent spa
     --vae worlds/take_cover-training/vae96.safetensors --run "$RUN"
 fi
 # stage 1 from the shipped generator, the tenth pass's settings; run.steps counts this run's
-DATA=$DATA RUN=$RUN SCALE=2 STAGE1_INIT=worlds/take_cover \
+DATA=$DATA RUN=$RUN SCALE=2 STAGE1_INIT=$STAGE1_INIT \
   DIFF_EXTRA="diffusion.cond_dropout=0.15 run.ema_decay=0.98 optim.lr=3e-4 run.steps=$S1_STEPS \
 run.max_minutes=$S1_MINUTES" STAGES="latents diffusion" bash "$recipe"
-train() {
-  # shellcheck disable=SC2086
-  aw train model=dream96 world=take_cover data.root="$DATA" run.out_dir="$RUN" run.threads=1 \
-    run.progress=false run.precision=bf16 $MODEL_OVERRIDES "$@"
-}
 train stage=export export.source=diffusion export.sample_steps=4 export.context_noise=0.25 \
   export.termination=sample export.out="$RUN/world-s1-4nfe"
 # the heads on the new dream's own sampler (the eleventh pass's bank settings)
