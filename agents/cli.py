@@ -112,6 +112,11 @@ def _bench(argv: list[str]) -> None:
 
 
 def _agent(argv: list[str]) -> None:
+    if argv[:1] == ["collect"]:
+        from agents.agent_data import main as collect_main
+
+        collect_main(argv[1:])
+        return
     from agents.ppo import main
 
     main(argv)

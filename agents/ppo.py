@@ -471,7 +471,7 @@ def load_model(path: str | os.PathLike, device: str = "auto") -> PPO:
         raise CheckpointError(f"{path} is not a readable SB3 model ({err})") from err
 
 
-def _trained_in(model_path: str | None) -> str | None:
+def trained_in(model_path: str | None) -> str | None:
     """Where a model was trained (its agent.json): a world directory or "real:<scenario>"."""
     if model_path is None:
         return None
@@ -480,17 +480,17 @@ def _trained_in(model_path: str | None) -> str | None:
 
 
 def _model_world(model_path: str | None) -> str | None:
-    world = _trained_in(model_path)
+    world = trained_in(model_path)
     return world if world and Path(world).is_dir() else None
 
 
 def _model_scenario(model_path: str | None) -> str | None:
     """The scenario of a model trained in the real game (``--world real:<scenario>``)."""
-    world = _trained_in(model_path)
+    world = trained_in(model_path)
     return world[len(REAL_PREFIX):] if world and world.startswith(REAL_PREFIX) else None
 
 
-def _model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
+def model_spec(model: PPO) -> tuple[tuple[int, int, int], str]:
     """(channels-last shape of ONE frame, action type) the model expects."""
     height, width, _ = _model_input(model)
     return (height, width, 3), _space_action_type(model.action_space)
@@ -551,13 +551,13 @@ def _eval_spec(cfg: AgentEvalConfig, world: Any, model: PPO | None
     model's; else the model's; else --width/--height (default 128x96), continuous."""
     if world is not None:
         spec = (world.frame_shape, world.config.action_type)
-        if model is not None and _model_spec(model) != spec:
-            raise ValueError(f"--model {cfg.model} expects frames {_model_spec(model)[0]} and "
-                             f"{_model_spec(model)[1]} actions, but --world {cfg.world} has "
+        if model is not None and model_spec(model) != spec:
+            raise ValueError(f"--model {cfg.model} expects frames {model_spec(model)[0]} and "
+                             f"{model_spec(model)[1]} actions, but --world {cfg.world} has "
                              f"{spec[0]} and {spec[1]} actions")
         return spec
     if model is not None:
-        return _model_spec(model)
+        return model_spec(model)
     # a scenario with its own action set (TakeCover) is played with it, the rest with commands
     action_type = scenario_action_type(cfg.scenario or "freedoom2", "continuous")
     return (cfg.height or 96, cfg.width or 128, 3), action_type
@@ -699,7 +699,7 @@ def _eval_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> dict[str, Any]:
     """``aapt-world agent train|eval ...``; errors in the inputs exit with their message."""
     if not argv or argv[0] not in ("train", "eval"):
-        raise SystemExit("usage: aapt-world agent {train,eval} [options] (-h for options)")
+        raise SystemExit("usage: aapt-world agent {train,eval,collect} [options] (-h for options)")
     try:
         if argv[0] == "train":
             parser = _train_parser()

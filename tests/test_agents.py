@@ -385,7 +385,7 @@ def test_frame_stack_feeds_evaluation_what_training_fed_the_policy(tiny_world_di
     out = tmp_path / "stacked"
     train(tiny_train_config(tiny_world_dir, out, steps=64, frame_stack=3))
     model = ppo.load_model(out / "model.zip", "cpu")
-    assert ppo.model_frame_stack(model) == 3 and ppo._model_spec(model)[0] == SHAPE
+    assert ppo.model_frame_stack(model) == 3 and ppo.model_spec(model)[0] == SHAPE
     result = evaluate(AgentEvalConfig(model=str(out / "model.zip"), env="neural", episodes=2,
                                       max_steps=6, device="cpu"))
     assert result["frame_shape"] == list(SHAPE) and result["rows"][0]["length_mean"] > 0

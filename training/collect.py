@@ -21,6 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ class CollectConfig:
             self.maps = list(self.maps) or list(DEFAULT_MAPS[self.world])
             self.policies = list(self.policies) or list(DEFAULT_POLICIES[self.world])
 
-    def validate(self) -> None:
+    def validate(self, extra_players: tuple[str, ...] = ()) -> None:
+        """``extra_players``: names of players built by the caller (``collect(players=...)``)."""
         if self.world not in WORLDS:
             raise ValueError(f"world must be one of {WORLDS}, got {self.world!r}")
         if self.world == "doom":
@@ -103,7 +105,7 @@ class CollectConfig:
         if self.scenario != "freedoom2" and len(self.maps) != 1:
             raise ValueError(f"scenario {self.scenario} brings its own map: pass one map entry "
                              f"(e.g. maps=[MAP01]), got maps={self.maps}")
-        known = WORLD_POLICIES[self.world]
+        known = [*WORLD_POLICIES[self.world], *extra_players]
         unknown = set(self.policies) - set(known)
         if unknown:
             raise ValueError(f"unknown {self.world} policies {sorted(unknown)}: expected "
@@ -192,7 +194,11 @@ def record_episode(env: Any, policy: Any, steps: int, seed: int) -> dict[str, np
     }
 
 
-def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, int]]:
+Players = Mapping[str, Callable[[], Any]]  # name -> a new player (reset(rng), act(obs, info))
+
+
+def _worker(args: tuple[dict[str, Any], list[EpisodePlan]],
+            players: Players | None = None) -> list[tuple[str, int]]:
     """Record a list of planned episodes in one process (one env instance per map / scene)."""
     cfg_dict, plans = args
     cfg = CollectConfig(**cfg_dict)
@@ -202,8 +208,9 @@ def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, i
         for plan in plans:
             if plan.scene not in envs:
                 envs[plan.scene] = cfg.make_env(plan.scene)
-            arrays = record_episode(envs[plan.scene], cfg.make_policy(plan.policy),
-                                    cfg.steps_per_episode, plan.seed)
+            policy = (players[plan.policy]() if players and plan.policy in players
+                      else cfg.make_policy(plan.policy))
+            arrays = record_episode(envs[plan.scene], policy, cfg.steps_per_episode, plan.seed)
             meta = {"id": plan.id, "map": plan.scene, "seed": plan.seed,
                     "policy": plan.policy, "split": plan.split,
                     "scenario": cfg.scenario if cfg.world == "doom" else cfg.world}
@@ -215,9 +222,15 @@ def _worker(args: tuple[dict[str, Any], list[EpisodePlan]]) -> list[tuple[str, i
     return done
 
 
-def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
-    """Record every planned episode not yet on disk; returns a summary with throughput."""
-    cfg.validate()
+def collect(cfg: CollectConfig, progress: bool = True,
+            players: Players | None = None) -> dict[str, Any]:
+    """Record every planned episode not yet on disk; returns a summary with throughput.
+    ``players``: more players by name, built in this process (a trained agent from a higher
+    layer: ``agents/agent_data.py``); they need ``workers=1``."""
+    cfg.validate(tuple(players or ()))
+    if players and cfg.workers != 1:
+        raise ValueError(f"players built by the caller ({sorted(players)}) record in this "
+                         f"process: set workers=1, got {cfg.workers}")
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     meta = cfg.dataset_meta()
@@ -234,7 +247,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
         jobs = [(asdict(cfg), [plan]) for plan in todo]  # one episode per job: fine-grained resume
         bar = tqdm(total=len(todo), desc="episodes", unit="ep", disable=not progress)
         if workers == 1:
-            results = map(_worker, jobs)
+            results = (_worker(job, players) for job in jobs)
             pool = None
         else:
             pool = mp.get_context("spawn").Pool(workers)

@@ -11,15 +11,22 @@
 # STAGE1_INIT: the generator stage 1 continues from. worlds/take_cover is this pass's result now;
 # to redo this pass from the eleventh: git archive a6a2bfc worlds/take_cover | tar -x -C runs/tc11
 # and STAGE1_INIT=runs/tc11/worlds/take_cover.
+# PLAYER: who plays the added episodes (into ADDED): a scripted player, or agent:MODEL, a trained
+# agent in the real game (World Models' loop: the data shows the world what the agent met;
+# AGENT_FLAGS, e.g. "--epsilon 0.2", go to `aapt-world agent collect`). The thirteenth pass:
+#   PLAYER=agent:runs/ppo_hug/model.zip AGENT_FLAGS="--epsilon 0.2" BASE=data/take_cover96_hug \
+#   ADDED=data/take_cover96_agent DATA=data/take_cover96_loop1 RUN=runs/tc_loop1 \
+#   bash training/recipes/take_cover_hugger.sh
 set -euo pipefail
 PY=${PY:-python}
 BASE=${BASE:-data/take_cover96}
-HUGGER=${HUGGER:-data/take_cover96_hugger}
+ADDED=${ADDED:-data/take_cover96_hugger}
 DATA=${DATA:-data/take_cover96_hug}
 RUN=${RUN:-runs/tc_hug}
 S1_MINUTES=${S1_MINUTES:-20}   # stage 1 continuation (the tenth pass's arms: 20 min, 394 steps)
 S1_STEPS=${S1_STEPS:-394}
-HUGGER_EPISODES=${HUGGER_EPISODES:-200}
+EPISODES=${EPISODES:-200}  # added episodes
+PLAYER=${PLAYER:-wall_hugger}
 STAGE1_INIT=${STAGE1_INIT:-worlds/take_cover}
 recipe="$(dirname "$0")/take_cover_cpu.sh"
 export PY MODEL=dream96 THREADS=1 PRECISION=bf16 WORKERS=1
@@ -31,9 +38,15 @@ source "$(dirname "$0")/world_stages.sh"  # aw, train (model, world, data, run, 
 if [ ! -e "$BASE/manifest.json" ]; then  # deterministic: the shipped world's 200 episodes
   DATA=$BASE RUN=$RUN STAGES=collect bash "$recipe"
 fi
-aw collect root="$HUGGER" scenario=take_cover "maps=[MAP01]" "policies=[wall_hugger]" \
-  num_episodes="$HUGGER_EPISODES" steps_per_episode=525 width=128 height=96 workers=1 seed=1000
-aw merge-data --out "$DATA" "$BASE" "$HUGGER"
+if [[ $PLAYER == agent:* ]]; then
+  # shellcheck disable=SC2086
+  aw agent collect --model "${PLAYER#agent:}" --root "$ADDED" --episodes "$EPISODES" \
+    --max-steps 525 --seed 1000 --threads 1 ${AGENT_FLAGS:-}
+else
+  aw collect root="$ADDED" scenario=take_cover "maps=[MAP01]" "policies=[$PLAYER]" \
+    num_episodes="$EPISODES" steps_per_episode=525 width=128 height=96 workers=1 seed=1000
+fi
+aw merge-data --out "$DATA" "$BASE" "$ADDED"
 if [ ! -e "$RUN/vae/model.safetensors" ]; then  # the shipped world's latent space, bit for bit
   "$PY" -m training.seed_run --world worlds/take_cover-training/world96 \
     --vae worlds/take_cover-training/vae96.safetensors --run "$RUN"
