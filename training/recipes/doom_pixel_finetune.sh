@@ -4,6 +4,14 @@
 # control, MINUTES without it (same LR and settings), each exported at 1 Euler step and laddered.
 #   SOURCE_RUN=runs/doom_t1 bash training/recipes/doom_pixel_finetune.sh   # 2 x (15 + ~6) min
 # Rerunning continues both arms MINUTES more from their checkpoints (ladders in ladder-<step>).
+# ARMS="pixel": the pixel arm only. The committed pixel stage 1 on the strafer mix (a data arm;
+# its init is worlds/doom-training/stage1_pixel itself, which the run's init/ may hold already):
+#   mkdir -p runs/px_strafe_src runs/doom_pixel_strafe/pixel2/init
+#   cp worlds/doom-training/stage1_pixel/* runs/doom_pixel_strafe/pixel2/init/
+#   ln -sfn "$(realpath runs/doom_px/vae)" runs/px_strafe_src/vae
+#   ln -sfn "$(realpath runs/doom_px_latents_doom_mix_strafe/latents)" runs/px_strafe_src/latents
+#   SOURCE_RUN=runs/px_strafe_src OUT=runs/doom_pixel_strafe ARMS=pixel MINUTES=30 \
+#     DATA=data/doom_mix_strafe bash training/recipes/doom_pixel_finetune.sh
 set -euo pipefail
 SOURCE_RUN=${SOURCE_RUN:-runs/doom_t1}
 OUT=${OUT:-runs/doom_pixel_ft}
@@ -11,6 +19,7 @@ WEIGHT=${WEIGHT:-2}
 MINUTES=${MINUTES:-15}
 DATA=${DATA:-data/doom_mix}
 THREADS=${THREADS:-1}
+ARMS=${ARMS:-pixel control}
 PRECISION=${PRECISION:-bf16}
 MODEL_OVERRIDES="model.vae.latent_channels=32 model.dit.latent_channels=32 model.vae.enc_blocks=2
   model.vae.dec_blocks=3 model.vae.light_dec_blocks=2 world.view_warp_fov=90 world.momentum=true
@@ -18,6 +27,7 @@ MODEL_OVERRIDES="model.vae.latent_channels=32 model.dit.latent_channels=32 model
 source "$(dirname "$0")/cpu_stages.sh"  # train: the shared wrapper, with RUN set per arm
 for arm in "pixel$WEIGHT diffusion.pixel_weight=$WEIGHT" "control diffusion.pixel_weight=0"; do
   read -r name lever <<< "$arm"
+  [[ " $ARMS " == *" ${name%%[0-9]*} "* ]] || continue
   RUN="$OUT/$name"
   mkdir -p "$RUN/init"
   for part in vae latents; do ln -sfn "$(realpath "$SOURCE_RUN/$part")" "$RUN/$part"; done
