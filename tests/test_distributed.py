@@ -104,7 +104,7 @@ def test_torchrun_two_processes(latents_run: tuple[Path, Path], stage: str) -> N
 
 
 DDP_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import torch
     import torch.distributed as dist
     from training.config import TrainConfig
@@ -168,6 +168,9 @@ DDP_SCRIPT = textwrap.dedent("""
         json.dump(result, f)
     dist.barrier()  # both ranks done before teardown (gloo can abort on an uneven exit)
     dist.destroy_process_group()
+    # gloo's threads can still abort in the interpreter's exit under a loaded CPU ("terminate
+    # called without an active exception"), after the results above are written and closed
+    os._exit(0)
 """)
 
 
@@ -191,7 +194,7 @@ def test_ddp_averages_gradients(tmp_path: Path) -> None:
 
 
 FSDP_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import torch, torch.distributed as dist
     from aapt_world.conditions import ConditionConfig
     from aapt_world.transformer import dit_config
@@ -225,6 +228,9 @@ FSDP_SCRIPT = textwrap.dedent("""
         json.dump({"sharded": sharded, "err": (full - expected).abs().max().item()}, f)
     dist.barrier()  # both ranks done before teardown (gloo can abort on an uneven exit)
     dist.destroy_process_group()
+    # gloo's threads can still abort in the interpreter's exit under a loaded CPU ("terminate
+    # called without an active exception"), after the results above are written and closed
+    os._exit(0)
 """)
 
 
