@@ -26,12 +26,12 @@ from aapt_world.cli_options import add_threads, apply_threads, command_parser
 from aapt_world.constants import DOOM_EPISODE_STEPS
 from aapt_world.world import load_world
 from agents.ppo import (
-    REAL_PREFIX,
     FrameStack,
     load_model,
     model_frame_stack,
+    model_scenario,
     model_spec,
-    trained_in,
+    model_world,
 )
 from envs.actions import action_to_command
 from training.collect import CollectConfig, collect
@@ -84,23 +84,20 @@ class AgentPlayer:
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         action, _ = self.model.predict(self.stack(obs), deterministic=self.deterministic)
         if self.rng.random() < self.epsilon:
-            action = self.model.action_space.sample()  # seeded below, per episode
+            action = self.rng.integers(self.model.action_space.n)  # the episode's seed
         return action_to_command(np.asarray(action).astype(np.int64).reshape(()),
                                  self.action_type)
 
 
 def _scenario(cfg: AgentCollectConfig) -> str:
-    if cfg.scenario:
-        return cfg.scenario
-    world = trained_in(cfg.model)
-    if world is not None and world.startswith(REAL_PREFIX):
-        return world[len(REAL_PREFIX):]
-    if world is not None and Path(world).is_dir():
-        scenario = load_world(world).source_game()[0]
-        if scenario:
-            return scenario
-    raise ValueError(f"--scenario: cannot tell which game {cfg.model} was trained for (its "
-                     "agent.json names no world with a card); pass --scenario")
+    """--scenario, else the real game the model trained in, else its world card's."""
+    world = model_world(cfg.model)
+    scenario = (cfg.scenario or model_scenario(cfg.model)
+                or (load_world(world).source_game()[0] if world is not None else None))
+    if not scenario:
+        raise ValueError(f"--scenario: cannot tell which game {cfg.model} was trained for (its "
+                         "agent.json names no world with a card); pass --scenario")
+    return scenario
 
 
 def collect_agent_episodes(cfg: AgentCollectConfig, progress: bool = True) -> dict[str, Any]:
@@ -112,7 +109,6 @@ def collect_agent_episodes(cfg: AgentCollectConfig, progress: bool = True) -> di
         raise ValueError(f"{cfg.root} was recorded by {player_file.read_text().strip()}, not "
                          f"{cfg.player()}: use another --root")
     model = load_model(cfg.model, device="cpu")
-    model.action_space.seed(cfg.seed)
     (height, width, _), action_type = model_spec(model)
     if action_type == "continuous":
         raise ValueError(f"--model {cfg.model} has continuous actions; `agent collect` plays "

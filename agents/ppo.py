@@ -479,12 +479,12 @@ def trained_in(model_path: str | None) -> str | None:
     return json.loads(meta.read_text()).get("world") if meta.is_file() else None
 
 
-def _model_world(model_path: str | None) -> str | None:
+def model_world(model_path: str | None) -> str | None:
     world = trained_in(model_path)
     return world if world and Path(world).is_dir() else None
 
 
-def _model_scenario(model_path: str | None) -> str | None:
+def model_scenario(model_path: str | None) -> str | None:
     """The scenario of a model trained in the real game (``--world real:<scenario>``)."""
     world = trained_in(model_path)
     return world[len(REAL_PREFIX):] if world and world.startswith(REAL_PREFIX) else None
@@ -517,7 +517,7 @@ def evaluate(cfg: AgentEvalConfig) -> dict[str, Any]:
     """Evaluate in the chosen world(s); returns ``{"rows": [...], "videos": [...]}``."""
     cfg.validate()
     device = resolve_device(cfg.device)
-    world_path = cfg.world or _model_world(cfg.model)
+    world_path = cfg.world or model_world(cfg.model)
     if cfg.env in ("neural", "both") and world_path is None:
         raise ValueError("--env neural needs --world PATH (a world directory)")
     world = (resolve_world(world_path, device, dtype=cfg.dtype) if world_path is not None
@@ -569,7 +569,7 @@ def _make_eval_env(kind: str, cfg: AgentEvalConfig, world: Any, frame_shape: tup
         return NeuralWorldEnv(world), "neural"
 
     card_scenario, card_map = world.source_game() if world is not None else (None, None)
-    scenario = cfg.scenario or card_scenario or _model_scenario(cfg.model) or "freedoom2"
+    scenario = cfg.scenario or card_scenario or model_scenario(cfg.model) or "freedoom2"
     doom_map = cfg.doom_map or card_map or DEFAULT_MAP
     height, width = frame_shape[:2]
     env: gym.Env = DoomEnv(DoomConfig(scenario=scenario, doom_map=doom_map, width=width,

@@ -69,3 +69,16 @@ def test_players_built_by_the_caller_need_one_worker(tmp_path) -> None:
         collect(cfg, progress=False, players={"mine": object})
     with pytest.raises(ValueError, match="unknown doom policies"):
         collect(cfg, progress=False)
+
+
+def test_random_actions_follow_the_episode_seed(real_agent, tmp_path) -> None:
+    """--epsilon draws from the episode's own RNG: the same seed records the same games."""
+    runs = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        collect_agent_episodes(AgentCollectConfig(model=str(real_agent), root=str(root),
+                                                  episodes=2, max_steps=8, epsilon=1.0),
+                               progress=False)
+        runs.append(np.load(root / "episodes" / "ep_000000" / "actions.npy"))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert len({tuple(row) for row in runs[0]}) > 1  # random actions, not the argmax
